@@ -1,0 +1,189 @@
+//! `POST /`: Pub/Sub push deliveries of Cloud Storage notifications.
+//!
+//! The status code is the retry protocol (docs/EXACTLY-ONCE.md has the table):
+//! 2xx = done (scored, reported failure, duplicate, ignored, gone), 429 = back
+//! off (over MAX_CONCURRENT_JOBS, or the job runs elsewhere), 503 = transient
+//! trouble, 400 = malformed envelope (logged loudly; Pub/Sub's dead-letter
+//! policy ends it), 401 = bad or missing push token.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::AppState;
+use crate::auth::AuthError;
+use crate::event::{self, Delivery};
+use crate::job::{JobError, Outcome};
+
+/// What the push endpoint answers (useful to people reading logs and tests;
+/// Pub/Sub only looks at the status).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PushReply {
+    /// scored | failed | duplicate | ignored | gone | in_progress | busy | retry | error | rejected | unauthorized
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+}
+
+fn reply(status: StatusCode, outcome: &str, detail: Option<String>, manifest: Option<String>) -> Response {
+    (
+        status,
+        Json(PushReply {
+            outcome: outcome.to_owned(),
+            detail,
+            manifest,
+        }),
+    )
+        .into_response()
+}
+
+/// Handles one push delivery.
+#[utoipa::path(
+    post,
+    path = "/",
+    tag = "push",
+    request_body(content = String, description = "Pub/Sub push envelope of a Cloud Storage OBJECT_FINALIZE notification", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Done: scored, reported failure, duplicate, ignored or gone", body = PushReply),
+        (status = 400, description = "Malformed envelope", body = PushReply),
+        (status = 401, description = "Missing or invalid push token", body = PushReply),
+        (status = 429, description = "Over capacity or in progress elsewhere: retry later", body = PushReply),
+        (status = 503, description = "Transient trouble: retry later", body = PushReply),
+    )
+)]
+pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(auth) = &state.push_auth {
+        let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+        match auth.verify(authorization).await {
+            Ok(_) => {}
+            Err(AuthError::KeysUnavailable(e)) => {
+                tracing::error!(error = %e, "push token could not be checked");
+                return reply(StatusCode::SERVICE_UNAVAILABLE, "retry", Some(e), None);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "push refused: unauthenticated");
+                return reply(StatusCode::UNAUTHORIZED, "unauthorized", Some(e.to_string()), None);
+            }
+        }
+    }
+    let delivery = match event::parse_push(&body) {
+        Ok(d) => d,
+        Err(e) => {
+            let preview = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+            tracing::error!(error = %e, body_bytes = body.len(), body_preview = %preview, "malformed push envelope");
+            return reply(StatusCode::BAD_REQUEST, "rejected", Some(e.to_string()), None);
+        }
+    };
+    if let Some(reason) = ignore_reason(&state, &delivery) {
+        let object = &delivery.event.object;
+        tracing::info!(
+            outcome = "ignored",
+            input_uri = %format!("gs://{}/{}", object.bucket, object.name),
+            generation = object.generation.get(),
+            event_type = %delivery.event.event_type,
+            message_id = %delivery.message_id,
+            reason = %reason,
+            "job summary"
+        );
+        state.metrics.record_job("ignored", std::time::Duration::ZERO);
+        return reply(StatusCode::OK, "ignored", Some(reason), None);
+    }
+    let Some(jobs) = state.jobs.get().cloned() else {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "retry",
+            Some("the model is still loading".into()),
+            None,
+        );
+    };
+    let Ok(permit) = state.job_slots.clone().try_acquire_owned() else {
+        tracing::info!(message_id = %delivery.message_id, "over MAX_CONCURRENT_JOBS: 429");
+        return reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            Some("too many jobs running; retry later".into()),
+            None,
+        );
+    };
+    let object = delivery.event.object.clone();
+    tracing::info!(
+        message_id = %delivery.message_id,
+        delivery_attempt = delivery.delivery_attempt,
+        input_uri = %format!("gs://{}/{}", object.bucket, object.name),
+        generation = object.generation.get(),
+        "job accepted"
+    );
+    // The job runs in its own task: if Pub/Sub gives up on this request, the
+    // job still finishes and commits, and the redelivery finds it done.
+    let task = tokio::spawn(async move {
+        let _permit = permit;
+        jobs.run(&object).await
+    });
+    match task.await {
+        Ok(Ok(Outcome::Committed(m))) => {
+            let outcome = if m.status == crate::manifest::Status::Scored {
+                "scored"
+            } else {
+                "failed"
+            };
+            reply(StatusCode::OK, outcome, m.failure.clone(), Some(manifest_uri(&m)))
+        }
+        Ok(Ok(Outcome::Duplicate(m))) => reply(StatusCode::OK, "duplicate", None, Some(manifest_uri(&m))),
+        Ok(Ok(Outcome::Gone(reason))) => reply(StatusCode::OK, "gone", Some(reason), None),
+        Ok(Ok(Outcome::InProgress(busy))) => reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            "in_progress",
+            Some(format!(
+                "being scored by {} (lease expires in {} s)",
+                busy.holder,
+                busy.expires_in.as_secs()
+            )),
+            None,
+        ),
+        Ok(Err(JobError::Transient(e))) => reply(StatusCode::SERVICE_UNAVAILABLE, "retry", Some(e), None),
+        Ok(Err(JobError::Internal(e))) => reply(StatusCode::INTERNAL_SERVER_ERROR, "error", Some(e), None),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "error",
+            Some(format!("job task: {e}")),
+            None,
+        ),
+    }
+}
+
+fn manifest_uri(m: &crate::manifest::Manifest) -> String {
+    m.outputs
+        .predictions
+        .as_ref()
+        .or(m.outputs.errors.as_ref())
+        .map(|o| {
+            let dir = o.uri.rsplit_once('/').map_or(o.uri.as_str(), |(d, _)| d);
+            format!("{dir}/manifest.json")
+        })
+        .unwrap_or_default()
+}
+
+/// Why a delivery is not work, if it is not.
+fn ignore_reason(state: &AppState, delivery: &Delivery) -> Option<String> {
+    let event = &delivery.event;
+    if event.object.bucket != state.input_bucket {
+        return Some(format!(
+            "event for bucket {}, not the input bucket {}",
+            event.object.bucket, state.input_bucket
+        ));
+    }
+    if !event.is_finalize() {
+        return Some(format!("{} events are not work", event.event_type));
+    }
+    if !event.object.name.is_csv() {
+        return Some(format!("{} is not a .csv or .csv.gz object", event.object.name));
+    }
+    None
+}

@@ -1,0 +1,202 @@
+//! The storage seam: buckets of named objects, read as streams and written
+//! atomically, create-only when asked.
+//!
+//! Two backends fit it: [`local`] (a bucket is a directory; the local mode and
+//! tests) and [`gcs`] (Cloud Storage through Google's official crate). The
+//! scoring code never knows which one it talks to.
+
+pub mod bridge;
+pub mod gcs;
+pub mod local;
+
+use std::fmt;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use serde::Serialize;
+
+/// A stream of object bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    #[error("object {0} does not exist")]
+    NotFound(String),
+    /// A create-only write found the object already there.
+    #[error("object {0} already exists")]
+    AlreadyExists(String),
+    #[error("invalid object name {name:?}: {reason}")]
+    InvalidName { name: String, reason: String },
+    /// Worth retrying later: unavailable, throttled, timed out, cut off.
+    #[error("storage is temporarily unavailable: {0}")]
+    Transient(String),
+    #[error("storage refused the request: {0}")]
+    Permanent(String),
+    /// The writer gave up (its job failed or was cancelled); nothing was
+    /// committed.
+    #[error("write abandoned: {0}")]
+    Abandoned(String),
+}
+
+impl StorageError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Transient(_))
+    }
+
+    /// As an `io::Error` that still carries this error, so the scoring
+    /// engine can tell storage trouble from bad data.
+    pub fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
+    }
+}
+
+/// What the service knows of an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectMeta {
+    pub name: String,
+    /// Cloud Storage's generation; for local files, the modification time in
+    /// nanoseconds since the epoch.
+    pub generation: i64,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<u32>,
+    #[serde(skip)]
+    pub updated: Option<SystemTime>,
+}
+
+/// How to write an object.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// Fail with [`StorageError::AlreadyExists`] instead of replacing.
+    pub create_only: bool,
+    pub content_type: &'static str,
+}
+
+impl WriteOptions {
+    pub fn create_only(content_type: &'static str) -> Self {
+        WriteOptions {
+            create_only: true,
+            content_type,
+        }
+    }
+}
+
+/// A bucket.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// The bucket's name, as events name it.
+    fn bucket(&self) -> &str;
+
+    /// A URI for people and manifests: `gs://bucket/name` or `file:///...`.
+    fn uri(&self, name: &str) -> String;
+
+    /// The object's metadata, `None` if absent.
+    async fn stat(&self, name: &str) -> Result<Option<ObjectMeta>, StorageError>;
+
+    /// Opens an object for streaming. With `generation`, that generation
+    /// exactly (`NotFound` if it was replaced or deleted).
+    async fn read(&self, name: &str, generation: Option<i64>) -> Result<(ObjectMeta, ByteStream), StorageError>;
+
+    /// Writes a whole object from a stream. The object becomes visible only
+    /// once the stream ended cleanly; an error item abandons the write and
+    /// leaves nothing behind.
+    async fn write(&self, name: &str, body: ByteStream, options: WriteOptions) -> Result<ObjectMeta, StorageError>;
+
+    /// Objects whose names start with `prefix`, in name order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
+}
+
+/// Reads a small object whole (manifests, leases, model artifacts).
+pub async fn read_all(
+    store: &dyn ObjectStore,
+    name: &str,
+    limit: usize,
+) -> Result<(ObjectMeta, Vec<u8>), StorageError> {
+    use futures::StreamExt;
+    let (meta, mut stream) = store.read(name, None).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if out.len() + chunk.len() > limit {
+            return Err(StorageError::Permanent(format!(
+                "{} is larger than {limit} bytes",
+                store.uri(name)
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((meta, out))
+}
+
+/// Writes a small object from memory.
+pub async fn write_bytes(
+    store: &dyn ObjectStore,
+    name: &str,
+    bytes: Vec<u8>,
+    options: WriteOptions,
+) -> Result<ObjectMeta, StorageError> {
+    let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(Bytes::from(bytes)) }));
+    store.write(name, body, options).await
+}
+
+/// A location given as `gs://bucket/name` or a local path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Gcs { bucket: String, name: String },
+    Local(std::path::PathBuf),
+}
+
+impl Location {
+    pub fn parse(text: &str) -> Result<Location, String> {
+        if let Some(rest) = text.strip_prefix("gs://") {
+            let (bucket, name) = rest
+                .split_once('/')
+                .ok_or_else(|| format!("{text:?} names a bucket but no object (gs://BUCKET/OBJECT)"))?;
+            if bucket.is_empty() || name.is_empty() {
+                return Err(format!("{text:?} needs both a bucket and an object name"));
+            }
+            return Ok(Location::Gcs {
+                bucket: bucket.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        if text.is_empty() {
+            return Err("empty location".into());
+        }
+        Ok(Location::Local(text.strip_prefix("file://").unwrap_or(text).into()))
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Gcs { bucket, name } => write!(f, "gs://{bucket}/{name}"),
+            Location::Local(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse() {
+        assert_eq!(
+            Location::parse("gs://b/m/model.json").unwrap(),
+            Location::Gcs {
+                bucket: "b".into(),
+                name: "m/model.json".into()
+            }
+        );
+        assert!(Location::parse("gs://b").is_err());
+        assert!(Location::parse("gs:///x").is_err());
+        assert_eq!(
+            Location::parse("data/model.json").unwrap(),
+            Location::Local("data/model.json".into())
+        );
+    }
+}
