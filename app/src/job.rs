@@ -31,6 +31,9 @@ use crate::storage::bridge::{StreamReader, UploadWriter};
 use crate::storage::{ObjectMeta, ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
 use crate::telemetry::Metrics;
 
+/// An upload running beside the engine.
+type Upload = tokio::task::JoinHandle<Result<ObjectMeta, StorageError>>;
+
 /// How a job ended, for the push status code and the summary log.
 #[derive(Debug)]
 pub enum Outcome {
@@ -262,8 +265,7 @@ impl JobRunner {
                     .await
             })
         };
-        let errors_upload: Arc<Mutex<Option<tokio::task::JoinHandle<Result<ObjectMeta, StorageError>>>>> =
-            Arc::new(Mutex::new(None));
+        let errors_upload: Arc<Mutex<Option<Upload>>> = Arc::new(Mutex::new(None));
 
         let engine = {
             let model = self.model.clone();

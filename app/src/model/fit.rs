@@ -420,11 +420,11 @@ fn raw_row(
     let label = parse_label(target.get(row))?;
     let levels = categorical
         .iter()
-        .map(|c| c.get(row).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned))
+        .map(|c| c.get(row).filter(|v| !v.is_empty()).map(str::to_owned))
         .collect::<Option<Vec<_>>>()?;
     let numbers = numeric
         .iter()
-        .map(|c| match c.get(row).map(str::trim).filter(|v| !v.is_empty()) {
+        .map(|c| match c.get(row).filter(|v| !v.is_empty()) {
             None => Some(None),
             Some(v) => v.parse::<f64>().ok().filter(|x| x.is_finite()).map(Some),
         })

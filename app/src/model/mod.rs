@@ -88,10 +88,11 @@ impl Term {
         }
     }
 
-    /// This term's contribution to the logit for one raw field value. Empty
-    /// and surrounding blanks count as missing; numeric missing is imputed.
+    /// This term's contribution to the logit for one raw field value. Values
+    /// match exactly (the batch engine's polars expressions do the same); an
+    /// empty field is missing, which a numeric term imputes.
     pub fn contribution(&self, raw: Option<&str>) -> Result<f64, Rejection> {
-        let value = raw.map(str::trim).filter(|v| !v.is_empty());
+        let value = raw.filter(|v| !v.is_empty());
         match self {
             Term::Categorical { name, weights, known } => {
                 let Some(value) = value else {
@@ -295,7 +296,7 @@ impl Model {
             let contribution = term.contribution(raw)?;
             out.push(Contribution {
                 feature: term.name().to_owned(),
-                value: raw.map(|v| v.trim().to_owned()).unwrap_or_default(),
+                value: raw.unwrap_or_default().to_owned(),
                 contribution,
             });
         }
@@ -376,7 +377,8 @@ mod tests {
     #[test]
     fn missing_numeric_is_imputed_but_missing_category_is_rejected() {
         let model = Model::from_json(&tiny()).unwrap();
-        assert_eq!(model.logit(row(&[("colour", "blue"), ("size", " ")])).unwrap(), -1.0);
+        assert_eq!(model.logit(row(&[("colour", "blue"), ("size", "")])).unwrap(), -1.0);
+        assert!(model.logit(row(&[("colour", " blue"), ("size", "")])).is_err());
         let err = model.logit(row(&[("size", "1")])).unwrap_err();
         assert_eq!(err.reason, RejectReason::Missing);
         assert_eq!(err.to_string(), "colour: missing value");

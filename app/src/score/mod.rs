@@ -109,6 +109,17 @@ impl ScoreError {
     }
 }
 
+/// A polars write error as our own, keeping a storage error recognisable.
+fn write_error(e: PolarsError) -> ScoreError {
+    match e {
+        PolarsError::IO { error, .. } => match error.get_ref().and_then(|inner| inner.downcast_ref::<StorageError>()) {
+            Some(storage) => ScoreError::Write(storage.clone().into_io()),
+            None => ScoreError::Write(io::Error::new(error.kind(), error.to_string())),
+        },
+        other => ScoreError::Engine(other),
+    }
+}
+
 /// Scores one CSV stream. `out` receives the predictions CSV (a header even
 /// when no row scores); `rejects` receives each rejected row.
 pub fn score(
@@ -131,7 +142,7 @@ pub fn score(
     let delimiter = input::sniff_delimiter(&header);
     chunker.set_delimiter(delimiter);
     let columns = parse_header(&header, delimiter)?;
-    let plan = Plan::new(model, &columns, options)?;
+    let plan = Plan::new(model, &columns, delimiter, options)?;
 
     let mut writer = out;
     write_header(&mut writer, &columns, &plan.output_columns, delimiter).map_err(ScoreError::Write)?;
@@ -155,46 +166,62 @@ pub fn score(
                 }
             }
         });
-        let mut csv_writer = CsvWriter::new(&mut writer)
-            .include_header(false)
-            .with_separator(b',')
-            .batched(&plan.output_schema)?;
-        for piece in rx {
-            match piece.map_err(ScoreError::from_read)? {
-                Piece::Oversized { row, line, bytes } => {
-                    state.rows_in += 1;
-                    state.rejected += 1;
-                    rejects
-                        .reject(&RejectedRow {
-                            line,
-                            row,
-                            column: String::new(),
-                            value: String::new(),
-                            reason: format!(
-                                "record is {bytes} bytes, over the {} byte limit; skipped",
-                                options.max_record_bytes
-                            ),
-                        })
-                        .map_err(ScoreError::Write)?;
-                }
-                Piece::Chunk(chunk) => {
-                    state.blank += chunk.blank;
-                    let scored = plan.score_chunk(&chunk, model, rejects, &mut state)?;
-                    if let Some(df) = scored {
-                        csv_writer.write_batch(&df).map_err(|e| match e {
-                            PolarsError::IO { error, .. } => {
-                                ScoreError::Write(io::Error::new(error.kind(), error.to_string()))
-                            }
-                            other => ScoreError::Engine(other),
-                        })?;
+        // Serialising the output overlaps with scoring the next chunk.
+        let (frames, frames_rx) = mpsc::sync_channel::<DataFrame>(2);
+        let output_schema = &plan.output_schema;
+        let writer_thread = scope.spawn(move || -> Result<(), ScoreError> {
+            let mut csv_writer = CsvWriter::new(&mut *writer)
+                .include_header(false)
+                .with_separator(b',')
+                .batched(output_schema)
+                .map_err(write_error)?;
+            for df in frames_rx {
+                csv_writer.write_batch(&df).map_err(write_error)?;
+            }
+            csv_writer.finish().map_err(write_error)?;
+            writer.flush().map_err(ScoreError::Write)
+        });
+        let scoring = (|| -> Result<(), ScoreError> {
+            for piece in rx {
+                match piece.map_err(ScoreError::from_read)? {
+                    Piece::Oversized { row, line, bytes } => {
+                        state.rows_in += 1;
+                        state.rejected += 1;
+                        rejects
+                            .reject(&RejectedRow {
+                                line,
+                                row,
+                                column: String::new(),
+                                value: String::new(),
+                                reason: format!(
+                                    "record is {bytes} bytes, over the {} byte limit; skipped",
+                                    options.max_record_bytes
+                                ),
+                            })
+                            .map_err(ScoreError::Write)?;
+                    }
+                    Piece::Chunk(chunk) => {
+                        state.blank += chunk.blank;
+                        if let Some(df) = plan.score_chunk(&chunk, model, rejects, &mut state)?
+                            && frames.send(df).is_err()
+                        {
+                            // The writer stopped; its error is the one to report.
+                            break;
+                        }
                     }
                 }
             }
-        }
-        csv_writer.finish()?;
-        Ok(())
+            Ok(())
+        })();
+        drop(frames);
+        let written = writer_thread.join().unwrap_or_else(|_| {
+            Err(ScoreError::Engine(PolarsError::ComputeError(
+                "the writer thread panicked".into(),
+            )))
+        });
+        written?;
+        scoring
     })?;
-    writer.flush().map_err(ScoreError::Write)?;
     if state.rows_in == 0 {
         return Err(FileRejection::HeaderOnly.into());
     }
@@ -256,7 +283,8 @@ struct Plan {
     logit: Expr,
     threshold: f64,
     n_fields: usize,
-    delimiter_for_slow_path: u8,
+    /// The input's field delimiter.
+    delimiter: u8,
     explain: usize,
 }
 
@@ -266,7 +294,7 @@ const PREDICTION: &str = "__prediction";
 const EXPLANATION: &str = "__explanation";
 
 impl Plan {
-    fn new(model: &Model, columns: &[String], options: &ScoreOptions) -> Result<Plan, ScoreError> {
+    fn new(model: &Model, columns: &[String], delimiter: u8, options: &ScoreOptions) -> Result<Plan, ScoreError> {
         let internal = |i: usize| PlSmallStr::from(format!("c{i}"));
         let find = |name: &str| -> Result<Option<usize>, FileRejection> {
             let mut hits = columns.iter().enumerate().filter(|(_, c)| c.as_str() == name);
@@ -326,7 +354,7 @@ impl Plan {
             logit,
             threshold: model.threshold(),
             n_fields: columns.len(),
-            delimiter_for_slow_path: b',',
+            delimiter,
             explain: options.explain,
         })
     }
@@ -350,14 +378,16 @@ impl Plan {
         state: &mut State,
     ) -> Result<Option<DataFrame>, ScoreError> {
         let expected = (chunk.records - chunk.blank) as usize;
-        let fast = match self.parse(&chunk.bytes, self.delimiter_for_slow_path) {
-            Ok(df) if df.height() == expected && self.well_formed(&df) => Some(df),
+        let fast = match self.parse(&chunk.bytes, self.delimiter) {
+            Ok(df) if df.height() == expected && self.well_formed(chunk) => Some(df),
             _ => None,
         };
+        // Rejected rows of this chunk, reported in file order at the end.
+        let mut rejected: Vec<RejectedRow> = Vec::new();
         let (df, positions) = match fast {
             Some(df) => {
                 let positions = if chunk.multiline || chunk.blank > 0 {
-                    Positions::Listed(record_positions(&chunk.bytes, self.delimiter_for_slow_path, chunk))
+                    Positions::Listed(record_positions(chunk, self.delimiter))
                 } else {
                     Positions::Sequential {
                         first_row: chunk.first_row,
@@ -369,8 +399,9 @@ impl Plan {
             None => {
                 // The careful path: find the broken records one by one, report
                 // them, and hand polars only the well-formed ones.
-                let (clean, listed) = self.clean_chunk(chunk, rejects, state)?;
+                let (clean, listed) = self.clean_chunk(chunk, &mut rejected, state)?;
                 if listed.is_empty() {
+                    emit(rejects, rejected)?;
                     return Ok(None);
                 }
                 let df = self.parse(&clean, b',')?;
@@ -390,6 +421,7 @@ impl Plan {
         };
         state.rows_in += df.height() as u64;
         if df.height() == 0 {
+            emit(rejects, rejected)?;
             return Ok(None);
         }
         let scored = df
@@ -407,8 +439,9 @@ impl Plan {
         let valid: BooleanChunked = logits.iter().map(|z| Some(z.is_some_and(f64::is_finite))).collect();
         let n_valid = valid.sum().unwrap_or(0) as usize;
         if n_valid < scored.height() {
-            self.report_rejections(&scored, &valid, &positions, model, rejects)?;
+            self.collect_rejections(&scored, &valid, &positions, model, &mut rejected)?;
         }
+        emit(rejects, rejected)?;
         state.rejected += (scored.height() - n_valid) as u64;
         state.scored += n_valid as u64;
 
@@ -440,19 +473,21 @@ impl Plan {
         Ok(Some(kept.select(names)?))
     }
 
-    /// A fast-path frame is trusted only if no record was short: polars pads
-    /// a short record with nulls, which would hide a ragged row.
-    fn well_formed(&self, _df: &DataFrame) -> bool {
-        true
+    /// polars pads a short (ragged) record with nulls instead of failing, so
+    /// the fast path is trusted only when the chunk holds exactly the
+    /// delimiters its records need.
+    fn well_formed(&self, chunk: &Chunk) -> bool {
+        let records = chunk.records - chunk.blank;
+        chunker::delimiters_outside_quotes(&chunk.bytes, self.delimiter) == records * (self.n_fields as u64 - 1)
     }
 
-    fn report_rejections(
+    fn collect_rejections(
         &self,
         scored: &DataFrame,
         valid: &BooleanChunked,
         positions: &Positions,
         model: &Model,
-        rejects: &mut dyn RejectSink,
+        rejected: &mut Vec<RejectedRow>,
     ) -> Result<(), ScoreError> {
         let features: Vec<&StringChunked> = self
             .feature_columns
@@ -473,15 +508,13 @@ impl Plan {
             } else {
                 problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
             };
-            rejects
-                .reject(&RejectedRow {
-                    line,
-                    row,
-                    column: first.map(|p| p.column.clone()).unwrap_or_default(),
-                    value: first.and_then(|p| p.value.clone()).unwrap_or_default(),
-                    reason,
-                })
-                .map_err(ScoreError::Write)?;
+            rejected.push(RejectedRow {
+                line,
+                row,
+                column: first.map(|p| p.column.clone()).unwrap_or_default(),
+                value: first.and_then(|p| p.value.clone()).unwrap_or_default(),
+                reason,
+            });
         }
         Ok(())
     }
@@ -504,68 +537,53 @@ impl Plan {
             .collect())
     }
 
-    /// Re-reads a chunk record by record with the `csv` crate: records with
-    /// the wrong number of fields or invalid UTF-8 are rejected; the rest are
+    /// Re-reads a chunk record by record: records with the wrong number of
+    /// fields, unreadable quoting or invalid UTF-8 are rejected; the rest are
     /// re-serialised (comma-delimited) for polars.
     fn clean_chunk(
         &self,
         chunk: &Chunk,
-        rejects: &mut dyn RejectSink,
+        broken: &mut Vec<RejectedRow>,
         state: &mut State,
-    ) -> Result<(Vec<u8>, Vec<(u64, u64)>), ScoreError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(self.delimiter_for_slow_path)
-            .from_reader(&chunk.bytes[..]);
+    ) -> Result<(Vec<u8>, RowPositions), ScoreError> {
         let mut writer = csv::WriterBuilder::new()
             .terminator(csv::Terminator::Any(b'\n'))
             .from_writer(Vec::with_capacity(chunk.bytes.len()));
         let mut listed = Vec::new();
         let mut record = csv::ByteRecord::new();
         let mut row = chunk.first_row;
-        loop {
-            let line = chunk.first_line + reader.position().line() - 1;
-            match reader.read_byte_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(e) => {
-                    state.rows_in += 1;
-                    state.rejected += 1;
-                    rejects
-                        .reject(&RejectedRow {
-                            line,
-                            row,
-                            column: String::new(),
-                            value: String::new(),
-                            reason: format!("unreadable record: {e}"),
-                        })
-                        .map_err(ScoreError::Write)?;
-                    row += 1;
-                    continue;
-                }
+        for span in chunker::split_records(&chunk.bytes, self.delimiter) {
+            if span.blank {
+                continue;
             }
-            let line = record.position().map_or(line, |p| chunk.first_line + p.line() - 1);
-            let problem = if record.len() != self.n_fields {
-                Some(format!("expected {} fields, found {}", self.n_fields, record.len()))
-            } else if std::str::from_utf8(record.as_slice()).is_err() {
-                Some("the record is not valid UTF-8 text".to_owned())
-            } else {
-                None
+            let line = chunk.first_line + span.line;
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .delimiter(self.delimiter)
+                .from_reader(&chunk.bytes[span.start..span.end]);
+            let problem = match reader.read_byte_record(&mut record) {
+                Err(e) => Some(format!("unreadable record: {e}")),
+                Ok(false) => Some("unreadable record".to_owned()),
+                Ok(true) if record.len() != self.n_fields => {
+                    Some(format!("expected {} fields, found {}", self.n_fields, record.len()))
+                }
+                Ok(true) if std::str::from_utf8(record.as_slice()).is_err() => {
+                    Some("the record is not valid UTF-8 text".to_owned())
+                }
+                Ok(true) => None,
             };
             match problem {
                 Some(reason) => {
                     state.rows_in += 1;
                     state.rejected += 1;
-                    rejects
-                        .reject(&RejectedRow {
-                            line,
-                            row,
-                            column: String::new(),
-                            value: String::new(),
-                            reason,
-                        })
-                        .map_err(ScoreError::Write)?;
+                    broken.push(RejectedRow {
+                        line,
+                        row,
+                        column: String::new(),
+                        value: String::new(),
+                        reason,
+                    });
                 }
                 None => {
                     writer
@@ -581,10 +599,22 @@ impl Plan {
     }
 }
 
+/// Reports a chunk's rejected rows in file order.
+fn emit(rejects: &mut dyn RejectSink, mut rows: Vec<RejectedRow>) -> Result<(), ScoreError> {
+    rows.sort_by_key(|r| r.row);
+    for row in &rows {
+        rejects.reject(row).map_err(ScoreError::Write)?;
+    }
+    Ok(())
+}
+
+/// (row, line) of each row.
+type RowPositions = Vec<(u64, u64)>;
+
 /// Where each row of a parsed chunk came from.
 enum Positions {
     Sequential { first_row: u64, first_line: u64 },
-    Listed(Vec<(u64, u64)>),
+    Listed(RowPositions),
 }
 
 impl Positions {
@@ -598,21 +628,13 @@ impl Positions {
 
 /// Row and line of every non-blank record of a chunk (for chunks with quoted
 /// newlines or blank lines, where index arithmetic is not enough).
-fn record_positions(bytes: &[u8], delimiter: u8, chunk: &Chunk) -> Vec<(u64, u64)> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(delimiter)
-        .from_reader(bytes);
-    let mut out = Vec::new();
-    let mut record = csv::ByteRecord::new();
-    let mut row = chunk.first_row;
-    while let Ok(true) = reader.read_byte_record(&mut record) {
-        let line = record.position().map_or(0, |p| chunk.first_line + p.line() - 1);
-        out.push((row, line));
-        row += 1;
-    }
-    out
+fn record_positions(chunk: &Chunk, delimiter: u8) -> RowPositions {
+    chunker::split_records(&chunk.bytes, delimiter)
+        .iter()
+        .filter(|s| !s.blank)
+        .enumerate()
+        .map(|(i, s)| (chunk.first_row + i as u64, chunk.first_line + s.line))
+        .collect()
 }
 
 /// `OPERA=Grupo LATAM:+0.312; MES=12:+0.250` for the top `n` contributions.

@@ -26,12 +26,12 @@ pub struct Readiness {
     pub model_version: Option<String>,
 }
 
-#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "The process is alive", body = Health)))]
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "health", responses((status = 200, description = "The process is alive", body = Health)))]
 pub async fn health() -> Json<Health> {
     Json(Health { status: "OK" })
 }
 
-#[utoipa::path(get, path = "/ready", tag = "health", responses(
+#[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "health", responses(
     (status = 200, description = "The model is loaded", body = Readiness),
     (status = 503, description = "Still loading", body = Readiness),
 ))]

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 
 use super::AppState;
 
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn handle(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(

