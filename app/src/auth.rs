@@ -10,6 +10,15 @@
 //! key cache; this one pins RS256, lets readers share the cache, and
 //! refreshes at most every [`REFRESH_FLOOR`] on an unknown key id, so a flood
 //! of made-up key ids cannot make it hammer Google.
+//!
+//! Behind Cloud Run's own IAM check (the service does not allow
+//! unauthenticated calls), Cloud Run verifies the token and forwards it with
+//! its signature replaced by `SIGNATURE_REMOVED_BY_GOOGLE`. Such a token is
+//! accepted only when the service runs on Cloud Run (`trust_stripped`), and
+//! then its claims (issuer, audience, expiry, email) are checked all the same;
+//! elsewhere it is refused. The token is read from `X-Serverless-Authorization`
+//! when present (Cloud Run checks that header and then passes
+//! `Authorization` through unchecked), else from `Authorization`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,7 +31,7 @@ use tokio::sync::{Mutex, RwLock};
 /// Google's keys for ID tokens.
 pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 const ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
-/// Minimum time between two key refreshes triggered by unknown key ids.
+/// Default least time between two key refreshes triggered by unknown key ids.
 pub const REFRESH_FLOOR: Duration = Duration::from_secs(30);
 /// How long fetched keys are trusted without a refresh.
 const KEYS_TTL: Duration = Duration::from_secs(3600);
@@ -44,7 +53,14 @@ pub struct PushAuthConfig {
     pub audience: String,
     pub service_account: Option<String>,
     pub jwks_url: String,
+    /// Accept tokens whose signature Cloud Run removed after checking it.
+    pub trust_stripped: bool,
+    /// Least time between two key fetches caused by unknown key ids.
+    pub refresh_floor: Duration,
 }
+
+/// The marker Cloud Run puts in place of a signature it verified.
+pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
 
 struct Keys {
     by_kid: HashMap<String, DecodingKey>,
@@ -60,6 +76,16 @@ pub struct PushAuth {
 
 #[derive(Deserialize)]
 struct Claims {
+    email: Option<String>,
+    email_verified: Option<bool>,
+}
+
+/// The claims checked by hand on a token whose signature Cloud Run removed.
+#[derive(Deserialize)]
+struct StrippedClaims {
+    iss: Option<String>,
+    aud: Option<serde_json::Value>,
+    exp: Option<u64>,
     email: Option<String>,
     email_verified: Option<bool>,
 }
@@ -84,7 +110,14 @@ impl PushAuth {
         &self.config
     }
 
-    /// Checks an `Authorization` header value. Returns the token's email.
+    /// Checks a request's push token. Returns the token's email.
+    pub async fn verify_headers(&self, headers: &axum::http::HeaderMap) -> Result<Option<String>, AuthError> {
+        let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        self.verify(value("x-serverless-authorization").or_else(|| value("authorization")))
+            .await
+    }
+
+    /// Checks an `Authorization`-style header value (`Bearer <JWT>`).
     pub async fn verify(&self, authorization: Option<&str>) -> Result<Option<String>, AuthError> {
         let token = authorization
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
@@ -94,6 +127,9 @@ impl PushAuth {
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(format!("header: {e}")))?;
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::Invalid(format!("algorithm {:?} is not RS256", header.alg)));
+        }
+        if token.rsplit('.').next() == Some(SIGNATURE_REMOVED) {
+            return self.verify_stripped(token);
         }
         let kid = header.kid.ok_or_else(|| AuthError::Invalid("no key id (kid)".into()))?;
         let key = self.key(&kid).await?;
@@ -116,6 +152,50 @@ impl PushAuth {
         Ok(data.claims.email)
     }
 
+    /// A token Cloud Run verified and stripped: trusted only on Cloud Run,
+    /// and its claims are still checked.
+    fn verify_stripped(&self, token: &str) -> Result<Option<String>, AuthError> {
+        use base64::Engine as _;
+        if !self.config.trust_stripped {
+            return Err(AuthError::Invalid(
+                "signature removed by Google, but this service is not behind Cloud Run's IAM check".into(),
+            ));
+        }
+        let payload = token
+            .split('.')
+            .nth(1)
+            .ok_or_else(|| AuthError::Invalid("not a JWT".into()))?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .map_err(|e| AuthError::Invalid(format!("payload: {e}")))?;
+        let claims: StrippedClaims =
+            serde_json::from_slice(&bytes).map_err(|e| AuthError::Invalid(format!("claims: {e}")))?;
+        if !claims.iss.as_deref().is_some_and(|iss| ISSUERS.contains(&iss)) {
+            return Err(AuthError::Invalid(format!("issuer {:?} is not Google", claims.iss)));
+        }
+        let audience_ok = match &claims.aud {
+            Some(serde_json::Value::String(a)) => *a == self.config.audience,
+            Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(&self.config.audience)),
+            _ => false,
+        };
+        if !audience_ok {
+            return Err(AuthError::Invalid("wrong audience".into()));
+        }
+        let now = jsonwebtoken::get_current_timestamp();
+        if !claims.exp.is_some_and(|exp| exp + 30 >= now) {
+            return Err(AuthError::Invalid("token expired".into()));
+        }
+        if let Some(expected) = &self.config.service_account {
+            if claims.email.as_deref() != Some(expected.as_str()) {
+                return Err(AuthError::Invalid(format!("token is for {:?}, not {expected:?}", claims.email)));
+            }
+            if claims.email_verified != Some(true) {
+                return Err(AuthError::Invalid("email is not verified".into()));
+            }
+        }
+        Ok(claims.email)
+    }
+
     async fn key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
         {
             let keys = self.keys.read().await;
@@ -133,7 +213,7 @@ impl PushAuth {
             {
                 return Ok(key.clone());
             }
-            if keys.fetched.is_some_and(|t| t.elapsed() < REFRESH_FLOOR) {
+            if keys.fetched.is_some_and(|t| t.elapsed() < self.config.refresh_floor) {
                 return Err(AuthError::Invalid(format!("unknown key id {kid:?}")));
             }
         }
@@ -220,6 +300,8 @@ mod tests {
             audience: "aud".into(),
             service_account: None,
             jwks_url: "http://127.0.0.1:9/unreachable".into(),
+            trust_stripped: false,
+            refresh_floor: REFRESH_FLOOR,
         });
         assert!(matches!(auth.verify(None).await, Err(AuthError::Missing)));
         assert!(matches!(auth.verify(Some("Basic xyz")).await, Err(AuthError::Missing)));

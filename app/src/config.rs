@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// Where Google's token signing keys are published.
     #[arg(long, env = "PUSH_JWKS_URL", default_value = GOOGLE_JWKS_URL, value_name = "URL")]
     pub push_jwks_url: String,
+    /// Least seconds between two fetches of the signing keys caused by an
+    /// unknown key id (a flood of made-up key ids cannot hammer Google).
+    #[arg(long, env = "PUSH_JWKS_REFRESH_FLOOR_SECONDS", default_value_t = 30)]
+    pub push_jwks_refresh_floor_seconds: u64,
     /// Comma-separated API keys for POST /predict (header X-API-Key). Off
     /// when unset: Cloud Run IAM is the first line.
     #[arg(long, env = "PREDICT_API_KEYS", hide_env_values = true, value_name = "KEYS")]
@@ -96,6 +100,10 @@ pub struct ServeArgs {
     /// Target size of the chunks the engine parses at once, in MiB.
     #[arg(long, env = "CHUNK_MIB", default_value_t = 8)]
     pub chunk_mib: usize,
+    /// How long one storage operation keeps retrying transient failures
+    /// (429, 5xx, timeouts, cut connections) before the job answers 503.
+    #[arg(long, env = "STORAGE_RETRY_SECONDS", default_value_t = 60)]
+    pub storage_retry_seconds: u64,
     /// With --local: seconds a new file's size and time must stay unchanged
     /// before it counts as complete (renamed-in files count at once).
     #[arg(long, env = "SETTLE_SECONDS", default_value_t = 1.0)]
@@ -137,6 +145,8 @@ pub struct Settings {
     pub project: Option<String>,
     pub chunk_bytes: usize,
     pub settle: Duration,
+    /// Cloud Storage client settings (retry budget and backoff).
+    pub gcs: crate::storage::gcs::GcsOptions,
 }
 
 /// A setting that stops the start.
@@ -197,6 +207,10 @@ impl Settings {
                 audience: audience.trim().to_owned(),
                 service_account: sa.clone().filter(|s| !s.trim().is_empty()),
                 jwks_url: args.push_jwks_url.clone(),
+                // Cloud Run sets K_SERVICE; there, its IAM check has verified
+                // the token before stripping the signature.
+                trust_stripped: std::env::var_os("K_SERVICE").is_some(),
+                refresh_floor: Duration::from_secs(args.push_jwks_refresh_floor_seconds),
             }),
             (_, Some(sa)) if !sa.trim().is_empty() => {
                 return Err(err("PUSH_SERVICE_ACCOUNT", "needs PUSH_AUDIENCE as well"));
@@ -232,6 +246,10 @@ impl Settings {
             project: args.project.clone().filter(|p| !p.is_empty()),
             chunk_bytes: args.chunk_mib << 20,
             settle: Duration::from_secs_f64(args.settle_seconds),
+            gcs: crate::storage::gcs::GcsOptions {
+                retry_budget: Duration::from_secs(args.storage_retry_seconds.max(1)),
+                ..Default::default()
+            },
         })
     }
 }

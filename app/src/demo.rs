@@ -81,6 +81,7 @@ pub async fn run(dir: Option<PathBuf>, timeout: Duration) -> Result<DemoResult, 
         project: None,
         chunk_bytes: 8 << 20,
         settle: Duration::from_millis(200),
+        gcs: Default::default(),
     };
     let app = Application::build(settings).await?;
     let addr = app.local_addr();

@@ -35,7 +35,7 @@ use crate::manifest::MODEL_PREFIX;
 use crate::model::Model;
 use crate::model::fit::{self, FitSpec};
 use crate::score::ScoreOptions;
-use crate::storage::gcs::GcsStore;
+use crate::storage::gcs::{GcsOptions, GcsStore};
 use crate::storage::local::LocalStore;
 use crate::storage::{Location, ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
 use crate::telemetry::Metrics;
@@ -89,31 +89,35 @@ pub struct Application {
 pub type Buckets = (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>);
 
 /// The two buckets of a configuration.
-pub fn open_buckets(settings: &Settings) -> Result<Buckets, StartError> {
-    let open = |bucket: &BucketName| -> Result<Arc<dyn ObjectStore>, StartError> {
-        match &settings.backend {
-            Backend::Local { dir } => LocalStore::new(bucket.as_str(), dir.join(bucket.as_str()))
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-                .map_err(|e| StartError::Bucket {
-                    bucket: bucket.to_string(),
-                    message: e.to_string(),
-                }),
-            Backend::Gcs { emulator } => GcsStore::new(bucket.as_str(), emulator.as_deref())
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-                .map_err(|e| StartError::Bucket {
-                    bucket: bucket.to_string(),
-                    message: e.to_string(),
-                }),
-        }
+pub async fn open_buckets(settings: &Settings) -> Result<Buckets, StartError> {
+    Ok((
+        open_bucket(settings, &settings.input_bucket).await?,
+        open_bucket(settings, &settings.output_bucket).await?,
+    ))
+}
+
+/// One bucket of a configuration, on its backend.
+pub async fn open_bucket(settings: &Settings, bucket: &BucketName) -> Result<Arc<dyn ObjectStore>, StartError> {
+    let fail = |message: String| StartError::Bucket {
+        bucket: bucket.to_string(),
+        message,
     };
-    Ok((open(&settings.input_bucket)?, open(&settings.output_bucket)?))
+    match &settings.backend {
+        Backend::Local { dir } => LocalStore::new(bucket.as_str(), dir.join(bucket.as_str()))
+            .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            .map_err(|e| fail(e.to_string())),
+        Backend::Gcs { emulator } => GcsStore::new(bucket.as_str(), emulator.as_deref(), settings.gcs.clone())
+            .await
+            .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            .map_err(|e| fail(e.to_string())),
+    }
 }
 
 impl Application {
     /// Binds the listener and starts loading the model; serving starts with
     /// [`Application::run_until_stopped`].
     pub async fn build(settings: Settings) -> Result<Application, StartError> {
-        let (input, output) = open_buckets(&settings)?;
+        let (input, output) = open_buckets(&settings).await?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -348,7 +352,9 @@ async fn read_location(location: &Location, limit: usize) -> Result<Vec<u8>, Str
                     format!("http://{h}")
                 }
             });
-            let store = GcsStore::new(bucket, emulator.as_deref()).map_err(|e| e.to_string())?;
+            let store = GcsStore::new(bucket, emulator.as_deref(), GcsOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
             read_all(&store, name, limit)
                 .await
                 .map(|(_, b)| b)

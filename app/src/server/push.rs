@@ -61,8 +61,7 @@ fn reply(status: StatusCode, outcome: &str, detail: Option<String>, manifest: Op
 )]
 pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(auth) = &state.push_auth {
-        let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
-        match auth.verify(authorization).await {
+        match auth.verify_headers(&headers).await {
             Ok(_) => {}
             Err(AuthError::KeysUnavailable(e)) => {
                 tracing::error!(error = %e, "push token could not be checked");

@@ -2,6 +2,7 @@
 //! free port, against real files and (for the cloud path) Google's emulators.
 //! One test binary, so the release build links once.
 
+mod auth;
 mod cli;
 mod harness;
 mod service;
