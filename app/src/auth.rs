@@ -187,7 +187,10 @@ impl PushAuth {
         }
         if let Some(expected) = &self.config.service_account {
             if claims.email.as_deref() != Some(expected.as_str()) {
-                return Err(AuthError::Invalid(format!("token is for {:?}, not {expected:?}", claims.email)));
+                return Err(AuthError::Invalid(format!(
+                    "token is for {:?}, not {expected:?}",
+                    claims.email
+                )));
             }
             if claims.email_verified != Some(true) {
                 return Err(AuthError::Invalid("email is not verified".into()));

@@ -70,7 +70,7 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot open bucket {bucket}: {message}")]
     Bucket { bucket: String, message: String },
-    #[error("cannot load the model from {location}: {message}")]
+    #[error("cannot load the model ({location}): {message}")]
     Model { location: String, message: String },
     #[error("server error: {0}")]
     Serve(std::io::Error),
@@ -298,18 +298,21 @@ pub async fn load_model(source: &ModelSource, output: &dyn ObjectStore) -> Resul
     match source {
         ModelSource::Builtin => Model::default_model().map_err(|e| fail(&"built-in data/model.json", e.to_string())),
         ModelSource::Load(location) => {
+            let named = format!("MODEL_URI={location}");
             let bytes = read_location(location, MAX_MODEL_BYTES)
                 .await
-                .map_err(|m| fail(location, m))?;
-            Model::from_json(&bytes).map_err(|e| fail(location, e.to_string()))
+                .map_err(|m| fail(&named, m))?;
+            Model::from_json(&bytes).map_err(|e| fail(&named, e.to_string()))
         }
-        ModelSource::Fit(location) => {
-            let data = read_location(location, MAX_TRAINING_BYTES)
+        ModelSource::Fit(data_location) => {
+            let named = format!("TRAINING_DATA_URI={data_location}");
+            let location = &named;
+            let data = read_location(data_location, MAX_TRAINING_BYTES)
                 .await
                 .map_err(|m| fail(location, m))?;
             let base = Model::default_model().map_err(|e| fail(&"built-in model", e.to_string()))?;
             let spec = FitSpec::like(base.artifact());
-            let name = match location {
+            let name = match data_location {
                 Location::Gcs { name, .. } => name.rsplit('/').next().unwrap_or(name).to_owned(),
                 Location::Local(path) => path
                     .file_name()

@@ -105,9 +105,9 @@ impl GcsStore {
     pub async fn new(bucket: &str, emulator: Option<&str>, options: GcsOptions) -> Result<GcsStore, StorageError> {
         let credentials = match emulator {
             Some(_) => credentials::anonymous::Builder::new().build(),
-            None => credentials::Builder::default()
-                .build()
-                .map_err(|e| StorageError::Permanent(format!("no Google credentials (Application Default Credentials): {e}")))?,
+            None => credentials::Builder::default().build().map_err(|e| {
+                StorageError::Permanent(format!("no Google credentials (Application Default Credentials): {e}"))
+            })?,
         };
         let backoff = ExponentialBackoffBuilder::new()
             .with_initial_delay(options.initial_backoff)
@@ -351,7 +351,11 @@ impl ObjectStore for GcsStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
-        let url = format!("{}/storage/v1/b/{}/o", self.json.endpoint, encode_path_segment(&self.bucket));
+        let url = format!(
+            "{}/storage/v1/b/{}/o",
+            self.json.endpoint,
+            encode_path_segment(&self.bucket)
+        );
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {

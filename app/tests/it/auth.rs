@@ -90,7 +90,15 @@ fn server(jwks: &Jwks, dir: &std::path::Path, floor: &str) -> Server {
 
 /// A push for an object that is not work: a 200 proves authentication passed.
 async fn push(server: &Server, headers: &[(&str, String)]) -> u16 {
-    let envelope = scorer::event::finalize_envelope("input", "notes.txt", 1, 1, "1", "projects/p/subscriptions/s", "2026-01-01T00:00:00Z");
+    let envelope = scorer::event::finalize_envelope(
+        "input",
+        "notes.txt",
+        1,
+        1,
+        "1",
+        "projects/p/subscriptions/s",
+        "2026-01-01T00:00:00Z",
+    );
     let mut request = reqwest::Client::new().post(server.url("/")).json(&envelope);
     for (name, value) in headers {
         request = request.header(*name, value);
@@ -125,7 +133,11 @@ async fn only_a_valid_google_token_for_our_audience_and_account_gets_in() {
     };
     let none_alg = {
         let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-        format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT", "kid": "good"})), b64(claims()))
+        format!(
+            "{}.{}.",
+            b64(json!({"alg": "none", "typ": "JWT", "kid": "good"})),
+            b64(claims())
+        )
     };
     let hs256 = {
         let mut header = Header::new(Algorithm::HS256);
@@ -137,16 +149,49 @@ async fn only_a_valid_google_token_for_our_audience_and_account_gets_in() {
         ("not bearer", vec![("authorization", "Basic Zm9vOmJhcg==".into())]),
         ("garbage", bearer("not.a.token")),
         ("wrong signature", bearer(&sign(&rogue, "good", &claims()))),
-        ("wrong audience", bearer(&sign(&good, "good", &with("aud", json!("https://scorer.example.run.app"))))),
-        ("wrong issuer", bearer(&sign(&good, "good", &with("iss", json!("https://evil.example.com"))))),
-        ("expired", bearer(&sign(&good, "good", &with("exp", json!(jsonwebtoken::get_current_timestamp() - 3600))))),
+        (
+            "wrong audience",
+            bearer(&sign(
+                &good,
+                "good",
+                &with("aud", json!("https://scorer.example.run.app")),
+            )),
+        ),
+        (
+            "wrong issuer",
+            bearer(&sign(&good, "good", &with("iss", json!("https://evil.example.com")))),
+        ),
+        (
+            "expired",
+            bearer(&sign(
+                &good,
+                "good",
+                &with("exp", json!(jsonwebtoken::get_current_timestamp() - 3600)),
+            )),
+        ),
         ("no expiry", bearer(&sign(&good, "good", &without("exp")))),
-        ("wrong account", bearer(&sign(&good, "good", &with("email", json!("intruder@project.iam.gserviceaccount.com"))))),
-        ("unverified email", bearer(&sign(&good, "good", &with("email_verified", json!(false))))),
+        (
+            "wrong account",
+            bearer(&sign(
+                &good,
+                "good",
+                &with("email", json!("intruder@project.iam.gserviceaccount.com")),
+            )),
+        ),
+        (
+            "unverified email",
+            bearer(&sign(&good, "good", &with("email_verified", json!(false)))),
+        ),
         ("alg none", bearer(&none_alg)),
         ("alg HS256", bearer(&hs256)),
         ("unknown kid", bearer(&sign(&rogue, "rogue", &claims()))),
-        ("stripped signature off Cloud Run", bearer(&format!("{}.SIGNATURE_REMOVED_BY_GOOGLE", sign(&good, "good", &claims()).rsplit_once('.').unwrap().0))),
+        (
+            "stripped signature off Cloud Run",
+            bearer(&format!(
+                "{}.SIGNATURE_REMOVED_BY_GOOGLE",
+                sign(&good, "good", &claims()).rsplit_once('.').unwrap().0
+            )),
+        ),
     ];
     for (name, headers) in cases {
         assert_eq!(push(&server, &headers).await, 401, "{name}");
@@ -154,7 +199,10 @@ async fn only_a_valid_google_token_for_our_audience_and_account_gets_in() {
     // X-Serverless-Authorization wins over Authorization: a bad one there is
     // not rescued by a good one in Authorization.
     let mut mixed = bearer(&sign(&good, "good", &claims()));
-    mixed.push(("x-serverless-authorization", format!("Bearer {}", sign(&rogue, "good", &claims()))));
+    mixed.push((
+        "x-serverless-authorization",
+        format!("Bearer {}", sign(&rogue, "good", &claims())),
+    ));
     assert_eq!(push(&server, &mixed).await, 401);
 
     // Key rotation: a new key id is fetched on first sight.
@@ -162,7 +210,11 @@ async fn only_a_valid_google_token_for_our_audience_and_account_gets_in() {
     jwks.keys.write().await.push(rotated.jwk.clone());
     assert_eq!(push(&server, &bearer(&sign(&rotated, "rotated", &claims()))).await, 200);
 
-    let refused = server.logs().iter().filter(|l| l["message"] == "push refused: unauthenticated").count();
+    let refused = server
+        .logs()
+        .iter()
+        .filter(|l| l["message"] == "push refused: unauthenticated")
+        .count();
     assert!(refused >= 15, "every refusal is logged ({refused})");
     let health = reqwest::get(server.url("/health")).await.unwrap();
     assert_eq!(health.status(), 200);
@@ -181,13 +233,21 @@ async fn unknown_key_ids_cannot_make_it_hammer_the_key_endpoint() {
         let token = sign(&good, &format!("made-up-{i}"), &claims());
         assert_eq!(push(&server, &bearer(&token)).await, 401);
     }
-    assert_eq!(jwks.fetches.load(Ordering::SeqCst), after_first, "no refetch within the refresh floor");
+    assert_eq!(
+        jwks.fetches.load(Ordering::SeqCst),
+        after_first,
+        "no refetch within the refresh floor"
+    );
 
     // Keys unreachable: not the caller's fault, retry later.
     let other = tempfile::tempdir().unwrap();
     let unreachable = Server::start(
         &["--local", other.path().to_str().unwrap()],
-        &[("SETTLE_SECONDS", "3600"), ("PUSH_AUDIENCE", AUDIENCE), ("PUSH_JWKS_URL", "http://127.0.0.1:9/certs")],
+        &[
+            ("SETTLE_SECONDS", "3600"),
+            ("PUSH_AUDIENCE", AUDIENCE),
+            ("PUSH_JWKS_URL", "http://127.0.0.1:9/certs"),
+        ],
     );
     unreachable.ready().await;
     assert_eq!(push(&unreachable, &bearer(&sign(&good, "good", &claims()))).await, 503);

@@ -349,3 +349,52 @@ async fn a_bad_setting_stops_the_start_with_its_name() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("OUTPUT_BUCKET") && text.contains("must differ"), "{text}");
 }
+
+#[tokio::test]
+async fn a_model_fitted_at_start_is_kept_and_named_in_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::harness::data("scl_flights_2017.csv");
+    let server = Server::start(
+        &["--local", dir.path().to_str().unwrap()],
+        &[
+            ("SETTLE_SECONDS", "3600"),
+            ("TRAINING_DATA_URI", data.to_str().unwrap()),
+        ],
+    );
+    server.ready().await;
+    let ready: Value = reqwest::get(server.url("/ready")).await.unwrap().json().await.unwrap();
+    let version = ready["model_version"].as_str().unwrap().to_owned();
+    // Same data and settings as the shipped artifact: the same model.
+    let shipped = scorer::model::Model::default_model().unwrap();
+    let fitted_path = dir
+        .path()
+        .join("output/_models")
+        .join(format!("{}.json", version.replace(':', "-")));
+    let fitted = scorer::model::Model::from_json(&std::fs::read(&fitted_path).unwrap()).unwrap();
+    assert_eq!(fitted.version(), version, "the kept artifact is the one in use");
+    assert_eq!(fitted.artifact().features, shipped.artifact().features);
+
+    std::fs::create_dir_all(dir.path().join("input")).unwrap();
+    std::fs::write(dir.path().join("input/a.csv"), "OPERA,TIPOVUELO,MES\nGrupo LATAM,I,3\n").unwrap();
+    let (status, _) = post(&server.url("/"), &envelope_for(dir.path(), "a.csv")).await;
+    assert_eq!(status, 200);
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(&find_files(&dir.path().join("output/a.csv"), "manifest.json")[0]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["model"]["version"], version.as_str());
+}
+
+#[tokio::test]
+async fn an_unloadable_model_stops_the_start_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::harness::SCORER)
+        .args(["serve", "--local", dir.path().to_str().unwrap()])
+        .env("PORT", "0")
+        .env("MODEL_URI", "/nonexistent/model.json")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("MODEL_URI=/nonexistent/model.json"), "{text}");
+}
