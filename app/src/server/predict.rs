@@ -13,6 +13,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -20,8 +24,7 @@ use super::AppState;
 use crate::model::{Contribution, Model};
 
 /// Rows to score. Give either `flights` or `instances`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, utoipa::ToSchema)]
 pub struct PredictRequest {
     /// Rows, each an object of feature name to value (string or number),
     /// e.g. `{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7}`.
@@ -31,8 +34,7 @@ pub struct PredictRequest {
     #[schema(value_type = Option<Vec<Object>>)]
     pub instances: Option<Vec<Map<String, Value>>>,
     /// When above 0, return that many top contributions per row.
-    #[serde(default)]
-    pub explain: usize,
+    pub explain: Option<usize>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -99,7 +101,8 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     let Some(model) = state.model() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading", vec![]);
     };
-    let request: PredictRequest = match serde_json::from_slice(&body) {
+    let names: Vec<&str> = model.required_columns().collect();
+    let request = match parse_request(&body, &names) {
         Ok(r) => r,
         Err(e) => {
             return error(
@@ -109,61 +112,65 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
             );
         }
     };
-    let (key, rows) = match (request.flights, request.instances) {
-        (Some(rows), None) => ("flights", rows),
-        (None, Some(rows)) => ("instances", rows),
-        (Some(_), Some(_)) => return error(StatusCode::BAD_REQUEST, "give flights or instances, not both", vec![]),
-        (None, None) => return error(StatusCode::BAD_REQUEST, "the body needs a \"flights\" list", vec![]),
-    };
-    if rows.is_empty() {
+    let key = request.key;
+    if request.rows.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
             format!("{key} is empty: send at least one row"),
             vec![],
         );
     }
-    if rows.len() > state.predict_max_rows {
+    if request.rows.len() > state.predict_max_rows {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "{} rows in {key}; at most {} per request",
-                rows.len(),
+                request.rows.len(),
                 state.predict_max_rows
             ),
             vec![],
         );
     }
-    match predict(model, key, &rows, request.explain) {
+    match predict(model, key, &request.rows, request.explain) {
         Ok(response) => Json(response).into_response(),
         Err(errors) => error(StatusCode::BAD_REQUEST, errors[0].clone(), errors),
     }
 }
 
-/// Scores validated rows; on failure, every problem as `key[i].FIELD: ...`.
-pub fn predict(
-    model: &Model,
-    key: &str,
-    rows: &[Map<String, Value>],
-    explain: usize,
-) -> Result<PredictResponse, Vec<String>> {
+/// Scores parsed rows; on failure, every problem as `key[i].FIELD: ...`.
+pub fn predict(model: &Model, key: &str, rows: &[Row<'_>], explain: usize) -> Result<PredictResponse, Vec<String>> {
+    let names: Vec<&str> = model.required_columns().collect();
     let mut errors = Vec::new();
     let mut predict = Vec::with_capacity(rows.len());
     let mut probability = Vec::with_capacity(rows.len());
     let mut explanations = (explain > 0).then(|| Vec::with_capacity(rows.len()));
     for (i, row) in rows.iter().enumerate() {
-        // Values as the engine sees CSV fields: text.
-        let mut texts: Vec<(&str, Option<String>)> = Vec::with_capacity(model.terms().len());
-        for name in model.required_columns() {
-            match row.get(name).map(as_text) {
-                Some(Err(kind)) => errors.push(format!("{key}[{i}].{name}: expected a string or number, got {kind}")),
-                Some(Ok(text)) => texts.push((name, text)),
-                None => texts.push((name, None)),
+        for (name, field) in names.iter().zip(&row.0) {
+            if let Field::Unusable(kind) = field {
+                errors.push(format!("{key}[{i}].{name}: expected a string or number, got {kind}"));
             }
         }
-        let get = |name: &str| texts.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.as_deref());
+        let get = |name: &str| {
+            names.iter().position(|n| *n == name).and_then(|j| match &row.0[j] {
+                Field::Text(t) => Some(t.as_ref()),
+                _ => None,
+            })
+        };
         let problems = model.rejections(get);
         if !problems.is_empty() {
-            errors.extend(problems.iter().map(|p| format!("{key}[{i}].{p}")));
+            // An unusable field was reported above; its "missing" is noise.
+            let unusable = |column: &str| {
+                names
+                    .iter()
+                    .position(|n| *n == column)
+                    .is_some_and(|j| matches!(row.0[j], Field::Unusable(_)))
+            };
+            errors.extend(
+                problems
+                    .iter()
+                    .filter(|p| !unusable(&p.column))
+                    .map(|p| format!("{key}[{i}].{p}")),
+            );
             continue;
         }
         if let Ok(logit) = model.logit(get) {
@@ -189,19 +196,194 @@ pub fn predict(
     })
 }
 
+/// One feature value of a row, as the CSV engine would see the field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field<'a> {
+    Absent,
+    Text(Cow<'a, str>),
+    /// A list or an object: no field value.
+    Unusable(&'static str),
+}
+
+/// A row's model features, in the model's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row<'a>(pub Vec<Field<'a>>);
+
+/// A parsed request.
+pub struct Parsed<'a> {
+    pub key: &'static str,
+    pub rows: Vec<Row<'a>>,
+    pub explain: usize,
+}
+
+/// Parses a request body keeping only the model's features, borrowing
+/// strings from the body: no map per row, and other fields are skipped.
+pub fn parse_request<'a>(body: &'a [u8], names: &[&str]) -> Result<Parsed<'a>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = RequestSeed { names }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(parsed)
+}
+
+struct RequestSeed<'n> {
+    names: &'n [&'n str],
+}
+
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
+    type Value = Parsed<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Parsed<'de>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestSeed<'_> {
+    type Value = Parsed<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"an object like {"flights": [{"OPERA": ..., "TIPOVUELO": ..., "MES": ...}]}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed<'de>, A::Error> {
+        let mut rows: Option<(&'static str, Vec<Row<'de>>)> = None;
+        let mut explain = 0usize;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "flights" | "instances" => {
+                    let which = if key == "flights" { "flights" } else { "instances" };
+                    if rows.is_some() {
+                        return Err(de::Error::custom("give flights or instances, not both"));
+                    }
+                    rows = Some((which, map.next_value_seed(RowsSeed { names: self.names })?));
+                }
+                "explain" => explain = map.next_value()?,
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "unknown field `{other}`, expected `flights`, `instances` or `explain`"
+                    )));
+                }
+            }
+        }
+        let (key, rows) = rows.ok_or_else(|| de::Error::custom("the body needs a \"flights\" list"))?;
+        Ok(Parsed { key, rows, explain })
+    }
+}
+
+struct RowsSeed<'n> {
+    names: &'n [&'n str],
+}
+
+impl<'de> DeserializeSeed<'de> for RowsSeed<'_> {
+    type Value = Vec<Row<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowsSeed<'_> {
+    type Value = Vec<Row<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut rows = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(4096));
+        while let Some(row) = seq.next_element_seed(RowSeed { names: self.names })? {
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+}
+
+struct RowSeed<'n> {
+    names: &'n [&'n str],
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = Row<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = Row<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of feature names to values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = vec![Field::Absent; self.names.len()];
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.names.iter().position(|n| *n == key.as_ref()) {
+                Some(j) => fields[j] = map.next_value::<FieldValue<'de>>()?.0,
+                None => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Row(fields))
+    }
+}
+
 /// A JSON value as the text a CSV field would hold. Integral floats lose
-/// their `.0` so `3.0` reads as month `3`.
-fn as_text(value: &Value) -> Result<Option<String>, &'static str> {
-    match value {
-        Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s.clone())),
-        Value::Bool(b) => Ok(Some(b.to_string())),
-        Value::Number(n) => Ok(Some(match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
-            _ => n.to_string(),
-        })),
-        Value::Array(_) => Err("a list"),
-        Value::Object(_) => Err("an object"),
+/// their `.0` so `3.0` reads as month `3`; null is absent.
+struct FieldValue<'a>(Field<'a>);
+
+impl<'de> Deserialize<'de> for FieldValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FieldValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(FieldValue(Field::Text(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(FieldValue(Field::Text(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(FieldValue(Field::Text(Cow::Owned(v))))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(FieldValue(Field::Text(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(FieldValue(Field::Text(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                let text = if v.fract() == 0.0 && v.abs() < 1e15 {
+                    format!("{}", v as i64)
+                } else {
+                    v.to_string()
+                };
+                Ok(FieldValue(Field::Text(Cow::Owned(text))))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(FieldValue(Field::Text(Cow::Borrowed(if v { "true" } else { "false" }))))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(FieldValue(Field::Absent))
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(FieldValue(Field::Absent))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(FieldValue(Field::Unusable("a list")))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(FieldValue(Field::Unusable("an object")))
+            }
+        }
+        deserializer.deserialize_any(V)
     }
 }
 
@@ -210,17 +392,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn rows(v: Value) -> Vec<Map<String, Value>> {
-        serde_json::from_value(v).unwrap()
+    fn run(model: &Model, v: Value, explain: usize) -> Result<PredictResponse, Vec<String>> {
+        let body = serde_json::to_vec(&json!({ "flights": v })).unwrap();
+        let names: Vec<&str> = model.required_columns().collect();
+        let parsed = parse_request(&body, &names).unwrap();
+        predict(model, parsed.key, &parsed.rows, explain)
     }
 
     #[test]
     fn the_challenge_example_predicts_one_zero_or_one() {
         let model = Model::default_model().unwrap();
-        let r = predict(
+        let r = run(
             &model,
-            "flights",
-            &rows(json!([{"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}])),
+            json!([{"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}]),
             0,
         )
         .unwrap();
@@ -232,14 +416,13 @@ mod tests {
     #[test]
     fn every_bad_value_is_named() {
         let model = Model::default_model().unwrap();
-        let errors = predict(
+        let errors = run(
             &model,
-            "flights",
-            &rows(json!([
+            json!([
                 {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3},
                 {"OPERA": "Nowhere Air", "TIPOVUELO": "O", "MES": 13},
                 {"TIPOVUELO": "I", "MES": [1]}
-            ])),
+            ]),
             0,
         )
         .unwrap_err();
@@ -263,24 +446,16 @@ mod tests {
     #[test]
     fn numbers_and_strings_mean_the_same() {
         let model = Model::default_model().unwrap();
-        let a = predict(
+        let a = run(&model, json!([{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7}]), 2).unwrap();
+        let b = run(
             &model,
-            "flights",
-            &rows(json!([{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7}])),
+            json!([{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": "7", "extra": {"a": [1]}}]),
             2,
         )
         .unwrap();
-        let b = predict(
+        let c = run(
             &model,
-            "flights",
-            &rows(json!([{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": "7", "extra": 1}])),
-            2,
-        )
-        .unwrap();
-        let c = predict(
-            &model,
-            "flights",
-            &rows(json!([{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7.0}])),
+            json!([{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7.0}]),
             0,
         )
         .unwrap();

@@ -398,3 +398,36 @@ async fn an_unloadable_model_stops_the_start_naming_the_setting() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("MODEL_URI=/nonexistent/model.json"), "{text}");
 }
+
+#[tokio::test]
+async fn api_keys_explanations_and_the_generic_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = local_server(dir.path(), &[("PREDICT_API_KEYS", "k-one, k-two")]);
+    server.ready().await;
+    let client = reqwest::Client::new();
+    let body = json!({"instances": [{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 12}], "explain": 2});
+    let without = client.post(server.url("/predict")).json(&body).send().await.unwrap();
+    assert_eq!(without.status(), 401);
+    let wrong = client
+        .post(server.url("/predict"))
+        .header("x-api-key", "k-three")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = client
+        .post(server.url("/predict"))
+        .header("x-api-key", "k-two")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    let answer: Value = right.json().await.unwrap();
+    let parts = answer["explanations"][0].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0]["contribution"].as_f64().unwrap().abs() >= parts[1]["contribution"].as_f64().unwrap().abs());
+    // Health and readiness stay open: Cloud Run and load balancers probe them.
+    assert_eq!(client.get(server.url("/ready")).send().await.unwrap().status(), 200);
+}
