@@ -19,6 +19,7 @@ use super::AppState;
 use crate::auth::AuthError;
 use crate::event::{self, Delivery};
 use crate::job::{JobError, Outcome};
+use crate::manifest::OutputNames;
 
 /// What the push endpoint answers (useful to people reading logs and tests;
 /// Pub/Sub only looks at the status).
@@ -184,6 +185,18 @@ fn ignore_reason(state: &AppState, delivery: &Delivery) -> Option<String> {
     }
     if !event.object.name.is_csv() {
         return Some(format!("{} is not a .csv or .csv.gz object", event.object.name));
+    }
+    if let Some(jobs) = state.jobs.get() {
+        // Names no object can have here, or whose outputs could not be named.
+        let names = OutputNames::new(&event.object.name, event.object.generation);
+        let checks = [
+            jobs.input.check_name(event.object.name.as_str()),
+            jobs.output.check_name(&names.manifest()),
+            jobs.output.check_name(&names.lease(999_999)),
+        ];
+        if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
+            return Some(format!("unusable object name: {e}"));
+        }
     }
     None
 }

@@ -131,6 +131,10 @@ impl ObjectStore for LocalStore {
         format!("file://{}", self.root.join(name).display())
     }
 
+    fn check_name(&self, name: &str) -> Result<(), StorageError> {
+        check_name(name)
+    }
+
     async fn stat(&self, name: &str) -> Result<Option<ObjectMeta>, StorageError> {
         let path = self.path_of(name)?;
         match tokio::fs::metadata(&path).await {

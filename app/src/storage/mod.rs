@@ -93,6 +93,18 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// A URI for people and manifests: `gs://bucket/name` or `file:///...`.
     fn uri(&self, name: &str) -> String;
 
+    /// Whether `name` can be an object here (the local backend refuses names
+    /// that could leave its directory); Cloud Storage's rules otherwise.
+    fn check_name(&self, name: &str) -> Result<(), StorageError> {
+        if name.is_empty() || name.len() > 1024 || name.contains(['\r', '\n', '\0']) {
+            return Err(StorageError::InvalidName {
+                name: name.to_owned(),
+                reason: "object names are 1-1024 bytes without CR, LF or NUL".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// The object's metadata, `None` if absent.
     async fn stat(&self, name: &str) -> Result<Option<ObjectMeta>, StorageError>;
 

@@ -4,5 +4,6 @@
 
 mod auth;
 mod cli;
+mod corpus;
 mod harness;
 mod service;
