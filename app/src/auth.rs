@@ -182,7 +182,7 @@ impl PushAuth {
             return Err(AuthError::Invalid("wrong audience".into()));
         }
         let now = jsonwebtoken::get_current_timestamp();
-        if !claims.exp.is_some_and(|exp| exp + 30 >= now) {
+        if claims.exp.is_none_or(|exp| exp + 30 < now) {
             return Err(AuthError::Invalid("token expired".into()));
         }
         if let Some(expected) = &self.config.service_account {

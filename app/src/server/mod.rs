@@ -53,6 +53,7 @@ pub struct AppState {
     pub push_auth: Option<PushAuth>,
     pub api_keys: Option<ApiKeys>,
     pub predict_max_rows: usize,
+    pub max_body_bytes: usize,
     pub metrics: Arc<Metrics>,
     pub project: Option<String>,
     pub started: Instant,
@@ -132,6 +133,7 @@ impl Application {
             push_auth: settings.push_auth.clone().map(PushAuth::new),
             api_keys: settings.predict_api_keys.as_deref().and_then(ApiKeys::parse),
             predict_max_rows: settings.predict_max_rows,
+            max_body_bytes: settings.max_body_bytes,
             metrics: metrics.clone(),
             project: settings.project.clone(),
             started: Instant::now(),
@@ -284,6 +286,44 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         tracing::info!(http_request = %http_request, route, status, "{method} {uri} {status}");
     });
     response
+}
+
+/// Reads a request body within the size limit and the body time limit:
+/// 413 past the size, 408 for a sender too slow, 400 for a broken stream.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, Response> {
+    use axum::body::HttpBody as _;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    // A declared length over the limit is refused before reading a byte.
+    if body.size_hint().lower() > limit as u64 {
+        let detail = format!("the body is larger than {limit} bytes");
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::Json(serde_json::json!({ "detail": detail })),
+        )
+            .into_response());
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut status = StatusCode::BAD_REQUEST;
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    status = StatusCode::PAYLOAD_TOO_LARGE;
+                } else if s.is::<tower_http::timeout::TimeoutError>() {
+                    status = StatusCode::REQUEST_TIMEOUT;
+                }
+                source = s.source();
+            }
+            let detail = match status {
+                StatusCode::PAYLOAD_TOO_LARGE => format!("the body is larger than {limit} bytes"),
+                StatusCode::REQUEST_TIMEOUT => "the body did not arrive in time".to_owned(),
+                _ => format!("the body could not be read: {e}"),
+            };
+            Err((status, axum::Json(serde_json::json!({ "detail": detail }))).into_response())
+        }
+    }
 }
 
 fn header(request: &Request, name: &str) -> String {

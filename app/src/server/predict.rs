@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -84,7 +83,11 @@ fn error(status: StatusCode, detail: impl Into<String>, errors: Vec<String>) -> 
         (status = 503, description = "Model not loaded yet", body = ErrorResponse),
     )
 )]
-pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: axum::body::Body) -> Response {
+    let body = match super::read_body(body, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
     if let Some(keys) = &state.api_keys {
         let presented = headers
             .get("x-api-key")

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -60,7 +59,7 @@ fn reply(status: StatusCode, outcome: &str, detail: Option<String>, manifest: Op
         (status = 503, description = "Transient trouble: retry later", body = PushReply),
     )
 )]
-pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: axum::body::Body) -> Response {
     if let Some(auth) = &state.push_auth {
         match auth.verify_headers(&headers).await {
             Ok(_) => {}
@@ -74,6 +73,10 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
             }
         }
     }
+    let body = match super::read_body(body, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
     let delivery = match event::parse_push(&body) {
         Ok(d) => d,
         Err(e) => {

@@ -98,6 +98,24 @@ impl Server {
             .collect()
     }
 
+    /// The log lines matching `keep`, once there are at least `n` of them:
+    /// the service writes a line before it answers, but this side reads its
+    /// stderr on another thread.
+    pub async fn logs_matching(&self, n: usize, keep: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<serde_json::Value> = self.logs().into_iter().filter(|l| keep(l)).collect();
+            if found.len() >= n {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} matching log lines, found {found:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits for `GET /ready` to answer 200.
     pub async fn ready(&self) {
         let client = reqwest::Client::new();

@@ -6,4 +6,5 @@ mod auth;
 mod cli;
 mod corpus;
 mod harness;
+mod hostile;
 mod service;

