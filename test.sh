@@ -14,4 +14,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 export SCORER_CACHE_DIR="${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}"
 
+# shellcheck source=.ci/tools.sh
+source .ci/tools.sh
+scorer_test_tools
+
 exec cargo test --release --locked "$@"

@@ -72,6 +72,11 @@ resource "google_cloud_run_v2_service" "scorer" {
         name  = "LOG_FORMAT"
         value = "json"
       }
+      # Names the request's trace in every log line (logging.googleapis.com/trace).
+      env {
+        name  = "GOOGLE_CLOUD_PROJECT"
+        value = var.project_id
+      }
       env {
         name  = "RUST_LOG"
         value = var.log_level

@@ -13,11 +13,12 @@
 //! its predictions; the redelivery starts over. Outputs are deterministic,
 //! so two racing writers produce identical objects.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::ObjectRef;
@@ -35,7 +36,7 @@ use crate::telemetry::Metrics;
 type Upload = tokio::task::JoinHandle<Result<ObjectMeta, StorageError>>;
 
 /// How a job ended, for the push status code and the summary log.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
     /// Committed now (`Status::Scored` or a reported `Status::Failed`).
     Committed(Box<Manifest>),
@@ -59,7 +60,7 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum JobError {
     /// Worth a retry: storage trouble, or this instance is shutting down.
     #[error("{0}")]
@@ -90,21 +91,21 @@ pub struct JobRunner {
     pub metrics: Arc<Metrics>,
     /// Cancelled at shutdown: running jobs abandon cleanly.
     pub shutdown: CancellationToken,
-    active: Mutex<HashSet<(String, i64)>>,
+    /// Jobs running in this process, by input generation: a second delivery
+    /// of the same notification waits for the first instead of competing.
+    active: Mutex<HashMap<(String, i64), Finished>>,
 }
 
-/// Removes a job from the process's active set when it ends, however.
-struct ActiveGuard<'a> {
-    runner: &'a JobRunner,
-    key: (String, i64),
-}
+/// The result of a running job, once it is known.
+type Finished = watch::Receiver<Option<Result<Outcome, JobError>>>;
 
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut active) = self.runner.active.lock() {
-            active.remove(&self.key);
-        }
-    }
+/// What a delivery got.
+#[derive(Debug)]
+pub enum Delivered {
+    /// The job ran (or this delivery waited for the same job to finish).
+    Done(Result<Outcome, JobError>),
+    /// Every job slot is taken: back off.
+    Busy,
 }
 
 impl JobRunner {
@@ -129,12 +130,80 @@ impl JobRunner {
             ),
             metrics,
             shutdown: CancellationToken::new(),
-            active: Mutex::new(HashSet::new()),
+            active: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Handles one delivery of `object`: joins the job already running for it
+    /// in this process, or starts one if a slot is free. The job runs in its
+    /// own task, so it finishes and commits even if the delivery's request is
+    /// abandoned.
+    pub async fn deliver(self: &Arc<Self>, object: &ObjectRef, slots: &Arc<Semaphore>) -> Delivered {
+        let key = (object.name.as_str().to_owned(), object.generation.get());
+        enum Role {
+            Leader(tokio::task::JoinHandle<Result<Outcome, JobError>>),
+            Follower(Finished),
+        }
+        let role = {
+            let Ok(mut active) = self.active.lock() else {
+                return Delivered::Done(Err(JobError::Internal("active jobs poisoned".into())));
+            };
+            match active.get(&key) {
+                Some(finished) => Role::Follower(finished.clone()),
+                None => {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        return Delivered::Busy;
+                    };
+                    let (tx, rx) = watch::channel(None);
+                    active.insert(key.clone(), rx);
+                    let runner = self.clone();
+                    let object = object.clone();
+                    Role::Leader(tokio::spawn(async move {
+                        let _permit = permit;
+                        let result = runner.run(&object).await;
+                        let _ = tx.send(Some(result.clone()));
+                        if let Ok(mut active) = runner.active.lock() {
+                            active.remove(&key);
+                        }
+                        result
+                    }))
+                }
+            }
+        };
+        let running = match role {
+            Role::Leader(task) => {
+                return Delivered::Done(
+                    task.await
+                        .unwrap_or_else(|e| Err(JobError::Internal(format!("job task: {e}")))),
+                );
+            }
+            Role::Follower(finished) => finished,
+        };
+        // The same notification is being handled here already: its outcome
+        // is this delivery's too (a commit is, for this one, a duplicate).
+        let started = Instant::now();
+        let mut running = running;
+        let finished = match running.wait_for(Option::is_some).await {
+            Ok(value) => value.clone(),
+            Err(_) => None,
+        };
+        let result = match finished {
+            Some(Ok(Outcome::Committed(m))) => Ok(Outcome::Duplicate(m)),
+            Some(other) => other,
+            None => Err(JobError::Internal("the running job stopped without a result".into())),
+        };
+        log_summary(
+            &self.input.uri(object.name.as_str()),
+            object,
+            &result,
+            started.elapsed(),
+            self.model.version(),
+        );
+        result.map_or_else(|e| Delivered::Done(Err(e)), |o| Delivered::Done(Ok(o)))
+    }
+
     /// Runs the job for one object generation and logs its one summary entry.
-    pub async fn run(&self, object: &ObjectRef) -> Result<Outcome, JobError> {
+    async fn run(&self, object: &ObjectRef) -> Result<Outcome, JobError> {
         let started = Instant::now();
         self.metrics.jobs_in_flight.inc();
         let result = self.run_inner(object).await;
@@ -161,21 +230,6 @@ impl JobRunner {
 
     async fn run_inner(&self, object: &ObjectRef) -> Result<Outcome, JobError> {
         let names = OutputNames::new(&object.name, object.generation);
-        let key = (object.name.as_str().to_owned(), object.generation.get());
-        {
-            let mut active = self
-                .active
-                .lock()
-                .map_err(|_| JobError::Internal("active set poisoned".into()))?;
-            if !active.insert(key.clone()) {
-                return Ok(Outcome::InProgress(Busy {
-                    holder: self.instance.clone(),
-                    expires_in: self.lease_ttl,
-                }));
-            }
-        }
-        let _guard = ActiveGuard { runner: self, key };
-
         if let Some(manifest) = self.committed(&names).await? {
             return Ok(Outcome::Duplicate(Box::new(manifest)));
         }

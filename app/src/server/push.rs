@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::AppState;
 use crate::auth::AuthError;
 use crate::event::{self, Delivery};
-use crate::job::{JobError, Outcome};
+use crate::job::{Delivered, JobError, Outcome};
 use crate::manifest::OutputNames;
 
 /// What the push endpoint answers (useful to people reading logs and tests;
@@ -107,31 +107,25 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
             None,
         );
     };
-    let Ok(permit) = state.job_slots.clone().try_acquire_owned() else {
-        tracing::info!(message_id = %delivery.message_id, "over MAX_CONCURRENT_JOBS: 429");
-        return reply(
-            StatusCode::TOO_MANY_REQUESTS,
-            "busy",
-            Some("too many jobs running; retry later".into()),
-            None,
-        );
-    };
     let object = delivery.event.object.clone();
     tracing::info!(
         message_id = %delivery.message_id,
         delivery_attempt = delivery.delivery_attempt,
         input_uri = %format!("gs://{}/{}", object.bucket, object.name),
         generation = object.generation.get(),
-        "job accepted"
+        "push received"
     );
-    // The job runs in its own task: if Pub/Sub gives up on this request, the
-    // job still finishes and commits, and the redelivery finds it done.
-    let task = tokio::spawn(async move {
-        let _permit = permit;
-        jobs.run(&object).await
-    });
-    match task.await {
-        Ok(Ok(Outcome::Committed(m))) => {
+    match jobs.deliver(&object, &state.job_slots).await {
+        Delivered::Busy => {
+            tracing::info!(message_id = %delivery.message_id, "over MAX_CONCURRENT_JOBS: 429");
+            reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                Some("too many jobs running; retry later".into()),
+                None,
+            )
+        }
+        Delivered::Done(Ok(Outcome::Committed(m))) => {
             let outcome = if m.status == crate::manifest::Status::Scored {
                 "scored"
             } else {
@@ -139,9 +133,9 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
             };
             reply(StatusCode::OK, outcome, m.failure.clone(), Some(manifest_uri(&m)))
         }
-        Ok(Ok(Outcome::Duplicate(m))) => reply(StatusCode::OK, "duplicate", None, Some(manifest_uri(&m))),
-        Ok(Ok(Outcome::Gone(reason))) => reply(StatusCode::OK, "gone", Some(reason), None),
-        Ok(Ok(Outcome::InProgress(busy))) => reply(
+        Delivered::Done(Ok(Outcome::Duplicate(m))) => reply(StatusCode::OK, "duplicate", None, Some(manifest_uri(&m))),
+        Delivered::Done(Ok(Outcome::Gone(reason))) => reply(StatusCode::OK, "gone", Some(reason), None),
+        Delivered::Done(Ok(Outcome::InProgress(busy))) => reply(
             StatusCode::TOO_MANY_REQUESTS,
             "in_progress",
             Some(format!(
@@ -151,14 +145,8 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
             )),
             None,
         ),
-        Ok(Err(JobError::Transient(e))) => reply(StatusCode::SERVICE_UNAVAILABLE, "retry", Some(e), None),
-        Ok(Err(JobError::Internal(e))) => reply(StatusCode::INTERNAL_SERVER_ERROR, "error", Some(e), None),
-        Err(e) => reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "error",
-            Some(format!("job task: {e}")),
-            None,
-        ),
+        Delivered::Done(Err(JobError::Transient(e))) => reply(StatusCode::SERVICE_UNAVAILABLE, "retry", Some(e), None),
+        Delivered::Done(Err(JobError::Internal(e))) => reply(StatusCode::INTERNAL_SERVER_ERROR, "error", Some(e), None),
     }
 }
 

@@ -350,6 +350,26 @@ impl ObjectStore for GcsStore {
         })
     }
 
+    async fn write_small(&self, name: &str, bytes: Bytes, options: WriteOptions) -> Result<ObjectMeta, StorageError> {
+        // A payload of known size under the resumable threshold goes up in
+        // one multipart request.
+        let mut request = self
+            .client
+            .write_object(&self.bucket_path, name, bytes)
+            .set_content_type(options.content_type);
+        if options.create_only {
+            request = request.set_if_generation_match(0);
+        }
+        let object = request.send_buffered().await.map_err(|e| map_error(name, e))?;
+        Ok(ObjectMeta {
+            name: object.name,
+            generation: object.generation,
+            size: u64::try_from(object.size).unwrap_or_default(),
+            crc32c: object.checksums.and_then(|c| c.crc32c),
+            updated: None,
+        })
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
         let url = format!(
             "{}/storage/v1/b/{}/o",

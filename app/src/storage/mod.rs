@@ -119,6 +119,13 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Objects whose names start with `prefix`, in name order.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
+
+    /// Writes a small object held in memory (manifests, leases): backends
+    /// can send it in one request, whose preconditions every server honours.
+    async fn write_small(&self, name: &str, bytes: Bytes, options: WriteOptions) -> Result<ObjectMeta, StorageError> {
+        let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
+        self.write(name, body, options).await
+    }
 }
 
 /// Reads a small object whole (manifests, leases, model artifacts).
@@ -150,8 +157,7 @@ pub async fn write_bytes(
     bytes: Vec<u8>,
     options: WriteOptions,
 ) -> Result<ObjectMeta, StorageError> {
-    let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(Bytes::from(bytes)) }));
-    store.write(name, body, options).await
+    store.write_small(name, Bytes::from(bytes), options).await
 }
 
 /// A location given as `gs://bucket/name` or a local path.

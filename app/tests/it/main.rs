@@ -4,7 +4,9 @@
 
 mod auth;
 mod cli;
+mod cloud;
 mod corpus;
+mod emulators;
 mod harness;
 mod hostile;
 mod service;
