@@ -297,17 +297,18 @@ pub struct ObjectResource {
     pub size: String,
 }
 
-/// Builds the push envelope Pub/Sub would POST for an OBJECT_FINALIZE
-/// notification, the same shape Google sends.
-pub fn finalize_envelope(
+/// The Pub/Sub message Cloud Storage publishes for an OBJECT_FINALIZE
+/// notification (`payloadFormat=JSON_API_V1`): the object resource as data
+/// and the notification attributes. `config` names the notification
+/// configuration (`local`, `reconcile`).
+pub fn finalize_message(
     bucket: &str,
     name: &str,
     generation: i64,
     size: u64,
-    message_id: &str,
-    subscription: &str,
     now_rfc3339: &str,
-) -> serde_json::Value {
+    config: &str,
+) -> (Vec<u8>, Vec<(String, String)>) {
     let resource = ObjectResource {
         kind: "storage#object",
         id: format!("{bucket}/{name}/{generation}"),
@@ -324,19 +325,43 @@ pub fn finalize_envelope(
         updated: now_rfc3339.to_owned(),
         size: size.to_string(),
     };
-    let data = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&resource).unwrap_or_default());
+    let data = serde_json::to_vec(&resource).unwrap_or_default();
+    let attributes = [
+        ("bucketId", bucket.to_owned()),
+        ("eventTime", now_rfc3339.to_owned()),
+        ("eventType", OBJECT_FINALIZE.to_owned()),
+        (
+            "notificationConfig",
+            format!("projects/_/buckets/{bucket}/notificationConfigs/{config}"),
+        ),
+        ("objectGeneration", generation.to_string()),
+        ("objectId", name.to_owned()),
+        ("payloadFormat", "JSON_API_V1".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    (data, attributes)
+}
+
+/// Builds the push envelope Pub/Sub would POST for an OBJECT_FINALIZE
+/// notification, the same shape Google sends.
+pub fn finalize_envelope(
+    bucket: &str,
+    name: &str,
+    generation: i64,
+    size: u64,
+    message_id: &str,
+    subscription: &str,
+    now_rfc3339: &str,
+) -> serde_json::Value {
+    let (data, attributes) = finalize_message(bucket, name, generation, size, now_rfc3339, "local");
+    let attributes: serde_json::Map<String, serde_json::Value> =
+        attributes.into_iter().map(|(k, v)| (k, v.into())).collect();
     serde_json::json!({
         "message": {
-            "attributes": {
-                "bucketId": bucket,
-                "eventTime": now_rfc3339,
-                "eventType": OBJECT_FINALIZE,
-                "notificationConfig": format!("projects/_/buckets/{bucket}/notificationConfigs/local"),
-                "objectGeneration": generation.to_string(),
-                "objectId": name,
-                "payloadFormat": "JSON_API_V1",
-            },
-            "data": data,
+            "attributes": attributes,
+            "data": base64::engine::general_purpose::STANDARD.encode(data),
             "messageId": message_id,
             "message_id": message_id,
             "publishTime": now_rfc3339,

@@ -358,11 +358,13 @@ impl JobRunner {
         let errors_task = errors_upload.lock().ok().and_then(|mut slot| slot.take());
 
         match engine_result {
-            Ok((summary, _, _)) => {
-                let predictions = upload_result(predictions_upload.await)?;
-                let errors = match errors_task {
-                    Some(task) => Some(upload_result(task.await)?),
-                    None => None,
+            Ok((summary, predictions_written, errors_written)) => {
+                let predictions = self
+                    .uploaded(&predictions_name, predictions_upload.await, predictions_written)
+                    .await?;
+                let errors = match (errors_task, errors_written) {
+                    (Some(task), Some(written)) => Some(self.uploaded(&errors_name, task.await, written).await?),
+                    _ => None,
                 };
                 let score_ms = started.elapsed().as_millis() as u64;
                 let manifest = self.manifest_for(
@@ -531,15 +533,67 @@ impl JobRunner {
         match write_bytes(
             self.output.as_ref(),
             &names.manifest(),
-            bytes,
+            bytes.clone(),
             WriteOptions::create_only("application/json"),
         )
         .await
         {
             Ok(_) => Ok(Outcome::Committed(Box::new(manifest))),
-            Err(StorageError::AlreadyExists(_)) => match self.committed(names).await? {
-                Some(existing) => Ok(Outcome::Duplicate(Box::new(existing))),
-                None => Err(JobError::Transient("manifest exists but cannot be read yet".into())),
+            Err(StorageError::AlreadyExists(_)) => {
+                // Either another job committed first, or this write went
+                // through and only its answer was lost (the retry then hit
+                // the precondition): byte-identical content says which.
+                let (_, existing) = read_all(self.output.as_ref(), &names.manifest(), 16 << 20).await?;
+                if existing == bytes {
+                    return Ok(Outcome::Committed(Box::new(manifest)));
+                }
+                match serde_json::from_slice(&existing) {
+                    Ok(other) => Ok(Outcome::Duplicate(Box::new(other))),
+                    Err(e) => Err(JobError::Internal(format!(
+                        "unreadable manifest {}: {e}",
+                        names.manifest()
+                    ))),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl JobRunner {
+    /// The result of an output upload. A create-only conflict is fine when
+    /// the object there is exactly what this job wrote (a racing job with
+    /// the same deterministic output, or this upload's own answer lost).
+    async fn uploaded(
+        &self,
+        name: &str,
+        joined: Result<Result<ObjectMeta, StorageError>, tokio::task::JoinError>,
+        (crc32c, size): (u32, u64),
+    ) -> Result<ObjectMeta, JobError> {
+        match joined.map_err(|e| JobError::Internal(format!("upload task: {e}")))? {
+            // What storage says it stored must be what was written: a
+            // manifest never commits a truncated or altered object.
+            Ok(meta) if meta.size != size || meta.crc32c.is_some_and(|c| c != crc32c) => {
+                Err(JobError::Transient(format!(
+                    "{} was stored as {} bytes (CRC32C {:?}) but {size} bytes (CRC32C {crc32c:08x}) were written",
+                    self.output.uri(name),
+                    meta.size,
+                    meta.crc32c.map(|c| format!("{c:08x}"))
+                )))
+            }
+            Ok(mut meta) => {
+                meta.crc32c.get_or_insert(crc32c);
+                Ok(meta)
+            }
+            Err(StorageError::AlreadyExists(_)) => match self.output.stat(name).await? {
+                Some(there) if there.size == size && there.crc32c.is_none_or(|c| c == crc32c) => Ok(ObjectMeta {
+                    crc32c: Some(crc32c),
+                    ..there
+                }),
+                _ => Err(JobError::Transient(format!(
+                    "{} exists with other content; the next attempt writes the next free name",
+                    self.output.uri(name)
+                ))),
             },
             Err(e) => Err(e.into()),
         }
@@ -549,14 +603,6 @@ impl JobRunner {
 fn with_crc(mut meta: ObjectMeta, bytes: &[u8]) -> ObjectMeta {
     meta.crc32c.get_or_insert(crc32c::crc32c(bytes));
     meta
-}
-
-fn upload_result(
-    joined: Result<Result<ObjectMeta, StorageError>, tokio::task::JoinError>,
-) -> Result<ObjectMeta, JobError> {
-    joined
-        .map_err(|e| JobError::Internal(format!("upload task: {e}")))?
-        .map_err(JobError::from)
 }
 
 /// The one summary log entry of a job.

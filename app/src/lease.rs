@@ -201,6 +201,8 @@ async fn read(store: &dyn ObjectStore, names: &OutputNames, seq: u32) -> Result<
     }
 }
 
+/// Creates lease record `seq`. If it already exists with exactly this
+/// content, the write went through and only its answer was lost: success.
 async fn create(
     store: &dyn ObjectStore,
     names: &OutputNames,
@@ -208,14 +210,15 @@ async fn create(
     record: &LeaseRecord,
 ) -> Result<(), StorageError> {
     let bytes = serde_json::to_vec(record).map_err(|e| StorageError::Permanent(e.to_string()))?;
-    write_bytes(
-        store,
-        &names.lease(seq),
-        bytes,
-        WriteOptions::create_only("application/json"),
-    )
-    .await
-    .map(|_| ())
+    let options = WriteOptions::create_only("application/json");
+    match write_bytes(store, &names.lease(seq), bytes.clone(), options).await {
+        Ok(_) => Ok(()),
+        Err(StorageError::AlreadyExists(name)) => match read_all(store, &names.lease(seq), 64 * 1024).await {
+            Ok((_, there)) if there == bytes => Ok(()),
+            _ => Err(StorageError::AlreadyExists(name)),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

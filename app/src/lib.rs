@@ -26,6 +26,8 @@
 //! - [`model`]: the artifact, fitting with smartcore, metrics.
 //! - [`manifest`]: output names and the manifest, the commit record.
 //! - [`notifier`]: the local stand-in for Cloud Storage + Pub/Sub.
+//! - [`ops`]: operator tools: reconcile what has no outputs, redrive dead
+//!   letters.
 //! - [`config`]: environment and flags, validated into settings.
 //! - [`telemetry`]: Cloud Logging JSON logs and Prometheus metrics.
 //! - [`shutdown`]: SIGTERM to a cancellation token.
@@ -40,6 +42,7 @@ pub mod lease;
 pub mod manifest;
 pub mod model;
 pub mod notifier;
+pub mod ops;
 pub mod score;
 pub mod server;
 pub mod shutdown;

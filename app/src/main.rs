@@ -20,6 +20,12 @@ use scorer::server::Application;
 use scorer::storage::local::LocalStore;
 use scorer::telemetry::{self, LogFormat};
 
+// glibc's malloc keeps freed arenas of the scoring threads and the resident
+// size creeps up over hours of jobs (measured in the soak test, see
+// docs/RELIABILITY.md); mimalloc returns memory and stays flat.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Event-driven batch scorer: CSV in a bucket -> Pub/Sub push -> predictions
 /// in another bucket. Also scores files locally and answers online
 /// predictions over HTTP.
@@ -43,8 +49,69 @@ enum Command {
     /// Run the local pipeline end to end on the shipped data and model, print
     /// where the outputs are and a summary.
     Demo(DemoArgs),
+    /// List input CSV objects whose current generation has no committed
+    /// manifest; with --publish, send their OBJECT_FINALIZE notifications
+    /// again so they are scored through the normal path (also backfills a
+    /// bucket that held files before the service existed).
+    Reconcile(ReconcileArgs),
+    /// Pull dead-lettered notifications, republish them to the main topic and
+    /// acknowledge each only after its publish succeeded.
+    Redrive(RedriveArgs),
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+}
+
+#[derive(Args)]
+struct ReconcileArgs {
+    /// The bucket whose objects should have been scored.
+    #[arg(long, env = "INPUT_BUCKET")]
+    input_bucket: String,
+    /// Where their manifests should be.
+    #[arg(long, env = "OUTPUT_BUCKET")]
+    output_bucket: String,
+    /// Only objects updated since: an RFC 3339 time (2026-11-01T00:00:00Z)
+    /// or a duration back from now (24h, 7d).
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// Publish each object's OBJECT_FINALIZE notification to this topic
+    /// (projects/P/topics/T, or T with --project).
+    #[arg(long, value_name = "TOPIC")]
+    publish: Option<String>,
+    /// Project for short topic names.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
+    project: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Use a Cloud Storage emulator at HOST:PORT, anonymously.
+    #[arg(long, env = "STORAGE_EMULATOR_HOST", value_name = "HOST:PORT")]
+    storage_emulator_host: Option<String>,
+}
+
+#[derive(Args)]
+struct RedriveArgs {
+    /// The dead-letter subscription (projects/P/subscriptions/S, or S with
+    /// --project).
+    #[arg(long, value_name = "SUBSCRIPTION")]
+    subscription: String,
+    /// The main notification topic to republish to.
+    #[arg(long, value_name = "TOPIC")]
+    topic: String,
+    /// Handle at most this many messages.
+    #[arg(long, value_name = "N")]
+    max: Option<usize>,
+    /// Show what would be republished; publish and acknowledge nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Stop once no message arrived for this many seconds.
+    #[arg(long, default_value_t = 10)]
+    idle_seconds: u64,
+    /// Project for short names.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
+    project: Option<String>,
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -133,6 +200,8 @@ fn main() -> ExitCode {
         Command::Score(args) => score_file(args),
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve(*args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo(args))),
+        Command::Reconcile(args) => runtime().and_then(|rt| rt.block_on(reconcile(args))),
+        Command::Redrive(args) => runtime().and_then(|rt| rt.block_on(redrive(args))),
         Command::Openapi => {
             print!("{}", scorer::server::openapi::document());
             Ok(ExitCode::SUCCESS)
@@ -382,4 +451,123 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         bail!("the demo produced no outputs");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_since(text: &str) -> anyhow::Result<std::time::SystemTime> {
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        return Ok(time);
+    }
+    let ago = humantime::parse_duration(text)
+        .with_context(|| format!("--since {text:?}: neither an RFC 3339 time nor a duration like 24h"))?;
+    Ok(std::time::SystemTime::now() - ago)
+}
+
+async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
+    use scorer::storage::gcs::{GcsOptions, GcsStore};
+    if std::env::var_os("RUST_LOG").is_some() {
+        telemetry::init(LogFormat::detect());
+    }
+    let emulator = args.storage_emulator_host.as_deref().map(|h| {
+        if h.starts_with("http") {
+            h.to_owned()
+        } else {
+            format!("http://{h}")
+        }
+    });
+    let input = GcsStore::new(&args.input_bucket, emulator.as_deref(), GcsOptions::default()).await?;
+    let output = GcsStore::new(&args.output_bucket, emulator.as_deref(), GcsOptions::default()).await?;
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let found = scorer::ops::find_unprocessed(&input, &output, since).await?;
+    let topic = args
+        .publish
+        .as_deref()
+        .map(|t| scorer::ops::resource_name("topics", t, args.project.as_deref()))
+        .transpose()?;
+    let mut published = Vec::new();
+    if let Some(topic) = &topic {
+        let publisher = scorer::ops::publisher(topic, Duration::from_secs(60)).await?;
+        for (object, _) in &found {
+            published.push(scorer::ops::publish_finalize(&publisher, &args.input_bucket, object).await?);
+        }
+    }
+    let rows: Vec<&scorer::ops::Unprocessed> = found.iter().map(|(_, row)| row).collect();
+    if args.json {
+        let report = serde_json::json!({
+            "unprocessed": rows,
+            "published_to": topic,
+            "message_ids": published,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if rows.is_empty() {
+            println!(
+                "every CSV object in gs://{} has a committed manifest",
+                args.input_bucket
+            );
+        } else {
+            println!("{:<60} {:>20} {:>12}  updated", "object", "generation", "bytes");
+            for row in &rows {
+                println!(
+                    "{:<60} {:>20} {:>12}  {}",
+                    row.uri,
+                    row.generation,
+                    row.size,
+                    row.updated.as_deref().unwrap_or("")
+                );
+            }
+        }
+        if let Some(topic) = &topic {
+            println!("published {} notification(s) to {topic}", published.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn redrive(args: RedriveArgs) -> anyhow::Result<ExitCode> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        telemetry::init(LogFormat::detect());
+    }
+    let subscription = scorer::ops::resource_name("subscriptions", &args.subscription, args.project.as_deref())?;
+    let topic = scorer::ops::resource_name("topics", &args.topic, args.project.as_deref())?;
+    let report = scorer::ops::redrive(
+        &subscription,
+        &topic,
+        args.max,
+        args.dry_run,
+        Duration::from_secs(args.idle_seconds.max(1)),
+    )
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let verb = if report.dry_run {
+            "would republish"
+        } else {
+            "republished"
+        };
+        for r in &report.republished {
+            println!(
+                "{verb} {} ({} deliveries){}",
+                r.object.as_deref().unwrap_or(&r.dead_letter_id),
+                r.delivery_count.as_deref().unwrap_or("?"),
+                r.new_id
+                    .as_deref()
+                    .map(|id| format!(" as message {id}"))
+                    .unwrap_or_default()
+            );
+        }
+        for r in &report.failed {
+            println!(
+                "FAILED {}: {} (left in {subscription})",
+                r.object.as_deref().unwrap_or(&r.dead_letter_id),
+                r.error.as_deref().unwrap_or("?")
+            );
+        }
+        println!("{} {verb}, {} failed", report.republished.len(), report.failed.len());
+    }
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -2,10 +2,13 @@
 //! out, in bounded memory whatever the file size.
 //!
 //! The stream is decoded ([`input`]), cut at record ends into chunks of a few
-//! megabytes ([`chunker`], on its own thread), and each chunk is parsed by
-//! polars from memory, scored with polars expressions and written by polars'
-//! batched CSV writer. Rows the model cannot take are split off and reported
-//! ([`rejects`]) with their line number and reason.
+//! megabytes ([`chunker`], on its own thread), and each chunk's model columns
+//! are parsed by polars from memory and scored with polars expressions. The
+//! output is every input record exactly as it came (decoded to UTF-8, line
+//! end normalised to `\n`) with the probability and the prediction appended,
+//! written on a third thread; copying the record instead of re-serialising
+//! its fields is both faithful and cheaper. Rows the model cannot take are
+//! left out and reported ([`rejects`]) with their line number and reason.
 //!
 //! The same engine serves local files and Cloud Storage objects: it only sees
 //! a [`Read`] and a [`Write`].
@@ -109,17 +112,6 @@ impl ScoreError {
     }
 }
 
-/// A polars write error as our own, keeping a storage error recognisable.
-fn write_error(e: PolarsError) -> ScoreError {
-    match e {
-        PolarsError::IO { error, .. } => match error.get_ref().and_then(|inner| inner.downcast_ref::<StorageError>()) {
-            Some(storage) => ScoreError::Write(storage.clone().into_io()),
-            None => ScoreError::Write(io::Error::new(error.kind(), error.to_string())),
-        },
-        other => ScoreError::Engine(other),
-    }
-}
-
 /// Scores one CSV stream. `out` receives the predictions CSV (a header even
 /// when no row scores); `rejects` receives each rejected row.
 pub fn score(
@@ -144,10 +136,8 @@ pub fn score(
     let columns = parse_header(&header, delimiter)?;
     let plan = Plan::new(model, &columns, delimiter, options)?;
 
-    let mut writer = out;
-    write_header(&mut writer, &columns, &plan.output_columns, delimiter).map_err(ScoreError::Write)?;
+    let writer = out;
     let mut state = State::default();
-
     std::thread::scope(|scope| -> Result<(), ScoreError> {
         // Reading and cutting overlap with parsing and scoring; the bounded
         // channel keeps at most two chunks waiting.
@@ -166,19 +156,19 @@ pub fn score(
                 }
             }
         });
-        // Serialising the output overlaps with scoring the next chunk.
-        let (frames, frames_rx) = mpsc::sync_channel::<DataFrame>(2);
-        let output_schema = &plan.output_schema;
+        // Writing overlaps with scoring the next chunk.
+        let (frames, frames_rx) = mpsc::sync_channel::<Scored>(2);
+        let plan_ref = &plan;
+        let header = &header;
         let writer_thread = scope.spawn(move || -> Result<(), ScoreError> {
-            let mut csv_writer = CsvWriter::new(&mut *writer)
-                .include_header(false)
-                .with_separator(b',')
-                .batched(output_schema)
-                .map_err(write_error)?;
-            for df in frames_rx {
-                csv_writer.write_batch(&df).map_err(write_error)?;
+            let mut buf = Vec::with_capacity(1 << 20);
+            plan_ref.write_header(&mut buf, header);
+            writer.write_all(&buf).map_err(ScoreError::Write)?;
+            for scored in frames_rx {
+                buf.clear();
+                plan_ref.write_rows(&mut buf, &scored);
+                writer.write_all(&buf).map_err(ScoreError::Write)?;
             }
-            csv_writer.finish().map_err(write_error)?;
             writer.flush().map_err(ScoreError::Write)
         });
         let scoring = (|| -> Result<(), ScoreError> {
@@ -202,8 +192,8 @@ pub fn score(
                     }
                     Piece::Chunk(chunk) => {
                         state.blank += chunk.blank;
-                        if let Some(df) = plan.score_chunk(&chunk, model, rejects, &mut state)?
-                            && frames.send(df).is_err()
+                        if let Some(scored) = plan.score_chunk(chunk, model, rejects, &mut state)?
+                            && frames.send(scored).is_err()
                         {
                             // The writer stopped; its error is the one to report.
                             break;
@@ -261,13 +251,29 @@ fn parse_header(header: &[u8], delimiter: u8) -> Result<Vec<String>, FileRejecti
     }
 }
 
-fn write_header(out: &mut dyn Write, columns: &[String], extra: &[String], _input_delimiter: u8) -> io::Result<()> {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
-    w.write_record(columns.iter().chain(extra))?;
-    let bytes = w.into_inner().map_err(|e| e.into_error())?;
-    out.write_all(&bytes)
+/// A chunk's scored rows on their way to the writer: the chunk's bytes and,
+/// per kept record, where it is and what it scored.
+struct Scored {
+    bytes: Vec<u8>,
+    rows: Vec<OutRow>,
+}
+
+struct OutRow {
+    /// The record in `Scored::bytes`, line end excluded.
+    start: usize,
+    end: usize,
+    probability: f64,
+    prediction: bool,
+    explanation: Option<String>,
+}
+
+/// One non-blank record of a chunk.
+#[derive(Clone, Copy)]
+struct Record {
+    row: u64,
+    line: u64,
+    start: usize,
+    end: usize,
 }
 
 /// Everything decided once per file: column positions, the polars schema and
@@ -275,7 +281,8 @@ fn write_header(out: &mut dyn Write, columns: &[String], extra: &[String], _inpu
 struct Plan {
     /// Internal names `c0..cN`, so duplicate or odd header names are harmless.
     input_schema: SchemaRef,
-    output_schema: Schema,
+    /// The columns polars materialises: the features and the target.
+    projection: Arc<Vec<usize>>,
     output_columns: Vec<String>,
     /// Internal column name of each model term, in term order.
     feature_columns: Vec<PlSmallStr>,
@@ -283,15 +290,13 @@ struct Plan {
     logit: Expr,
     threshold: f64,
     n_fields: usize,
-    /// The input's field delimiter.
+    /// The input's field delimiter, also used for the appended fields.
     delimiter: u8,
     explain: usize,
 }
 
 const LOGIT: &str = "__logit";
 const PROBABILITY: &str = "__probability";
-const PREDICTION: &str = "__prediction";
-const EXPLANATION: &str = "__explanation";
 
 impl Plan {
     fn new(model: &Model, columns: &[String], delimiter: u8, options: &ScoreOptions) -> Result<Plan, ScoreError> {
@@ -305,10 +310,10 @@ impl Plan {
             }
         };
         let mut missing = Vec::new();
-        let mut feature_columns = Vec::new();
+        let mut feature_indices = Vec::new();
         for name in model.required_columns() {
             match find(name)? {
-                Some(i) => feature_columns.push(internal(i)),
+                Some(i) => feature_indices.push(i),
                 None => missing.push(name.to_owned()),
             }
         }
@@ -319,14 +324,14 @@ impl Plan {
             }
             .into());
         }
-        let target_column = find(model.target())?.map(internal);
+        let target_index = find(model.target())?;
+        let mut projection: Vec<usize> = feature_indices.iter().copied().chain(target_index).collect();
+        projection.sort_unstable();
+        projection.dedup();
 
         let input_schema: Schema = (0..columns.len())
             .map(|i| Field::new(internal(i), DataType::String))
             .collect();
-        let mut output_schema = input_schema.clone();
-        output_schema.insert(PROBABILITY.into(), DataType::Float64);
-        output_schema.insert(PREDICTION.into(), DataType::Int32);
         let taken = |name: &str| columns.iter().any(|c| c == name);
         let out_name = |name: &str| {
             if taken(name) {
@@ -337,20 +342,19 @@ impl Plan {
         };
         let mut output_columns = vec![out_name("probability"), out_name("prediction")];
         if options.explain > 0 {
-            output_schema.insert(EXPLANATION.into(), DataType::String);
             output_columns.push(out_name("explanation"));
         }
-
+        let feature_columns: Vec<PlSmallStr> = feature_indices.iter().map(|&i| internal(i)).collect();
         let mut logit = lit(model.intercept());
         for (term, column) in model.terms().iter().zip(&feature_columns) {
             logit = logit + term_expr(term, col(column.clone()));
         }
         Ok(Plan {
             input_schema: Arc::new(input_schema),
-            output_schema,
+            projection: Arc::new(projection),
             output_columns,
             feature_columns,
-            target_column,
+            target_column: target_index.map(internal),
             logit,
             threshold: model.threshold(),
             n_fields: columns.len(),
@@ -359,182 +363,187 @@ impl Plan {
         })
     }
 
+    /// Parses the model's columns of a chunk (polars still checks every
+    /// field, but builds only these columns).
     fn parse(&self, bytes: &[u8], delimiter: u8) -> PolarsResult<DataFrame> {
         CsvReadOptions::default()
             .with_has_header(false)
             .with_schema(Some(self.input_schema.clone()))
+            .with_projection(Some(self.projection.clone()))
             .with_rechunk(false)
             .map_parse_options(|o| o.with_separator(delimiter).with_quote_char(Some(b'"')))
             .into_reader_with_file_handle(Cursor::new(bytes))
             .finish()
     }
 
-    /// Parses, scores and splits one chunk; returns the frame to write.
+    /// The original header line and the appended column names.
+    fn write_header(&self, buf: &mut Vec<u8>, header: &[u8]) {
+        buf.extend_from_slice(header);
+        for name in &self.output_columns {
+            buf.push(self.delimiter);
+            push_field(buf, name, self.delimiter);
+        }
+        buf.push(b'\n');
+    }
+
+    /// Each kept record as it came, then its scores.
+    fn write_rows(&self, buf: &mut Vec<u8>, scored: &Scored) {
+        use std::io::Write as _;
+        for row in &scored.rows {
+            buf.extend_from_slice(&scored.bytes[row.start..row.end]);
+            buf.push(self.delimiter);
+            let _ = write!(buf, "{}", row.probability);
+            buf.push(self.delimiter);
+            buf.push(if row.prediction { b'1' } else { b'0' });
+            if let Some(explanation) = &row.explanation {
+                buf.push(self.delimiter);
+                push_field(buf, explanation, self.delimiter);
+            }
+            buf.push(b'\n');
+        }
+    }
+
+    /// Parses, scores and splits one chunk; returns the rows to write.
     fn score_chunk(
         &self,
-        chunk: &Chunk,
+        chunk: Chunk,
         model: &Model,
         rejects: &mut dyn RejectSink,
         state: &mut State,
-    ) -> Result<Option<DataFrame>, ScoreError> {
-        let expected = (chunk.records - chunk.blank) as usize;
-        let fast = match self.parse(&chunk.bytes, self.delimiter) {
-            Ok(df) if df.height() == expected && self.well_formed(chunk) => Some(df),
-            _ => None,
+    ) -> Result<Option<Scored>, ScoreError> {
+        // Where every record is, found with the chunker's own rules.
+        let records: Vec<Record> = chunker::split_records(&chunk.bytes, self.delimiter)
+            .iter()
+            .filter(|s| !s.blank)
+            .enumerate()
+            .map(|(i, s)| Record {
+                row: chunk.first_row + i as u64,
+                line: chunk.first_line + s.line,
+                start: s.start,
+                end: s.end,
+            })
+            .collect();
+        let fast = if self.well_formed(&chunk, &records) {
+            match self.parse(&chunk.bytes, self.delimiter) {
+                Ok(df) if df.height() == records.len() => Some(df),
+                _ => None,
+            }
+        } else {
+            None
         };
         // Rejected rows of this chunk, reported in file order at the end.
         let mut rejected: Vec<RejectedRow> = Vec::new();
-        let (df, positions) = match fast {
-            Some(df) => {
-                let positions = if chunk.multiline || chunk.blank > 0 {
-                    Positions::Listed(record_positions(chunk, self.delimiter))
-                } else {
-                    Positions::Sequential {
-                        first_row: chunk.first_row,
-                        first_line: chunk.first_line,
-                    }
-                };
-                (df, positions)
-            }
+        let (df, kept) = match fast {
+            Some(df) => (df, records),
             None => {
                 // The careful path: find the broken records one by one, report
                 // them, and hand polars only the well-formed ones.
-                let (clean, listed) = self.clean_chunk(chunk, &mut rejected, state)?;
-                if listed.is_empty() {
+                let (clean, kept) = self.clean_chunk(&chunk, &records, &mut rejected, state)?;
+                if kept.is_empty() {
                     emit(rejects, rejected)?;
                     return Ok(None);
                 }
                 let df = self.parse(&clean, b',')?;
-                if df.height() != listed.len() {
+                if df.height() != kept.len() {
                     return Err(ScoreError::Engine(PolarsError::ComputeError(
                         format!(
                             "re-parsed {} rows where {} were expected (line {})",
                             df.height(),
-                            listed.len(),
+                            kept.len(),
                             chunk.first_line
                         )
                         .into(),
                     )));
                 }
-                (df, Positions::Listed(listed))
+                (df, kept)
             }
         };
         state.rows_in += df.height() as u64;
-        if df.height() == 0 {
-            emit(rejects, rejected)?;
-            return Ok(None);
-        }
         let scored = df
             .lazy()
             .with_column(self.logit.clone().alias(LOGIT))
             .with_column((lit(1.0) / (lit(1.0) + (-col(LOGIT)).exp())).alias(PROBABILITY))
-            .with_column(
-                col(PROBABILITY)
-                    .gt_eq(lit(self.threshold))
-                    .cast(DataType::Int32)
-                    .alias(PREDICTION),
-            )
             .collect()?;
-        let logits = scored.column(LOGIT)?.f64()?.clone();
-        let valid: BooleanChunked = logits.iter().map(|z| Some(z.is_some_and(f64::is_finite))).collect();
-        let n_valid = valid.sum().unwrap_or(0) as usize;
-        if n_valid < scored.height() {
-            self.collect_rejections(&scored, &valid, &positions, model, &mut rejected)?;
-        }
-        emit(rejects, rejected)?;
-        state.rejected += (scored.height() - n_valid) as u64;
-        state.scored += n_valid as u64;
-
-        let mut kept = if n_valid == scored.height() {
-            scored
-        } else {
-            scored.filter(&valid)?
-        };
-        if let Some(target) = &self.target_column {
-            let labels = kept.column(target.as_str())?.str()?;
-            let probs = kept.column(PROBABILITY)?.f64()?;
-            let preds = kept.column(PREDICTION)?.i32()?;
-            for ((label, p), pred) in labels.iter().zip(probs.iter()).zip(preds.iter()) {
-                if let (Some(label), Some(p), Some(pred)) = (parse_label(label), p, pred) {
-                    state.metrics.add(label, p, pred == 1);
-                }
-            }
-        }
-        if self.explain > 0 {
-            let explanations = self.explanations(&kept, model)?;
-            kept.with_column(Column::new(EXPLANATION.into(), explanations))?;
-        }
-        let mut names: Vec<PlSmallStr> = self.input_schema.iter_names().cloned().collect();
-        names.push(PROBABILITY.into());
-        names.push(PREDICTION.into());
-        if self.explain > 0 {
-            names.push(EXPLANATION.into());
-        }
-        Ok(Some(kept.select(names)?))
-    }
-
-    /// polars pads a short (ragged) record with nulls instead of failing, so
-    /// the fast path is trusted only when the chunk holds exactly the
-    /// delimiters its records need.
-    fn well_formed(&self, chunk: &Chunk) -> bool {
-        let records = chunk.records - chunk.blank;
-        chunker::delimiters_outside_quotes(&chunk.bytes, self.delimiter) == records * (self.n_fields as u64 - 1)
-    }
-
-    fn collect_rejections(
-        &self,
-        scored: &DataFrame,
-        valid: &BooleanChunked,
-        positions: &Positions,
-        model: &Model,
-        rejected: &mut Vec<RejectedRow>,
-    ) -> Result<(), ScoreError> {
+        let logits = scored.column(LOGIT)?.f64()?;
+        let probabilities = scored.column(PROBABILITY)?.f64()?;
         let features: Vec<&StringChunked> = self
             .feature_columns
             .iter()
             .map(|c| scored.column(c.as_str()).and_then(|c| c.str()))
             .collect::<PolarsResult<_>>()?;
+        let labels = match &self.target_column {
+            Some(target) => Some(scored.column(target.as_str())?.str()?),
+            None => None,
+        };
         let names: Vec<&str> = model.required_columns().collect();
-        for (i, ok) in valid.iter().enumerate() {
-            if ok == Some(true) {
-                continue;
-            }
+        let mut rows = Vec::with_capacity(kept.len());
+        for (i, ((logit, probability), record)) in logits.iter().zip(probabilities.iter()).zip(&kept).enumerate() {
             let get = |name: &str| names.iter().position(|n| *n == name).and_then(|j| features[j].get(i));
-            let problems = model.rejections(get);
-            let (row, line) = positions.at(i);
-            let first = problems.first();
-            let reason = if problems.is_empty() {
-                "the scoring engine could not compute a finite score for this row".to_owned()
-            } else {
-                problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-            };
-            rejected.push(RejectedRow {
-                line,
-                row,
-                column: first.map(|p| p.column.clone()).unwrap_or_default(),
-                value: first.and_then(|p| p.value.clone()).unwrap_or_default(),
-                reason,
-            });
+            match (logit, probability) {
+                (Some(z), Some(p)) if z.is_finite() => {
+                    let prediction = p >= self.threshold;
+                    if let Some(labels) = labels
+                        && let Some(label) = parse_label(labels.get(i))
+                    {
+                        state.metrics.add(label, p, prediction);
+                    }
+                    let explanation = (self.explain > 0).then(|| {
+                        model
+                            .explain(get)
+                            .map(|parts| format_explanation(&parts, self.explain))
+                            .unwrap_or_default()
+                    });
+                    let mut end = record.end;
+                    while end > record.start && matches!(chunk.bytes[end - 1], b'\n' | b'\r') {
+                        end -= 1;
+                    }
+                    rows.push(OutRow {
+                        start: record.start,
+                        end,
+                        probability: p,
+                        prediction,
+                        explanation,
+                    });
+                }
+                _ => {
+                    let problems = model.rejections(get);
+                    let first = problems.first();
+                    let reason = if problems.is_empty() {
+                        "the scoring engine could not compute a finite score for this row".to_owned()
+                    } else {
+                        problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                    };
+                    rejected.push(RejectedRow {
+                        line: record.line,
+                        row: record.row,
+                        column: first.map(|p| p.column.clone()).unwrap_or_default(),
+                        value: first.and_then(|p| p.value.clone()).unwrap_or_default(),
+                        reason,
+                    });
+                }
+            }
         }
-        Ok(())
+        state.rejected += (kept.len() - rows.len()) as u64;
+        state.scored += rows.len() as u64;
+        emit(rejects, rejected)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Scored {
+            bytes: chunk.bytes,
+            rows,
+        }))
     }
 
-    fn explanations(&self, kept: &DataFrame, model: &Model) -> PolarsResult<StringChunked> {
-        let features: Vec<&StringChunked> = self
-            .feature_columns
+    /// polars pads a short (ragged) record with nulls instead of failing, so
+    /// the fast path is trusted only when every record holds exactly the
+    /// delimiters its fields need (counted per record: a short row and a long
+    /// one in the same chunk must not cancel out).
+    fn well_formed(&self, chunk: &Chunk, records: &[Record]) -> bool {
+        let expected = self.n_fields as u64 - 1;
+        records
             .iter()
-            .map(|c| kept.column(c.as_str()).and_then(|c| c.str()))
-            .collect::<PolarsResult<_>>()?;
-        let names: Vec<&str> = model.required_columns().collect();
-        Ok((0..kept.height())
-            .map(|i| {
-                let get = |name: &str| names.iter().position(|n| *n == name).and_then(|j| features[j].get(i));
-                model
-                    .explain(get)
-                    .ok()
-                    .map(|parts| format_explanation(&parts, self.explain))
-            })
-            .collect())
+            .all(|r| chunker::delimiters_outside_quotes(&chunk.bytes[r.start..r.end], self.delimiter) == expected)
     }
 
     /// Re-reads a chunk record by record: records with the wrong number of
@@ -543,32 +552,28 @@ impl Plan {
     fn clean_chunk(
         &self,
         chunk: &Chunk,
+        records: &[Record],
         broken: &mut Vec<RejectedRow>,
         state: &mut State,
-    ) -> Result<(Vec<u8>, RowPositions), ScoreError> {
+    ) -> Result<(Vec<u8>, Vec<Record>), ScoreError> {
         let mut writer = csv::WriterBuilder::new()
             .terminator(csv::Terminator::Any(b'\n'))
             .from_writer(Vec::with_capacity(chunk.bytes.len()));
-        let mut listed = Vec::new();
-        let mut record = csv::ByteRecord::new();
-        let mut row = chunk.first_row;
-        for span in chunker::split_records(&chunk.bytes, self.delimiter) {
-            if span.blank {
-                continue;
-            }
-            let line = chunk.first_line + span.line;
+        let mut kept = Vec::new();
+        let mut fields = csv::ByteRecord::new();
+        for record in records {
             let mut reader = csv::ReaderBuilder::new()
                 .has_headers(false)
                 .flexible(true)
                 .delimiter(self.delimiter)
-                .from_reader(&chunk.bytes[span.start..span.end]);
-            let problem = match reader.read_byte_record(&mut record) {
+                .from_reader(&chunk.bytes[record.start..record.end]);
+            let problem = match reader.read_byte_record(&mut fields) {
                 Err(e) => Some(format!("unreadable record: {e}")),
                 Ok(false) => Some("unreadable record".to_owned()),
-                Ok(true) if record.len() != self.n_fields => {
-                    Some(format!("expected {} fields, found {}", self.n_fields, record.len()))
+                Ok(true) if fields.len() != self.n_fields => {
+                    Some(format!("expected {} fields, found {}", self.n_fields, fields.len()))
                 }
-                Ok(true) if std::str::from_utf8(record.as_slice()).is_err() => {
+                Ok(true) if std::str::from_utf8(fields.as_slice()).is_err() => {
                     Some("the record is not valid UTF-8 text".to_owned())
                 }
                 Ok(true) => None,
@@ -578,8 +583,8 @@ impl Plan {
                     state.rows_in += 1;
                     state.rejected += 1;
                     broken.push(RejectedRow {
-                        line,
-                        row,
+                        line: record.line,
+                        row: record.row,
                         column: String::new(),
                         value: String::new(),
                         reason,
@@ -587,15 +592,33 @@ impl Plan {
                 }
                 None => {
                     writer
-                        .write_byte_record(&record)
+                        .write_byte_record(&fields)
                         .map_err(|e| ScoreError::Write(e.into()))?;
-                    listed.push((row, line));
+                    kept.push(*record);
                 }
             }
-            row += 1;
         }
         let clean = writer.into_inner().map_err(|e| ScoreError::Write(e.into_error()))?;
-        Ok((clean, listed))
+        Ok((clean, kept))
+    }
+}
+
+/// A field, quoted when it holds the delimiter, a quote or a line end.
+fn push_field(buf: &mut Vec<u8>, text: &str, delimiter: u8) {
+    let needs_quotes = text
+        .bytes()
+        .any(|b| b == delimiter || b == b'"' || b == b'\n' || b == b'\r');
+    if needs_quotes {
+        buf.push(b'"');
+        for b in text.bytes() {
+            if b == b'"' {
+                buf.push(b'"');
+            }
+            buf.push(b);
+        }
+        buf.push(b'"');
+    } else {
+        buf.extend_from_slice(text.as_bytes());
     }
 }
 
@@ -606,35 +629,6 @@ fn emit(rejects: &mut dyn RejectSink, mut rows: Vec<RejectedRow>) -> Result<(), 
         rejects.reject(row).map_err(ScoreError::Write)?;
     }
     Ok(())
-}
-
-/// (row, line) of each row.
-type RowPositions = Vec<(u64, u64)>;
-
-/// Where each row of a parsed chunk came from.
-enum Positions {
-    Sequential { first_row: u64, first_line: u64 },
-    Listed(RowPositions),
-}
-
-impl Positions {
-    fn at(&self, i: usize) -> (u64, u64) {
-        match self {
-            Positions::Sequential { first_row, first_line } => (first_row + i as u64, first_line + i as u64),
-            Positions::Listed(v) => v.get(i).copied().unwrap_or((0, 0)),
-        }
-    }
-}
-
-/// Row and line of every non-blank record of a chunk (for chunks with quoted
-/// newlines or blank lines, where index arithmetic is not enough).
-fn record_positions(chunk: &Chunk, delimiter: u8) -> RowPositions {
-    chunker::split_records(&chunk.bytes, delimiter)
-        .iter()
-        .filter(|s| !s.blank)
-        .enumerate()
-        .map(|(i, s)| (chunk.first_row + i as u64, chunk.first_line + s.line))
-        .collect()
 }
 
 /// `OPERA=Grupo LATAM:+0.312; MES=12:+0.250` for the top `n` contributions.

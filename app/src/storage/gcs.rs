@@ -154,6 +154,11 @@ fn map_error(name: &str, e: google_cloud_storage::Error) -> StorageError {
         if let Some(ours) = s.downcast_ref::<StorageError>() {
             return ours.clone();
         }
+        // A checksum mismatch, a short read or an upload the service lost
+        // track of: the data in flight was damaged; doing it again helps.
+        if s.is::<google_cloud_storage::error::WriteError>() || s.is::<google_cloud_storage::error::ReadError>() {
+            return StorageError::Transient(format!("{name}: {e}"));
+        }
         source = s.source();
     }
     match e.http_status_code() {

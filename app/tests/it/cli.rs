@@ -263,7 +263,13 @@ fn exports_with_bom_crlf_semicolons_latin1_and_gzip_score_the_same() {
     let reference = &outputs[0].2;
     assert!(reference.starts_with("Fecha-I,DIA,MES,AÑO,TIPOVUELO,OPERA,probability,prediction\n"));
     for (name, summary, text) in &outputs {
-        assert_eq!(text, reference, "{name} scored differently");
+        // Records pass through as they came, in the input's delimiter.
+        let expected = if **name == "semicolon.csv" {
+            reference.replace(',', ";")
+        } else {
+            reference.clone()
+        };
+        assert_eq!(*text, expected, "{name} scored differently");
         let format = &summary["format"];
         match **name {
             "bom.csv" => assert_eq!(format["byte_order_mark"], true),

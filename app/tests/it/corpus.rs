@@ -129,6 +129,11 @@ fn file_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::Scored(1, 2),
         ),
         (
+            "a short row and a long row whose delimiters add up",
+            format!("{HEADER},x,y\nGrupo LATAM,I,3,a,b\nGrupo LATAM,I,3,a\nSky Airline,N,4,a,b,c\n").into_bytes(),
+            Expect::Scored(1, 2),
+        ),
+        (
             "unterminated quote at the end",
             format!("{HEADER}\nGrupo LATAM,I,3\n\"Sky Airline,N,4\n").into_bytes(),
             Expect::Scored(1, 1),

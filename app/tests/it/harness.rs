@@ -102,7 +102,7 @@ impl Server {
     /// the service writes a line before it answers, but this side reads its
     /// stderr on another thread.
     pub async fn logs_matching(&self, n: usize, keep: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let found: Vec<serde_json::Value> = self.logs().into_iter().filter(|l| keep(l)).collect();
             if found.len() >= n {
@@ -129,6 +129,22 @@ impl Server {
             assert!(Instant::now() < deadline, "not ready in time; logs: {:?}", self.logs());
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// SIGKILL, as Cloud Run's hard stop or a crash: nothing is cleaned up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -7,6 +7,8 @@ mod cli;
 mod cloud;
 mod corpus;
 mod emulators;
+mod faults;
 mod harness;
 mod hostile;
+mod reliability;
 mod service;
