@@ -319,13 +319,23 @@ impl ObjectStore for GcsStore {
         }
         let response = request.send().await.map_err(|e| map_error(name, e))?;
         let highlights = response.object();
-        let meta = ObjectMeta {
+        let mut meta = ObjectMeta {
             name: name.to_owned(),
             generation: highlights.generation,
             size: u64::try_from(highlights.size).unwrap_or_default(),
             crc32c: highlights.checksums.as_ref().and_then(|c| c.crc32c),
             updated: None,
         };
+        if meta.size == 0 {
+            // The client takes the size from `x-goog-stored-content-length`,
+            // which fake-gcs-server does not send; the metadata has it (one
+            // more request, only for objects that claim to be empty).
+            if let Ok(Some(stored)) = self.stat(name).await
+                && stored.generation == meta.generation
+            {
+                meta.size = stored.size;
+            }
+        }
         let owned = name.to_owned();
         let stream = futures::stream::unfold(response, move |mut response| {
             let name = owned.clone();

@@ -5,8 +5,16 @@
 //! storage client drops non-default ports from the `Host` header of resumable
 //! uploads) and forwards `Host` unchanged, so resumable sessions come back
 //! through it.
+//!
+//! It also answers resumable-upload status queries (`PUT` with
+//! `Content-Range: bytes */*`) itself, as Cloud Storage does: 308 with the
+//! range the upstream last reported persisted, or the object once the
+//! session was finalised. fake-gcs-server 1.54 instead *finalises* the upload
+//! on a status query, creating a truncated object under the final name,
+//! which Cloud Storage never does; without this the proxy's lost answers
+//! would test the emulator's bug, not the service.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +48,27 @@ struct Shared {
     down: AtomicBool,
     injected: Mutex<BTreeMap<Fault, u32>>,
     requests: AtomicU32,
+    /// Resumable upload sessions by `upload_id`, as the upstream reported them.
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+/// What Cloud Storage would answer a status query on an upload session.
+#[derive(Clone, Default)]
+enum Session {
+    /// Nothing persisted yet.
+    #[default]
+    Empty,
+    /// The upstream's last `Range` header (`bytes=0-N`).
+    Persisted(axum::http::HeaderValue),
+    /// Finalised: the object resource the upstream answered with.
+    Finalized(Bytes),
+}
+
+fn upload_id(uri: &axum::http::Uri) -> Option<String> {
+    uri.query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("upload_id="))
+        .map(str::to_owned)
 }
 
 pub struct FaultProxy {
@@ -67,6 +96,7 @@ impl FaultProxy {
             down: AtomicBool::new(false),
             injected: Mutex::new(BTreeMap::new()),
             requests: AtomicU32::new(0),
+            sessions: Mutex::new(HashMap::new()),
         });
         let app = axum::Router::new().fallback(forward).with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -179,6 +209,24 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         }
         _ => {}
     }
+    let session = (parts.method == "PUT").then(|| upload_id(&parts.uri)).flatten();
+    if let Some(id) = &session
+        && parts.headers.get("content-range").is_some_and(|v| v == "bytes */*")
+    {
+        let known = shared.sessions.lock().unwrap().get(id).cloned().unwrap_or_default();
+        return match known {
+            Session::Empty => Response::builder().status(308).body(Body::empty()),
+            Session::Persisted(range) => Response::builder()
+                .status(308)
+                .header("range", range)
+                .body(Body::empty()),
+            Session::Finalized(object) => Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Body::from(object)),
+        }
+        .unwrap_or_else(|_| error_answer(StatusCode::SERVICE_UNAVAILABLE));
+    }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut upstream = shared
         .http
@@ -197,11 +245,36 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         Ok(a) => a,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
-    let mut builder = Response::builder().status(answer.status());
+    let status = answer.status();
+    let mut builder = Response::builder().status(status);
     for (name, value) in answer.headers() {
         let cut = matches!(fault, Some(Fault::CutDownload | Fault::LostAnswer));
         if !(hop_by_hop(name) || cut && name == "content-length") {
             builder = builder.header(name, value);
+        }
+    }
+    if let Some(id) = session {
+        // Remember what the upstream said of the session, for status queries.
+        let state = if status.as_u16() == 308 {
+            answer.headers().get("range").cloned().map(Session::Persisted)
+        } else if status.is_success() {
+            let object = answer.bytes().await.unwrap_or_default();
+            shared
+                .sessions
+                .lock()
+                .unwrap()
+                .insert(id, Session::Finalized(object.clone()));
+            return builder
+                .body(match fault {
+                    Some(Fault::LostAnswer) => cut_after(Bytes::new()),
+                    _ => Body::from(object),
+                })
+                .unwrap_or_else(|_| error_answer(StatusCode::SERVICE_UNAVAILABLE));
+        } else {
+            None
+        };
+        if let Some(state) = state {
+            shared.sessions.lock().unwrap().insert(id, state);
         }
     }
     let body = match fault {

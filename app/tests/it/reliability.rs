@@ -226,8 +226,13 @@ async fn check_outputs(
     }
 }
 
-/// Whether every input got its manifest within `timeout`.
-async fn wait_for_manifests(fake: &FakeGcs, inputs: &BTreeMap<String, (i64, Expected)>, timeout: Duration) -> bool {
+/// Waits up to `timeout` for every input's manifest; returns the inputs
+/// still without one.
+async fn wait_for_manifests(
+    fake: &FakeGcs,
+    inputs: &BTreeMap<String, (i64, Expected)>,
+    timeout: Duration,
+) -> BTreeSet<String> {
     let deadline = Instant::now() + timeout;
     loop {
         let committed: BTreeSet<String> = fake
@@ -236,14 +241,13 @@ async fn wait_for_manifests(fake: &FakeGcs, inputs: &BTreeMap<String, (i64, Expe
             .into_iter()
             .filter_map(|(n, _)| n.strip_suffix("/manifest.json").map(str::to_owned))
             .collect();
-        if inputs
+        let missing: BTreeSet<String> = inputs
             .iter()
-            .all(|(name, (generation, _))| committed.contains(&format!("{name}/{generation}")))
-        {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
+            .filter(|(name, (generation, _))| !committed.contains(&format!("{name}/{generation}")))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if missing.is_empty() || Instant::now() >= deadline {
+            return missing;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -360,7 +364,9 @@ fn watch_outputs(
                         .expect("a listed predictions object can be read");
                     assert!(
                         bytes == expected[&input],
-                        "{name}: a reader saw a partial or wrong predictions object"
+                        "{name}: a reader saw a partial or wrong predictions object ({} bytes, expected {}; listing {item})",
+                        bytes.len(),
+                        expected[&input].len()
                     );
                     predictions_seen += 1;
                 } else if name.ends_with("/manifest.json") {
@@ -434,13 +440,28 @@ async fn instances_killed_at_random_points_leave_exactly_one_complete_output_set
         server.ready().await;
     }
     rig.proxy.set_rate(0.0);
-    history.extend(server.logs());
     // Pub/Sub redelivers what the dead instances never answered. The
     // emulator, unlike Pub/Sub, sometimes drops a push whose connection died
     // with the instance; the operator's backstop finds those.
-    let redelivered = wait_for_manifests(&rig.fake, &inputs, Duration::from_secs(90)).await;
+    let missing = wait_for_manifests(&rig.fake, &inputs, Duration::from_secs(90)).await;
+    history.extend(server.logs());
+    // Whatever is still missing was never acknowledged by the service: no
+    // delivery of it ended in a 2xx outcome. (The emulator is what dropped it.)
+    for line in &history {
+        let acknowledged = ["scored", "failed", "duplicate"].contains(&line["outcome"].as_str().unwrap_or_default());
+        if line["message"] == "job summary" && acknowledged {
+            let input = line["input_uri"].as_str().unwrap_or_default();
+            assert!(
+                !missing.iter().any(|name| input == format!("gs://in-bucket/{name}")),
+                "{input} was acknowledged ({}) without a committed manifest",
+                line["outcome"]
+            );
+        }
+    }
+    let dead = rig.pubsub.pull(PROJECT, "gcs-events-dead-pull", 100).await.len();
+    eprintln!("missing after 90 s: {missing:?}; dead-lettered: {dead}");
     let mut reconciled = 0;
-    if !redelivered {
+    if !missing.is_empty() {
         let out = std::process::Command::new(SCORER)
             .args([
                 "reconcile",
@@ -459,6 +480,10 @@ async fn instances_killed_at_random_points_leave_exactly_one_complete_output_set
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         reconciled = report["unprocessed"].as_array().map_or(0, Vec::len);
+        assert!(
+            reconciled <= missing.len(),
+            "reconcile finds only missing inputs: {report}"
+        );
     }
     check_outputs(&rig.fake, &inputs, Duration::from_secs(120), Some(&server)).await;
     *stop.lock().unwrap() = true;
