@@ -213,7 +213,10 @@ async fn the_whole_chain_from_gsutil_cp_to_predictions() {
     assert_eq!(manifest["rows"]["scored"], 68206);
     assert_eq!(manifest["input"]["uri"], "gs://in-bucket/2017/scl.csv");
     let size = std::fs::metadata(data("scl_flights_2017.csv")).unwrap().len();
-    assert_eq!(manifest["input"]["size"], size, "the input's size, even from an emulator that omits it");
+    assert_eq!(
+        manifest["input"]["size"], size,
+        "the input's size, even from an emulator that omits it"
+    );
     let accuracy = manifest["metrics"]["accuracy"].as_f64().unwrap();
     assert!((0.59..0.62).contains(&accuracy), "{accuracy}");
     let predictions_uri = manifest["outputs"]["predictions"]["uri"].as_str().unwrap();
