@@ -48,6 +48,10 @@ BASELINE=".secrets.baseline"
 #   tests/infra/test_terraform.py  "Private Key": the test asserts that the
 #                              Terraform holds no PEM private key header; the
 #                              header text alone, no key
+#   fuzz/corpus/envelope/google-finalize.json, emulator-finalize.json
+#                              "Base64 High Entropy String": message.data of
+#                              the fuzz seed push envelopes, the base64 of a
+#                              public Cloud Storage object resource; no secret
 # and the baseline's one line filter (--exclude-lines):
 #   ^\s*"data_sha256": "[0-9a-f]{64}",?$   the SHA-256 of the training CSV that
 #                              the trainer writes into model artifacts

@@ -347,7 +347,9 @@ def markdown(r: Results, png_rel: str | None) -> str:
     w("")
     w("Input: raw 18-column SCL files from `bench/gen_scl.py` (seed "
       f"{s.get('seed', '?')}; airline, flight type and month drawn from the real 2017 frequencies). "
-      "Wall time and peak RSS from GNU `time -f '%e %M'`; throughput = input rows / wall time, "
+      "Wall time and peak RSS from GNU `time -f '%e %M'`: files up to 1M rows are scored by every tool "
+      "BATCH_RUNS times (default 3) and the table gives the median wall time and the largest peak; "
+      "larger files run once. Throughput = input rows / wall time, "
       "start-up included (Python's interpreter and imports count: that is what a job pays). "
       "Every tool ran on both cores, with the file in the page cache. "
       "\"this ÷ ours\": above 1, ours is faster (time) or smaller (memory); "
