@@ -72,21 +72,7 @@ CACHE="${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}"
 read -r -a serve_args <<<"${SCORER_SERVE_ARGS:-}"
 
 # --- preconditions ---------------------------------------------------------
-if [[ -n "${SCORER_BIN:-}" ]]; then
-  candidates=("$SCORER_BIN")
-elif [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
-  candidates=("$CARGO_TARGET_DIR/release/scorer")
-else
-  candidates=("target/release/scorer" "$CACHE/target/release/scorer")
-fi
-scorer=""
-for c in "${candidates[@]}"; do
-  if [[ -x "$c" ]]; then scorer="$c" && break; fi
-done
-[[ -n "$scorer" ]] || bench_die "scorer binary not found (looked at: ${candidates[*]}).
-  Build it first:  cargo build --release
-  (or point SCORER_BIN at a release build of the scorer)"
-scorer="$(cd "$(dirname "$scorer")" && pwd)/$(basename "$scorer")"
+bench_find_scorer
 [[ -f "$MODEL" ]] || bench_die "model artifact not found: $MODEL (set MODEL=...)"
 [[ -f "$REAL_DATA" ]] || bench_die "real data not found: $REAL_DATA (copy shared/data/scl_flights_2017.csv to data/, or set REAL_DATA=...)"
 MODEL="$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")"

@@ -114,21 +114,7 @@ done
 ncpus="$(wc -w <<<"$cpu_names")"
 [[ "$(taskset -c "$CPUS" nproc)" == "$ncpus" ]] || bench_die "taskset -c $CPUS does not give $ncpus cores here"
 
-if [[ -n "${SCORER_BIN:-}" ]]; then
-  candidates=("$SCORER_BIN")
-else
-  candidates=()
-  if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then candidates+=("$CARGO_TARGET_DIR/release/scorer"); fi
-  candidates+=("target/release/scorer" "$CACHE/target/release/scorer")
-fi
-scorer=""
-for c in "${candidates[@]}"; do
-  if [[ -f "$c" && -x "$c" ]]; then scorer="$c" && break; fi
-done
-[[ -n "$scorer" ]] || bench_die "scorer binary not found (looked at: ${candidates[*]}).
-  Build it first:  cargo build --release
-  (or point SCORER_BIN at a release build of the scorer)"
-scorer="$(cd "$(dirname "$scorer")" && pwd)/$(basename "$scorer")"
+bench_find_scorer
 
 # fake-gcs-server, found or installed the way ./test.sh does it. Only the two
 # checks this script needs (the Pub/Sub emulator, Java and gsutil are not used).

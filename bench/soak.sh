@@ -90,21 +90,7 @@ KEEP_DATA="${KEEP_DATA:-0}"
 CACHE="${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}"
 
 # --- preconditions -------------------------------------------------------------
-if [[ -n "${SCORER_BIN:-}" ]]; then
-  candidates=("$SCORER_BIN")
-else
-  candidates=()
-  if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then candidates+=("$CARGO_TARGET_DIR/release/scorer"); fi
-  candidates+=("target/release/scorer" "$CACHE/target/release/scorer")
-fi
-scorer=""
-for c in "${candidates[@]}"; do
-  if [[ -f "$c" && -x "$c" ]]; then scorer="$c" && break; fi
-done
-[[ -n "$scorer" ]] || bench_die "scorer binary not found (looked at: ${candidates[*]}).
-  Build it first:  cargo build --release
-  (or point SCORER_BIN at a release build of the scorer)"
-scorer="$(cd "$(dirname "$scorer")" && pwd)/$(basename "$scorer")"
+bench_find_scorer
 [[ -f "$MODEL" ]] || bench_die "model artifact not found: $MODEL (set MODEL=...)"
 [[ -f "$REAL_DATA" ]] || bench_die "real data not found: $REAL_DATA (set REAL_DATA=...)"
 MODEL="$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")"

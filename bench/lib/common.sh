@@ -32,3 +32,24 @@ bench_require_loopback() { # URL
   esac
   bench_die "refusing to load-test $url: only loopback targets (127.0.0.0/8, localhost, [::1])"
 }
+
+# bench_find_scorer: sets $scorer to an absolute path of the scorer binary:
+# $SCORER_BIN, else $CARGO_TARGET_DIR/release/scorer, target/release/scorer,
+# $CACHE/target/release/scorer (the first that is an executable file).
+bench_find_scorer() {
+  local candidates=() c
+  if [[ -n "${SCORER_BIN:-}" ]]; then
+    candidates=("$SCORER_BIN")
+  else
+    if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then candidates+=("$CARGO_TARGET_DIR/release/scorer"); fi
+    candidates+=("target/release/scorer" "${CACHE:-$HOME/.cache/scorer-ci}/target/release/scorer")
+  fi
+  scorer=""
+  for c in "${candidates[@]}"; do
+    if [[ -f "$c" && -x "$c" ]]; then scorer="$c" && break; fi
+  done
+  [[ -n "$scorer" ]] || bench_die "scorer binary not found (looked at: ${candidates[*]}).
+  Build it first:  cargo build --release
+  (or point SCORER_BIN at a release build of the scorer)"
+  scorer="$(cd "$(dirname "$scorer")" && pwd)/$(basename "$scorer")"
+}
