@@ -28,7 +28,7 @@ use google_cloud_gax::retry_result::RetryResult;
 use google_cloud_gax::retry_state::RetryState;
 use google_cloud_storage::client::Storage;
 use google_cloud_storage::retry_policy::RetryableErrors;
-use google_cloud_storage::streaming_source::{SizeHint, StreamingSource};
+use google_cloud_storage::streaming_source::{Payload, SizeHint, StreamingSource};
 use serde::Deserialize;
 
 use super::{ByteStream, ObjectMeta, ObjectStore, StorageError, WriteOptions};
@@ -286,6 +286,33 @@ fn encode_path_segment(s: &str) -> String {
         .collect()
 }
 
+impl GcsStore {
+    /// One upload, create-only when asked; the client picks multipart or
+    /// resumable from the payload's size.
+    async fn upload<T, P>(&self, name: &str, payload: T, options: WriteOptions) -> Result<ObjectMeta, StorageError>
+    where
+        T: Into<Payload<P>>,
+        P: StreamingSource + Send + Sync + 'static,
+        P::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let mut request = self
+            .client
+            .write_object(&self.bucket_path, name, payload)
+            .set_content_type(options.content_type);
+        if options.create_only {
+            request = request.set_if_generation_match(0);
+        }
+        let object = request.send_buffered().await.map_err(|e| map_error(name, e))?;
+        Ok(ObjectMeta {
+            name: object.name,
+            generation: object.generation,
+            size: u64::try_from(object.size).unwrap_or_default(),
+            crc32c: object.checksums.and_then(|c| c.crc32c),
+            updated: None,
+        })
+    }
+}
+
 #[async_trait]
 impl ObjectStore for GcsStore {
     fn bucket(&self) -> &str {
@@ -348,41 +375,13 @@ impl ObjectStore for GcsStore {
     }
 
     async fn write(&self, name: &str, body: ByteStream, options: WriteOptions) -> Result<ObjectMeta, StorageError> {
-        let mut request = self
-            .client
-            .write_object(&self.bucket_path, name, StreamSource(Mutex::new(body)))
-            .set_content_type(options.content_type);
-        if options.create_only {
-            request = request.set_if_generation_match(0);
-        }
-        let object = request.send_buffered().await.map_err(|e| map_error(name, e))?;
-        Ok(ObjectMeta {
-            name: object.name,
-            generation: object.generation,
-            size: u64::try_from(object.size).unwrap_or_default(),
-            crc32c: object.checksums.and_then(|c| c.crc32c),
-            updated: None,
-        })
+        self.upload(name, StreamSource(Mutex::new(body)), options).await
     }
 
     async fn write_small(&self, name: &str, bytes: Bytes, options: WriteOptions) -> Result<ObjectMeta, StorageError> {
         // A payload of known size under the resumable threshold goes up in
         // one multipart request.
-        let mut request = self
-            .client
-            .write_object(&self.bucket_path, name, bytes)
-            .set_content_type(options.content_type);
-        if options.create_only {
-            request = request.set_if_generation_match(0);
-        }
-        let object = request.send_buffered().await.map_err(|e| map_error(name, e))?;
-        Ok(ObjectMeta {
-            name: object.name,
-            generation: object.generation,
-            size: u64::try_from(object.size).unwrap_or_default(),
-            crc32c: object.checksums.and_then(|c| c.crc32c),
-            updated: None,
-        })
+        self.upload(name, bytes, options).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {

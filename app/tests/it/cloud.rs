@@ -136,16 +136,7 @@ const PROJECT: &str = "scorer-test";
 /// notifications to the Pub/Sub emulator, a push subscription to the service.
 async fn chain(env: &[(&str, &str)]) -> Chain {
     let pubsub = PubSubEmulator::start().await;
-    pubsub.create_topic(PROJECT, "gcs-events").await;
-    pubsub.create_topic(PROJECT, "gcs-events-dead").await;
-    pubsub
-        .create_pull_subscription(
-            PROJECT,
-            "gcs-events-dead-pull",
-            "gcs-events-dead",
-            Duration::from_secs(10),
-        )
-        .await;
+    pubsub.create_event_topics(PROJECT).await;
     let fake = FakeGcs::start(FakeGcsOptions {
         https: true,
         notifications: Some(

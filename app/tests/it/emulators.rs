@@ -715,6 +715,21 @@ impl PubSubEmulator {
         expect_ok(response, &format!("Pub/Sub emulator {what}")).await
     }
 
+    /// The topics of a deployment: `gcs-events` for the bucket's
+    /// notifications, `gcs-events-dead` for dead letters, and the pull
+    /// subscription `gcs-events-dead-pull` that keeps them for inspection.
+    pub async fn create_event_topics(&self, project: &str) {
+        self.create_topic(project, "gcs-events").await;
+        self.create_topic(project, "gcs-events-dead").await;
+        self.create_pull_subscription(
+            project,
+            "gcs-events-dead-pull",
+            "gcs-events-dead",
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
     pub async fn create_topic(&self, project: &str, topic: &str) {
         self.call(
             reqwest::Method::PUT,

@@ -88,16 +88,7 @@ struct Rig {
 
 async fn rig(fault_rate: f64) -> Rig {
     let pubsub = PubSubEmulator::start().await;
-    pubsub.create_topic(PROJECT, "gcs-events").await;
-    pubsub.create_topic(PROJECT, "gcs-events-dead").await;
-    pubsub
-        .create_pull_subscription(
-            PROJECT,
-            "gcs-events-dead-pull",
-            "gcs-events-dead",
-            Duration::from_secs(10),
-        )
-        .await;
+    pubsub.create_event_topics(PROJECT).await;
     let fake = FakeGcs::start(FakeGcsOptions {
         https: false,
         notifications: Some(Notifications::new(&pubsub, PROJECT, "gcs-events").bucket("in-bucket")),
@@ -156,34 +147,17 @@ async fn check_outputs(
     timeout: Duration,
     server: Option<&Server>,
 ) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let committed: BTreeSet<String> = fake
-            .list("out-bucket", "")
-            .await
-            .into_iter()
-            .filter_map(|(n, _)| n.strip_suffix("/manifest.json").map(str::to_owned))
-            .collect();
-        let missing: Vec<&String> = inputs
-            .iter()
-            .filter(|(name, (generation, _))| !committed.contains(&format!("{name}/{generation}")))
-            .map(|(name, _)| name)
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            if let Some(server) = server {
-                for line in server.logs() {
-                    let text = line.to_string();
-                    if missing.iter().any(|m| text.contains(m.as_str())) {
-                        eprintln!("{text}");
-                    }
+    let missing = wait_for_manifests(fake, inputs, timeout).await;
+    if !missing.is_empty() {
+        if let Some(server) = server {
+            for line in server.logs() {
+                let text = line.to_string();
+                if missing.iter().any(|m| text.contains(m.as_str())) {
+                    eprintln!("{text}");
                 }
             }
-            panic!("no manifest after {timeout:?} for {missing:?}");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        panic!("no manifest after {timeout:?} for {missing:?}");
     }
     let all: Vec<String> = fake.list("out-bucket", "").await.into_iter().map(|(n, _)| n).collect();
     for (name, (generation, expect)) in inputs {
