@@ -65,28 +65,14 @@ fatal() {
   exit 1
 }
 
+# shellcheck source=.ci/cargo-tool.sh
+source "$ROOT/.ci/cargo-tool.sh"
+
 # --- tools -----------------------------------------------------------------------
 
-# deny_need: cargo-deny $CARGO_DENY_VERSION at $DENY_BIN.
+# deny_need: see .ci/cargo-tool.sh.
 deny_need() {
-  if [[ -x "$DENY_BIN" && "$("$DENY_BIN" --version 2>/dev/null)" == "cargo-deny $CARGO_DENY_VERSION" ]]; then
-    return 0
-  fi
-  command -v cargo >/dev/null 2>&1 ||
-    fatal "cargo is missing (needed to install and run cargo-deny): install Rust 1.95 with rustup (https://rustup.rs)"
-  printf 'installing cargo-deny %s into %s (cargo install from crates.io, a few minutes)\n' \
-    "$CARGO_DENY_VERSION" "$DENY_ROOT"
-  rm -rf "$DENY_ROOT"
-  mkdir -p "$CACHE"
-  # its own target directory: the project's stays as it is; kept only until
-  # the install succeeds (an interrupted build resumes from it)
-  if ! CARGO_TARGET_DIR="$DENY_BUILD_DIR" nice -n 19 \
-    cargo install --locked cargo-deny --version "=$CARGO_DENY_VERSION" --root "$DENY_ROOT"; then
-    fatal "could not install cargo-deny $CARGO_DENY_VERSION from crates.io: install it by hand with 'cargo install --locked cargo-deny --version =$CARGO_DENY_VERSION --root $DENY_ROOT' (needs rustc >= 1.88 and a C compiler)"
-  fi
-  rm -rf "$DENY_BUILD_DIR"
-  [[ "$("$DENY_BIN" --version 2>/dev/null)" == "cargo-deny $CARGO_DENY_VERSION" ]] ||
-    fatal "$DENY_BIN is not cargo-deny $CARGO_DENY_VERSION after installing it: delete $DENY_ROOT and rerun"
+  cargo_tool_need cargo-deny "$CARGO_DENY_VERSION" "$DENY_ROOT" "$DENY_BUILD_DIR" "needs rustc >= 1.88 and a C compiler"
 }
 
 # secrets_need: a virtualenv at $SECRETS_VENV with $SCANNER_SPEC. Built in

@@ -78,28 +78,14 @@ for t in "${TARGETS[@]}"; do
   [[ " ${TARGETS_ALL[*]} " == *" $t "* ]] || fatal "unknown target $t (targets: ${TARGETS_ALL[*]})"
 done
 
+# shellcheck source=.ci/cargo-tool.sh
+source "$ROOT/.ci/cargo-tool.sh"
+
 # --- tools -----------------------------------------------------------------------
 
-# fuzz_need: cargo-fuzz $CARGO_FUZZ_VERSION at $FUZZ_BIN.
+# fuzz_need: see .ci/cargo-tool.sh.
 fuzz_need() {
-  if [[ -x "$FUZZ_BIN" && "$("$FUZZ_BIN" --version 2>/dev/null)" == "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
-    return 0
-  fi
-  command -v cargo >/dev/null 2>&1 ||
-    fatal "cargo is missing (needed to install and run cargo-fuzz): install Rust 1.95 with rustup (https://rustup.rs)"
-  printf 'installing cargo-fuzz %s into %s (cargo install from crates.io, a few minutes)\n' \
-    "$CARGO_FUZZ_VERSION" "$FUZZ_ROOT"
-  rm -rf "$FUZZ_ROOT"
-  mkdir -p "$CACHE"
-  # its own target directory, kept only until the install succeeds (an
-  # interrupted build resumes from it)
-  if ! CARGO_TARGET_DIR="$FUZZ_INSTALL_DIR" nice -n 19 \
-    cargo install --locked cargo-fuzz --version "=$CARGO_FUZZ_VERSION" --root "$FUZZ_ROOT"; then
-    fatal "could not install cargo-fuzz $CARGO_FUZZ_VERSION from crates.io: install it by hand with 'cargo install --locked cargo-fuzz --version =$CARGO_FUZZ_VERSION --root $FUZZ_ROOT'"
-  fi
-  rm -rf "$FUZZ_INSTALL_DIR"
-  [[ "$("$FUZZ_BIN" --version 2>/dev/null)" == "cargo-fuzz $CARGO_FUZZ_VERSION" ]] ||
-    fatal "$FUZZ_BIN is not cargo-fuzz $CARGO_FUZZ_VERSION after installing it: delete $FUZZ_ROOT and rerun"
+  cargo_tool_need cargo-fuzz "$CARGO_FUZZ_VERSION" "$FUZZ_ROOT" "$FUZZ_INSTALL_DIR"
 }
 
 note "tools (cache: $CACHE)"
