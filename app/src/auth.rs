@@ -33,8 +33,12 @@ pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 const ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
 /// Default least time between two key refreshes triggered by unknown key ids.
 pub const REFRESH_FLOOR: Duration = Duration::from_secs(30);
-/// How long fetched keys are trusted without a refresh.
-const KEYS_TTL: Duration = Duration::from_secs(3600);
+/// Default time fetched keys are used before a refresh is due.
+pub const KEYS_TTL: Duration = Duration::from_secs(3600);
+/// Default time cached keys keep serving while refreshes fail. Google
+/// publishes a key well before it signs with it and keeps it published for
+/// days after, so a key fetched hours ago still verifies today's tokens.
+pub const KEYS_MAX_STALE: Duration = Duration::from_secs(12 * 3600);
 
 /// Why a push was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +59,13 @@ pub struct PushAuthConfig {
     pub jwks_url: String,
     /// Accept tokens whose signature Cloud Run removed after checking it.
     pub trust_stripped: bool,
-    /// Least time between two key fetches caused by unknown key ids.
+    /// Least time between two key fetches caused by unknown key ids (or
+    /// after a failed fetch).
     pub refresh_floor: Duration,
+    /// How long fetched keys are used before a refresh is due.
+    pub keys_ttl: Duration,
+    /// How long cached keys keep serving while refreshes fail.
+    pub keys_max_stale: Duration,
 }
 
 /// The marker Cloud Run puts in place of a signature it verified.
@@ -64,7 +73,20 @@ pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
 
 struct Keys {
     by_kid: HashMap<String, DecodingKey>,
+    /// When `by_kid` was fetched.
     fetched: Option<Instant>,
+    /// The last fetch attempt, and its error if it failed.
+    attempted: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl Keys {
+    /// `kid`'s key, if the cache holds it and is younger than `age`.
+    fn get(&self, kid: &str, age: Duration) -> Option<DecodingKey> {
+        self.fetched
+            .filter(|t| t.elapsed() < age)
+            .and_then(|_| self.by_kid.get(kid).cloned())
+    }
 }
 
 pub struct PushAuth {
@@ -97,6 +119,8 @@ impl PushAuth {
             keys: RwLock::new(Keys {
                 by_kid: HashMap::new(),
                 fetched: None,
+                attempted: None,
+                last_error: None,
             }),
             refresh: Mutex::new(()),
             http: reqwest::Client::builder()
@@ -199,35 +223,57 @@ impl PushAuth {
         Ok(claims.email)
     }
 
+    /// The signing key `kid`. Fresh keys are used as they are; past their
+    /// TTL (or for an unknown key id) the set is fetched again, at most once
+    /// per refresh floor. While fetches fail, cached keys keep serving up to
+    /// their maximum staleness (stale-while-error): only when no usable key
+    /// is left is the answer "keys unavailable" (503, Pub/Sub retries).
     async fn key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
-        {
-            let keys = self.keys.read().await;
-            let fresh = keys.fetched.is_some_and(|t| t.elapsed() < KEYS_TTL);
-            if fresh && let Some(key) = keys.by_kid.get(kid) {
-                return Ok(key.clone());
-            }
+        let config = &self.config;
+        if let Some(key) = self.keys.read().await.get(kid, config.keys_ttl) {
+            return Ok(key);
         }
         // One refresh at a time; whoever waited re-checks first.
         let _guard = self.refresh.lock().await;
         {
             let keys = self.keys.read().await;
-            if let Some(key) = keys.by_kid.get(kid)
-                && keys.fetched.is_some_and(|t| t.elapsed() < KEYS_TTL)
-            {
-                return Ok(key.clone());
+            if let Some(key) = keys.get(kid, config.keys_ttl) {
+                return Ok(key);
             }
-            if keys.fetched.is_some_and(|t| t.elapsed() < self.config.refresh_floor) {
-                return Err(AuthError::Invalid(format!("unknown key id {kid:?}")));
+            if keys.attempted.is_some_and(|t| t.elapsed() < config.refresh_floor) {
+                // Fetched (or tried) moments ago: do not ask Google again.
+                return match (keys.get(kid, config.keys_max_stale), &keys.last_error) {
+                    (Some(key), _) => Ok(key),
+                    (None, Some(e)) => Err(AuthError::KeysUnavailable(e.clone())),
+                    (None, None) => Err(AuthError::Invalid(format!("unknown key id {kid:?}"))),
+                };
             }
         }
-        let fetched = self.fetch().await?;
+        let fetched = self.fetch().await;
         let mut keys = self.keys.write().await;
-        keys.by_kid = fetched;
-        keys.fetched = Some(Instant::now());
-        keys.by_kid
-            .get(kid)
-            .cloned()
-            .ok_or_else(|| AuthError::Invalid(format!("unknown key id {kid:?}")))
+        keys.attempted = Some(Instant::now());
+        match fetched {
+            Ok(fetched) => {
+                keys.by_kid = fetched;
+                keys.fetched = Some(Instant::now());
+                keys.last_error = None;
+                keys.by_kid
+                    .get(kid)
+                    .cloned()
+                    .ok_or_else(|| AuthError::Invalid(format!("unknown key id {kid:?}")))
+            }
+            Err(e) => {
+                let message = e.to_string();
+                keys.last_error = Some(message.clone());
+                match keys.get(kid, config.keys_max_stale) {
+                    Some(key) => {
+                        tracing::warn!(error = %message, "cannot refresh the push token keys; using the cached ones");
+                        Ok(key)
+                    }
+                    None => Err(e),
+                }
+            }
+        }
     }
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, AuthError> {
@@ -305,6 +351,8 @@ mod tests {
             jwks_url: "http://127.0.0.1:9/unreachable".into(),
             trust_stripped: false,
             refresh_floor: REFRESH_FLOOR,
+            keys_ttl: KEYS_TTL,
+            keys_max_stale: KEYS_MAX_STALE,
         });
         assert!(matches!(auth.verify(None).await, Err(AuthError::Missing)));
         assert!(matches!(auth.verify(Some("Basic xyz")).await, Err(AuthError::Missing)));

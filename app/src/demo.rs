@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Backend, ModelSource, Settings};
-use crate::event::BucketName;
+use crate::config::Settings;
 use crate::manifest::{Manifest, Status};
 use crate::notifier::{self, NotifierConfig};
-use crate::server::{Application, StartError};
+use crate::startup::{Application, StartError};
 use crate::storage::local::{LocalStore, generation_of};
 
 /// The real SCL 2017 flights (see data/README.md), built in so the demo runs
@@ -62,27 +61,8 @@ pub async fn run(dir: Option<PathBuf>, timeout: Duration) -> Result<DemoResult, 
         }
         None => tempfile::Builder::new().prefix("scorer-demo-").tempdir()?.keep(),
     };
-    let settings = Settings {
-        listen: "127.0.0.1:0"
-            .parse()
-            .map_err(|e| std::io::Error::other(format!("{e}")))?,
-        backend: Backend::Local { dir: dir.clone() },
-        input_bucket: bucket("input"),
-        output_bucket: bucket("output"),
-        model: ModelSource::Builtin,
-        max_concurrent_jobs: 2,
-        push_auth: None,
-        predict_api_keys: None,
-        predict_max_rows: 10_000,
-        max_body_bytes: 2 << 20,
-        body_timeout: Duration::from_secs(10),
-        lease_ttl: Duration::from_secs(120),
-        shutdown_grace: Duration::from_secs(5),
-        project: None,
-        chunk_bytes: 8 << 20,
-        settle: Duration::from_millis(200),
-        gcs: Default::default(),
-    };
+    let mut settings = Settings::local(dir.clone());
+    settings.revision = "demo".to_owned();
     let app = Application::build(settings).await?;
     let addr = app.local_addr();
     let state = app.state();
@@ -142,11 +122,6 @@ pub async fn run(dir: Option<PathBuf>, timeout: Duration) -> Result<DemoResult, 
         result?;
     }
     Ok(DemoResult { dir, manifests })
-}
-
-fn bucket(name: &str) -> BucketName {
-    // Both names are valid bucket names; parse cannot fail for them.
-    BucketName::parse(name).unwrap_or_else(|_| unreachable!("{name} is a valid bucket name"))
 }
 
 /// Writes a file beside the input directory and renames it in, so the

@@ -53,6 +53,13 @@ impl BucketName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// One of the local mode's own bucket names (`input`, `output`), known
+    /// to be valid.
+    pub(crate) fn local(name: &'static str) -> BucketName {
+        debug_assert!(BucketName::parse(name).is_ok());
+        BucketName(name.to_owned())
+    }
 }
 
 impl fmt::Display for BucketName {

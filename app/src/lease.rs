@@ -8,7 +8,7 @@
 //! The highest number is the current state. Taking over an expired lease,
 //! renewing one and releasing one all mean creating the next number; two
 //! instances racing for the same number get one winner, because create-only
-//! writes of small objects are atomic.
+//! writes of small objects are atomic. One listing finds the newest number.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::manifest::OutputNames;
+use crate::layout::OutputNames;
 use crate::storage::{ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
 
 /// The content of one lease object.
@@ -28,22 +28,32 @@ pub struct LeaseRecord {
     pub released: bool,
 }
 
-/// Someone else holds the lease.
+/// Another live job holds the lease.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Busy {
+pub struct HeldElsewhere {
     pub holder: String,
     pub expires_in: Duration,
 }
 
-/// A lease we hold. Renewed in the background until [`Held::finish`].
+/// What [`acquire`] got.
+pub enum Acquired {
+    Held(Held),
+    HeldElsewhere(HeldElsewhere),
+}
+
+/// A lease we hold, renewed in the background. It ends with
+/// [`Held::release`], or, however the job ends (an error, a panic, a
+/// cancelled task), when it is dropped: the renewer stops at once and a
+/// release is sent if a runtime is still there to send it.
 pub struct Held {
     store: Arc<dyn ObjectStore>,
     names: OutputNames,
     holder: String,
     next: Arc<tokio::sync::Mutex<u32>>,
     stop: CancellationToken,
-    renewer: tokio::task::JoinHandle<()>,
-    /// Cancelled when another instance took the lease over.
+    renewer: Option<tokio::task::JoinHandle<()>>,
+    /// Cancelled when another instance took the lease over (or the renewer
+    /// died, which leaves the lease to lapse).
     lost: CancellationToken,
 }
 
@@ -53,46 +63,47 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Tries to take the lease for `names` as `holder`.
-///
-/// `ours_is_stale` says whether a live lease in our own name may be taken
-/// over (the caller knows no job of ours is running for it).
+fn record(holder: &str, ttl: Duration, released: bool) -> LeaseRecord {
+    LeaseRecord {
+        holder: holder.to_owned(),
+        expires_at_ms: if released {
+            now_ms()
+        } else {
+            now_ms().saturating_add(ttl.as_millis() as u64)
+        },
+        released,
+    }
+}
+
+/// Tries to take the lease for `names` as `holder`. A live lease in
+/// `holder`'s own name is taken again (holder names are unique per process,
+/// and the caller runs one job per input at a time).
 pub async fn acquire(
     store: Arc<dyn ObjectStore>,
     names: &OutputNames,
     holder: &str,
     ttl: Duration,
-) -> Result<Result<Held, Busy>, StorageError> {
+) -> Result<Acquired, StorageError> {
     let (next, current) = latest(store.as_ref(), names).await?;
     if let Some(current) = current
         && !current.released
         && current.expires_at_ms > now_ms()
         && current.holder != holder
     {
-        return Ok(Err(Busy {
+        return Ok(Acquired::HeldElsewhere(HeldElsewhere {
+            expires_in: Duration::from_millis(current.expires_at_ms.saturating_sub(now_ms())),
             holder: current.holder,
-            expires_in: Duration::from_millis(current.expires_at_ms - now_ms()),
         }));
     }
-    let record = LeaseRecord {
-        holder: holder.to_owned(),
-        expires_at_ms: now_ms() + ttl.as_millis() as u64,
-        released: false,
-    };
-    match create(store.as_ref(), names, next, &record).await {
-        Ok(()) => {}
-        Err(StorageError::AlreadyExists(_)) => {
+    match create(store.as_ref(), names, next, &record(holder, ttl, false)).await? {
+        Created::Ours => {}
+        Created::Theirs(winner) => {
             // Lost the race for this number: whoever won holds it.
-            let winner = read(store.as_ref(), names, next)
-                .await?
-                .map(|r| r.holder)
-                .unwrap_or_default();
-            return Ok(Err(Busy {
-                holder: winner,
+            return Ok(Acquired::HeldElsewhere(HeldElsewhere {
+                holder: winner.holder,
                 expires_in: ttl,
             }));
         }
-        Err(e) => return Err(e),
     }
     let next = Arc::new(tokio::sync::Mutex::new(next + 1));
     let stop = CancellationToken::new();
@@ -106,13 +117,13 @@ pub async fn acquire(
         stop.clone(),
         lost.clone(),
     ));
-    Ok(Ok(Held {
+    Ok(Acquired::Held(Held {
         store,
         names: names.clone(),
         holder: holder.to_owned(),
         next,
         stop,
-        renewer,
+        renewer: Some(renewer),
         lost,
     }))
 }
@@ -123,22 +134,56 @@ impl Held {
         self.lost.clone()
     }
 
-    /// Stops renewing. With `release`, records that the work is done or
-    /// abandoned so another instance need not wait for the expiry.
-    pub async fn finish(self, release: bool) {
+    /// Stops renewing and records that the work is done or abandoned, so
+    /// another instance need not wait for the expiry.
+    pub async fn release(mut self) {
         self.stop.cancel();
-        let _ = self.renewer.await;
-        if release {
-            let mut next = self.next.lock().await;
-            let record = LeaseRecord {
-                holder: self.holder.clone(),
-                expires_at_ms: now_ms(),
-                released: true,
-            };
-            // Best effort: an unreleased lease simply expires.
-            if create(self.store.as_ref(), &self.names, *next, &record).await.is_ok() {
-                *next += 1;
-            }
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.await;
+        }
+        release(
+            self.store.clone(),
+            self.names.clone(),
+            self.holder.clone(),
+            self.next.clone(),
+        )
+        .await;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Released already, or dropped on a path that skipped `release`.
+        let Some(renewer) = self.renewer.take() else { return };
+        self.stop.cancel();
+        renewer.abort();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(release(
+                self.store.clone(),
+                self.names.clone(),
+                self.holder.clone(),
+                self.next.clone(),
+            ));
+        }
+    }
+}
+
+/// Best effort: an unreleased lease simply expires.
+async fn release(store: Arc<dyn ObjectStore>, names: OutputNames, holder: String, next: Arc<tokio::sync::Mutex<u32>>) {
+    let mut next = next.lock().await;
+    if let Ok(Created::Ours) = create(store.as_ref(), &names, *next, &record(&holder, Duration::ZERO, true)).await {
+        *next += 1;
+    }
+}
+
+/// Cancels `lost` if the renewer ends by panicking: a lease nobody renews
+/// lapses, and the job must not go on as if it held it.
+struct LostOnPanic(CancellationToken);
+
+impl Drop for LostOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.cancel();
         }
     }
 }
@@ -152,6 +197,7 @@ async fn renew(
     stop: CancellationToken,
     lost: CancellationToken,
 ) {
+    let _lost_on_panic = LostOnPanic(lost.clone());
     let period = ttl / 3;
     loop {
         tokio::select! {
@@ -159,27 +205,40 @@ async fn renew(
             _ = tokio::time::sleep(period) => {}
         }
         let mut seq = next.lock().await;
-        let record = LeaseRecord {
-            holder: holder.clone(),
-            expires_at_ms: now_ms() + ttl.as_millis() as u64,
-            released: false,
-        };
-        match create(store.as_ref(), &names, *seq, &record).await {
-            Ok(()) => *seq += 1,
-            Err(StorageError::AlreadyExists(_)) => {
-                tracing::warn!(lease = %names.lease(*seq), "lease taken over by another instance; abandoning the job");
+        if stop.is_cancelled() {
+            return;
+        }
+        match create(store.as_ref(), &names, *seq, &record(&holder, ttl, false)).await {
+            Ok(Created::Ours) => *seq += 1,
+            Ok(Created::Theirs(other)) => {
+                tracing::warn!(
+                    lease = %names.lease(*seq),
+                    holder = %other.holder,
+                    "lease taken over by another instance; abandoning the job"
+                );
                 lost.cancel();
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed; will retry"),
+            Err(e) => tracing::warn!(error = %e, lease = %names.lease(*seq), "lease renewal failed; will retry"),
         }
     }
 }
 
-/// The first free lease number and the latest record, probing upward (the
-/// service has no list right it relies on for this, and there are few).
+/// The next free lease number and the latest record, from one listing of
+/// the input generation's lease records and one read.
 async fn latest(store: &dyn ObjectStore, names: &OutputNames) -> Result<(u32, Option<LeaseRecord>), StorageError> {
-    let mut seq = 1;
+    let prefix = names.lease_prefix();
+    let newest = store
+        .list(prefix)
+        .await?
+        .iter()
+        .filter_map(|o| o.name.strip_prefix(prefix)?.strip_suffix(".json")?.parse::<u32>().ok())
+        .max();
+    let Some(newest) = newest else {
+        return Ok((1, None));
+    };
+    // Anything at or above the newest listed number is newer still.
+    let mut seq = newest;
     let mut current = None;
     while let Some(record) = read(store, names, seq).await? {
         current = Some(record);
@@ -201,21 +260,31 @@ async fn read(store: &dyn ObjectStore, names: &OutputNames, seq: u32) -> Result<
     }
 }
 
-/// Creates lease record `seq`. If it already exists with exactly this
-/// content, the write went through and only its answer was lost: success.
+/// Who a create-only lease record belongs to.
+enum Created {
+    Ours,
+    Theirs(LeaseRecord),
+}
+
+/// Creates lease record `seq`. If it already exists in our holder's name,
+/// an earlier write of ours went through and only its answer was lost (or a
+/// retry wrote it with a later expiry): it is ours. Holder names are unique
+/// per process, so the holder decides, not the exact bytes.
 async fn create(
     store: &dyn ObjectStore,
     names: &OutputNames,
     seq: u32,
     record: &LeaseRecord,
-) -> Result<(), StorageError> {
+) -> Result<Created, StorageError> {
     let bytes = serde_json::to_vec(record).map_err(|e| StorageError::Permanent(e.to_string()))?;
     let options = WriteOptions::create_only("application/json");
-    match write_bytes(store, &names.lease(seq), bytes.clone(), options).await {
-        Ok(_) => Ok(()),
-        Err(StorageError::AlreadyExists(name)) => match read_all(store, &names.lease(seq), 64 * 1024).await {
-            Ok((_, there)) if there == bytes => Ok(()),
-            _ => Err(StorageError::AlreadyExists(name)),
+    match write_bytes(store, &names.lease(seq), bytes, options).await {
+        Ok(_) => Ok(Created::Ours),
+        Err(StorageError::AlreadyExists(name)) => match read(store, names, seq).await? {
+            Some(there) if there.holder == record.holder => Ok(Created::Ours),
+            Some(there) => Ok(Created::Theirs(there)),
+            // Created and gone again: only a lifecycle rule deletes leases.
+            None => Err(StorageError::Transient(format!("{name} vanished after a conflict"))),
         },
         Err(e) => Err(e),
     }
@@ -226,6 +295,8 @@ mod tests {
     use super::*;
     use crate::event::{Generation, ObjectName};
     use crate::storage::local::LocalStore;
+    use crate::storage::{ByteStream, ObjectMeta, WriteBody};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     fn setup() -> (tempfile::TempDir, Arc<dyn ObjectStore>, OutputNames) {
         let dir = tempfile::tempdir().unwrap();
@@ -234,57 +305,165 @@ mod tests {
         (dir, store, names)
     }
 
+    fn held(acquired: Acquired) -> Held {
+        match acquired {
+            Acquired::Held(h) => h,
+            Acquired::HeldElsewhere(e) => panic!("held by {}", e.holder),
+        }
+    }
+
+    async fn records(store: &dyn ObjectStore, names: &OutputNames) -> usize {
+        store.list(names.lease_prefix()).await.unwrap().len()
+    }
+
     #[tokio::test]
     async fn a_live_lease_keeps_others_out_and_a_released_one_lets_them_in() {
         let (_d, store, names) = setup();
         let ttl = Duration::from_secs(60);
-        let a = acquire(store.clone(), &names, "a", ttl).await.unwrap().unwrap();
-        let busy = acquire(store.clone(), &names, "b", ttl).await.unwrap().err().unwrap();
+        let a = held(acquire(store.clone(), &names, "a", ttl).await.unwrap());
+        let Acquired::HeldElsewhere(busy) = acquire(store.clone(), &names, "b", ttl).await.unwrap() else {
+            panic!("b got a held lease")
+        };
         assert_eq!(busy.holder, "a");
-        a.finish(true).await;
-        let b = acquire(store.clone(), &names, "b", ttl).await.unwrap();
-        assert!(b.is_ok());
+        a.release().await;
+        held(acquire(store.clone(), &names, "b", ttl).await.unwrap());
     }
 
     #[tokio::test]
     async fn an_expired_lease_is_taken_over_by_creating_the_next_number() {
         let (_d, store, names) = setup();
-        let a = acquire(store.clone(), &names, "a", Duration::from_millis(1))
-            .await
-            .unwrap()
-            .unwrap();
+        let a = held(
+            acquire(store.clone(), &names, "a", Duration::from_millis(1))
+                .await
+                .unwrap(),
+        );
         a.stop.cancel();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let b = acquire(store.clone(), &names, "b", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .unwrap();
+        let b = held(
+            acquire(store.clone(), &names, "b", Duration::from_secs(60))
+                .await
+                .unwrap(),
+        );
         assert!(store.stat(&names.lease(2)).await.unwrap().is_some());
-        b.finish(false).await;
+        b.release().await;
     }
 
     #[tokio::test]
     async fn renewal_notices_a_takeover() {
         let (_d, store, names) = setup();
-        let a = acquire(store.clone(), &names, "a", Duration::from_millis(300))
-            .await
-            .unwrap()
-            .unwrap();
+        let a = held(
+            acquire(store.clone(), &names, "a", Duration::from_millis(300))
+                .await
+                .unwrap(),
+        );
         // Another instance grabs the next number before a's renewal does.
-        create(
-            store.as_ref(),
-            &names,
-            2,
-            &LeaseRecord {
-                holder: "b".into(),
-                expires_at_ms: now_ms() + 60_000,
-                released: false,
-            },
-        )
-        .await
-        .unwrap();
+        let b = record("b", Duration::from_secs(60), false);
+        assert!(matches!(
+            create(store.as_ref(), &names, 2, &b).await.unwrap(),
+            Created::Ours
+        ));
         tokio::time::timeout(Duration::from_secs(5), a.lost().cancelled())
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dropped_lease_stops_renewing_and_is_released() {
+        let (_d, store, names) = setup();
+        let ttl = Duration::from_millis(150);
+        let a = held(acquire(store.clone(), &names, "a", ttl).await.unwrap());
+        tokio::time::sleep(ttl).await;
+        // A job that ends by an error or a panic never calls release().
+        drop(a);
+        // The release is sent in the background; once it is there, nothing
+        // more may be written.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let released = loop {
+            let (_, current) = latest(store.as_ref(), &names).await.unwrap();
+            if current.as_ref().is_some_and(|r| r.released) {
+                break records(store.as_ref(), &names).await;
+            }
+            assert!(std::time::Instant::now() < deadline, "no release after the drop");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        tokio::time::sleep(ttl * 3).await;
+        assert_eq!(
+            records(store.as_ref(), &names).await,
+            released,
+            "renewed after the drop"
+        );
+        held(
+            acquire(store.clone(), &names, "b", Duration::from_secs(60))
+                .await
+                .unwrap(),
+        );
+    }
+
+    /// A store that performs one lease write but reports it as failed: the
+    /// answer was lost on the way back.
+    struct LosesOneAnswer {
+        inner: Arc<dyn ObjectStore>,
+        lose: String,
+        lost: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for LosesOneAnswer {
+        fn bucket(&self) -> &str {
+            self.inner.bucket()
+        }
+        fn uri(&self, name: &str) -> String {
+            self.inner.uri(name)
+        }
+        async fn stat(&self, name: &str) -> Result<Option<ObjectMeta>, StorageError> {
+            self.inner.stat(name).await
+        }
+        async fn read(&self, name: &str, generation: Option<i64>) -> Result<(ObjectMeta, ByteStream), StorageError> {
+            self.inner.read(name, generation).await
+        }
+        async fn write(&self, name: &str, body: WriteBody, options: WriteOptions) -> Result<ObjectMeta, StorageError> {
+            let written = self.inner.write(name, body, options).await;
+            if name == self.lose && !self.lost.swap(true, Ordering::SeqCst) {
+                return Err(StorageError::Transient("the answer was lost".into()));
+            }
+            written
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+            self.inner.list(prefix).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewal_whose_answer_was_lost_is_not_a_takeover() {
+        let (_d, inner, names) = setup();
+        let store: Arc<dyn ObjectStore> = Arc::new(LosesOneAnswer {
+            inner,
+            lose: names.lease(2),
+            lost: AtomicBool::new(false),
+        });
+        let ttl = Duration::from_millis(150);
+        let a = held(acquire(store.clone(), &names, "a", ttl).await.unwrap());
+        // Record 2 is written with its answer lost; the next renewal finds it
+        // in our name and carries on with record 3 and beyond.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while records(store.as_ref(), &names).await < 4 {
+            assert!(!a.lost().is_cancelled(), "a lost answer was taken for a takeover");
+            assert!(std::time::Instant::now() < deadline, "renewals stopped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!a.lost().is_cancelled());
+        a.release().await;
+    }
+
+    #[tokio::test]
+    async fn the_newest_record_is_found_from_a_listing() {
+        let (_d, store, names) = setup();
+        for seq in 1..=7 {
+            let r = record(&format!("h{seq}"), Duration::ZERO, true);
+            create(store.as_ref(), &names, seq, &r).await.unwrap();
+        }
+        let (next, current) = latest(store.as_ref(), &names).await.unwrap();
+        assert_eq!(next, 8);
+        assert_eq!(current.unwrap().holder, "h7");
     }
 }

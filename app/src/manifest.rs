@@ -1,75 +1,15 @@
-//! Where a job's outputs go, and the manifest that commits them.
-//!
-//! For input `a/b.csv` at generation `G` the output bucket holds:
-//!
-//! ```text
-//! a/b.csv/G/predictions.csv   every scored row: input columns, probability, prediction
-//! a/b.csv/G/errors.csv        rejected rows (line, row, column, value, reason), if any
-//! a/b.csv/G/manifest.json     written last, create-only: the commit point
-//! _leases/a/b.csv/G/NNNNNN.json   who is scoring it, until when
-//! ```
-//!
-//! The input name is kept whole and followed by `/G/`, so outputs of two
-//! different inputs or generations can never collide, and a re-upload gets
-//! fresh outputs. Should a crashed attempt have left a predictions or errors
-//! object without a manifest, the next attempt writes `predictions.2.csv`
-//! (and so on): the manifest always names the objects it commits.
+//! The manifest: the commit record of one input generation, written last
+//! and create-only beside the outputs it names (where: [`crate::layout`]). A
+//! reader finds an input's outputs through its manifest, never by listing.
+
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Generation, ObjectName};
-use crate::model::Metrics;
-use crate::score::InputFormat;
-
-/// Prefix of lease objects in the output bucket (cleaned by a lifecycle rule).
-pub const LEASE_PREFIX: &str = "_leases/";
-/// Prefix of models fitted at start from `TRAINING_DATA_URI`.
-pub const MODEL_PREFIX: &str = "_models/";
-
-/// The output object names for one input generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputNames {
-    prefix: String,
-    lease_prefix: String,
-}
-
-impl OutputNames {
-    pub fn new(input: &ObjectName, generation: Generation) -> OutputNames {
-        OutputNames {
-            prefix: format!("{}/{}/", input.as_str(), generation),
-            lease_prefix: format!("{LEASE_PREFIX}{}/{}/", input.as_str(), generation),
-        }
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    pub fn manifest(&self) -> String {
-        format!("{}manifest.json", self.prefix)
-    }
-
-    /// `predictions.csv`, then `predictions.2.csv`, ... for attempt `n`.
-    pub fn predictions(&self, n: u32) -> String {
-        self.numbered("predictions", n)
-    }
-
-    pub fn errors(&self, n: u32) -> String {
-        self.numbered("errors", n)
-    }
-
-    fn numbered(&self, stem: &str, n: u32) -> String {
-        if n <= 1 {
-            format!("{}{stem}.csv", self.prefix)
-        } else {
-            format!("{}{stem}.{n}.csv", self.prefix)
-        }
-    }
-
-    pub fn lease(&self, seq: u32) -> String {
-        format!("{}{seq:06}.json", self.lease_prefix)
-    }
-}
+use crate::event::ObjectRef;
+use crate::model::{Metrics, Model};
+use crate::score::{InputFormat, Summary};
+use crate::storage::ObjectMeta;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,6 +26,9 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub manifest_version: u32,
+    /// Where this manifest is (absent from manifests of earlier versions).
+    #[serde(default)]
+    pub manifest_uri: String,
     pub status: Status,
     pub input: InputInfo,
     pub outputs: Outputs,
@@ -95,6 +38,108 @@ pub struct Manifest {
     pub metrics: Option<Metrics>,
     pub failure: Option<String>,
     pub timings: Timings,
+}
+
+/// What every manifest of one job says, scored or failed.
+pub struct JobFacts<'a> {
+    pub object: &'a ObjectRef,
+    pub input_uri: String,
+    /// The input's size, when it could be read at all.
+    pub size: Option<u64>,
+    pub manifest_uri: String,
+    pub model: &'a Model,
+    pub started_at: SystemTime,
+    /// Reading, scoring and writing the outputs.
+    pub score_ms: u64,
+}
+
+impl Manifest {
+    /// The commit record of a scored input.
+    pub fn scored(
+        facts: JobFacts<'_>,
+        summary: &Summary,
+        predictions: OutputObject,
+        errors: Option<OutputObject>,
+    ) -> Manifest {
+        let mut manifest = Manifest::base(facts, Status::Scored);
+        manifest.input.format = Some(InputFormatInfo::from(&summary.format));
+        manifest.input.columns = summary.columns.clone();
+        manifest.outputs = Outputs {
+            predictions: Some(predictions),
+            errors,
+            columns: summary.output_columns.clone(),
+        };
+        manifest.rows = Rows {
+            input: summary.rows_in,
+            scored: summary.rows_scored,
+            rejected: summary.rows_rejected,
+            blank_lines: summary.blank_lines,
+        };
+        manifest.labelled_rows = summary.labelled_rows;
+        manifest.metrics = summary.metrics.clone();
+        manifest
+    }
+
+    /// The commit record of an input that could not be scored: `report` is
+    /// the errors object that says why.
+    pub fn failed(facts: JobFacts<'_>, failure: String, report: OutputObject) -> Manifest {
+        let mut manifest = Manifest::base(facts, Status::Failed);
+        manifest.failure = Some(failure);
+        manifest.outputs.errors = Some(report);
+        manifest
+    }
+
+    fn base(facts: JobFacts<'_>, status: Status) -> Manifest {
+        let model = facts.model;
+        Manifest {
+            manifest_version: 1,
+            manifest_uri: facts.manifest_uri,
+            status,
+            input: InputInfo {
+                uri: facts.input_uri,
+                bucket: facts.object.bucket.as_str().to_owned(),
+                name: facts.object.name.as_str().to_owned(),
+                generation: facts.object.generation.to_string(),
+                size: facts.size.unwrap_or_default(),
+                format: None,
+                columns: Vec::new(),
+            },
+            outputs: Outputs::default(),
+            rows: Rows::default(),
+            model: ModelInfo {
+                name: model.name().to_owned(),
+                version: model.version().to_owned(),
+                target: model.target().to_owned(),
+                threshold: model.threshold(),
+            },
+            labelled_rows: 0,
+            metrics: None,
+            failure: None,
+            timings: Timings {
+                started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
+                finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                score_ms: facts.score_ms,
+                total_ms: facts.started_at.elapsed().map_or(0, |d| d.as_millis() as u64),
+            },
+        }
+    }
+
+    /// Where this manifest is; for manifests written before the field
+    /// existed, derived from its outputs (they sit beside it).
+    pub fn uri(&self) -> String {
+        if !self.manifest_uri.is_empty() {
+            return self.manifest_uri.clone();
+        }
+        self.outputs
+            .predictions
+            .as_ref()
+            .or(self.outputs.errors.as_ref())
+            .map(|o| {
+                let dir = o.uri.rsplit_once('/').map_or(o.uri.as_str(), |(d, _)| d);
+                format!("{dir}/manifest.json")
+            })
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +192,19 @@ pub struct OutputObject {
     pub generation: String,
 }
 
+impl OutputObject {
+    /// A stored object, named by `uri`.
+    pub fn new(meta: &ObjectMeta, uri: String) -> OutputObject {
+        OutputObject {
+            name: meta.name.clone(),
+            uri,
+            size: meta.size,
+            crc32c: meta.crc32c.map(|c| format!("{c:08x}")).unwrap_or_default(),
+            generation: meta.generation.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Rows {
     #[serde(rename = "in")]
@@ -172,30 +230,4 @@ pub struct Timings {
     pub score_ms: u64,
     /// Everything, lease and commit included.
     pub total_ms: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_keep_the_input_whole_and_are_keyed_by_generation() {
-        let n = OutputNames::new(&ObjectName::parse("a/b.csv").unwrap(), Generation::new(17).unwrap());
-        assert_eq!(n.manifest(), "a/b.csv/17/manifest.json");
-        assert_eq!(n.predictions(1), "a/b.csv/17/predictions.csv");
-        assert_eq!(n.predictions(2), "a/b.csv/17/predictions.2.csv");
-        assert_eq!(n.errors(1), "a/b.csv/17/errors.csv");
-        assert_eq!(n.lease(3), "_leases/a/b.csv/17/000003.json");
-    }
-
-    #[test]
-    fn an_input_named_like_an_output_does_not_collide() {
-        let a = OutputNames::new(&ObjectName::parse("x.csv").unwrap(), Generation::new(5).unwrap());
-        let b = OutputNames::new(
-            &ObjectName::parse("x.csv/5/predictions.csv").unwrap(),
-            Generation::new(5).unwrap(),
-        );
-        assert_ne!(a.predictions(1), b.predictions(1));
-        assert!(!b.manifest().starts_with(&a.manifest()));
-    }
 }

@@ -6,10 +6,15 @@
 //! and writing what it gave up on to `DIR/dead-letter/`.
 //!
 //! Like Cloud Storage, which notifies only once an object is complete, it acts
-//! only on complete files: renamed into the directory (acted on at once), or
-//! with size and modification time unchanged for the settle time. Hidden files
-//! (any path segment starting with `.`) and temporary names (`*.tmp`,
-//! `*.part`, `*.partial`, `*.crdownload`, `*.swp`, `*~`) are ignored.
+//! only on complete files: renamed into the directory (acted on at once, the
+//! pattern to use), or written in place and then closed by their writer
+//! (inotify's close-after-write), with size and modification time unchanged
+//! for the settle time. A writer that pauses longer than the settle time
+//! while it holds the file open is not mistaken for a finished one. Without
+//! inotify (or for files that were there before the notifier started), the
+//! size and time must stay unchanged for the settle time. Hidden files (any
+//! path segment starting with `.`) and temporary names (`*.tmp`, `*.part`,
+//! `*.partial`, `*.crdownload`, `*.swp`, `*~`) are ignored.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -63,29 +68,43 @@ struct Seen {
     since: Instant,
 }
 
+/// A file open for writing is taken as complete anyway after this long
+/// without a change (a close event missed, a writer that never closes).
+const STALE_WRITE: Duration = Duration::from_secs(60);
+
+/// What inotify said about a path.
+enum Watched {
+    /// Renamed into the directory: complete.
+    Renamed(PathBuf),
+    /// Created or written: open for writing until closed.
+    Writing(PathBuf),
+    /// Closed after writing.
+    Closed(PathBuf),
+}
+
 /// Runs until `stop` is cancelled.
 pub async fn run(config: NotifierConfig, stop: CancellationToken) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3600))
         .build()
         .unwrap_or_default();
-    let (tx, mut renamed) = mpsc::unbounded_channel::<PathBuf>();
+    let (tx, mut watched) = mpsc::unbounded_channel::<Watched>();
     let root = config.input.root().to_path_buf();
-    // inotify: renames into the directory count as complete at once; any other
-    // event just prompts an early scan.
+    // inotify: renames into the directory count as complete at once; a file
+    // created or written in place is open until its writer closes it.
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            let is_rename_to = matches!(
-                event.kind,
-                EventKind::Modify(notify::event::ModifyKind::Name(
-                    notify::event::RenameMode::To | notify::event::RenameMode::Both
-                ))
-            );
-            for path in event.paths {
-                if is_rename_to {
-                    let _ = tx.send(path);
-                }
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+        let Ok(event) = event else { return };
+        let make: fn(PathBuf) -> Watched = match event.kind {
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => Watched::Renamed,
+            EventKind::Create(CreateKind::File | CreateKind::Any) | EventKind::Modify(ModifyKind::Data(_)) => {
+                Watched::Writing
             }
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => Watched::Closed,
+            _ => return,
+        };
+        for path in event.paths {
+            let _ = tx.send(make(path));
         }
     });
     let _watcher = match watcher {
@@ -104,21 +123,23 @@ pub async fn run(config: NotifierConfig, stop: CancellationToken) {
     tracing::info!(input = %root.display(), endpoint = %config.endpoint, "local notifier watching");
     let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
     let mut complete: HashSet<PathBuf> = HashSet::new();
+    let mut writing: HashSet<PathBuf> = HashSet::new();
     let mut sent: HashSet<(String, i64)> = HashSet::new();
     let mut ticker = tokio::time::interval(SCAN_EVERY);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            Some(path) = renamed.recv() => { complete.insert(path); }
+            Some(event) = watched.recv() => note(event, &mut complete, &mut writing),
             _ = ticker.tick() => {}
         }
-        while let Ok(path) = renamed.try_recv() {
-            complete.insert(path);
+        while let Ok(event) = watched.try_recv() {
+            note(event, &mut complete, &mut writing);
         }
         let files = list_files(&root).await;
         let present: HashSet<&PathBuf> = files.iter().map(|(p, _)| p).collect();
         seen.retain(|p, _| present.contains(p));
         complete.retain(|p| present.contains(p));
+        writing.retain(|p| present.contains(p));
         for (path, md) in &files {
             let Some(name) = config.input.name_of(path) else {
                 continue;
@@ -134,7 +155,10 @@ pub async fn run(config: NotifierConfig, stop: CancellationToken) {
                 continue;
             }
             let settled = match seen.get(path) {
-                Some(s) if s.size == md.len() && s.modified == md.modified().ok() => s.since.elapsed() >= config.settle,
+                Some(s) if s.size == md.len() && s.modified == md.modified().ok() => {
+                    let quiet = s.since.elapsed();
+                    quiet >= config.settle && (!writing.contains(path) || quiet >= STALE_WRITE.max(config.settle))
+                }
                 _ => {
                     seen.insert(
                         path.clone(),
@@ -159,6 +183,23 @@ pub async fn run(config: NotifierConfig, stop: CancellationToken) {
                 md.len(),
                 stop.clone(),
             ));
+        }
+    }
+}
+
+/// Records what inotify said about a path.
+fn note(event: Watched, complete: &mut HashSet<PathBuf>, writing: &mut HashSet<PathBuf>) {
+    match event {
+        Watched::Renamed(path) => {
+            writing.remove(&path);
+            complete.insert(path);
+        }
+        Watched::Writing(path) => {
+            complete.remove(&path);
+            writing.insert(path);
+        }
+        Watched::Closed(path) => {
+            writing.remove(&path);
         }
     }
 }

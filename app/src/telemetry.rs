@@ -35,11 +35,12 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
-    /// JSON on Cloud Run (it sets `K_SERVICE`) or when stderr is not a
-    /// terminal; text on a terminal.
-    pub fn detect() -> LogFormat {
+    /// JSON on Cloud Run (the caller knows from `K_SERVICE`, read with the
+    /// rest of the settings) or when stderr is not a terminal; text on a
+    /// terminal.
+    pub fn detect(on_cloud_run: bool) -> LogFormat {
         use std::io::IsTerminal;
-        if std::env::var_os("K_SERVICE").is_some() || !std::io::stderr().is_terminal() {
+        if on_cloud_run || !std::io::stderr().is_terminal() {
             LogFormat::Json
         } else {
             LogFormat::Text
@@ -47,10 +48,12 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber. Logs go to stderr (stdout stays free for
+/// Installs the global subscriber, filtered by `RUST_LOG` or else
+/// `default_filter` (e.g. `info`). Logs go to stderr (stdout stays free for
 /// command output); Cloud Run collects both. Safe to call twice (tests).
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,polars=warn"));
+pub fn init(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{default_filter},polars=warn")));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Json => registry.with(CloudLogging::default()).try_init(),

@@ -14,11 +14,9 @@
 //! intercept; the L2 term makes the optimum unique.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Cursor;
+use std::io::Read;
 
 use indexmap::IndexMap;
-use polars::prelude::*;
-use sha2::{Digest, Sha256};
 use smartcore::optimization::FunctionOrder;
 use smartcore::optimization::first_order::FirstOrderOptimizer;
 use smartcore::optimization::first_order::lbfgs::LBFGS;
@@ -26,16 +24,35 @@ use smartcore::optimization::line_search::Backtracking;
 
 use super::artifact::{Artifact, FORMAT, Feature, SplitDescription, Training};
 use super::metrics::MetricsAccumulator;
+use super::training_data::{self, Skipped, TrainingRow};
 use super::{Model, ModelError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FitError {
-    #[error("training data is not readable CSV: {0}")]
-    Csv(#[from] PolarsError),
-    #[error("training data has no column {0:?}")]
-    MissingColumn(String),
-    #[error("no usable training rows (every row was skipped or held out)")]
-    NoRows,
+    #[error("reading the training data failed: {0}")]
+    Read(std::io::Error),
+    #[error("the training data is empty")]
+    Empty,
+    #[error("the training data is binary (NUL bytes), not CSV text")]
+    NotText,
+    #[error("the training data is not readable CSV: {0}")]
+    Unreadable(String),
+    #[error("the training data has a header line but no rows")]
+    HeaderOnly,
+    #[error("the training data has no column{} {} (the header has: {})", if .missing.len() > 1 { "s" } else { "" }, .missing.join(", "), .found.join(", "))]
+    MissingColumns { missing: Vec<String>, found: Vec<String> },
+    #[error("no row has {column}={value} (values seen: {seen})")]
+    NoTrainRows {
+        column: String,
+        value: String,
+        seen: String,
+    },
+    #[error("labels must be 0/1; {column} holds {holds}")]
+    LabelsNotBinary { column: String, holds: String },
+    #[error("{column} is not numeric (first non-number at line {line}: {value:?})")]
+    NotNumeric { column: String, line: u64, value: String },
+    #[error("no usable training rows: {0}")]
+    NoRows(String),
     #[error("the training rows hold a single class ({0}); both 0 and 1 are needed")]
     SingleClass(u8),
     #[error("invalid training settings: {0}")]
@@ -112,6 +129,10 @@ pub struct Fitted {
     pub model: Model,
     /// Pretty JSON with a trailing newline: what `--out` writes.
     pub json: Vec<u8>,
+    /// Rows left out, by reason (in the artifact only as a count).
+    pub skipped: Vec<Skipped>,
+    /// The same, in words.
+    pub skipped_text: String,
 }
 
 /// One usable row, encoded for the optimiser.
@@ -123,57 +144,25 @@ struct Encoded {
     label: bool,
 }
 
-/// Fits a model to CSV bytes. `data_name` is recorded in the artifact.
-pub fn fit(csv: &[u8], data_name: &str, spec: &FitSpec) -> Result<Fitted, FitError> {
+/// Fits a model to CSV data read from `input` (anything `scorer score`
+/// reads: gzip, any common delimiter, a byte-order mark, Latin-1 or UTF-16).
+/// `data_name` is recorded in the artifact.
+pub fn fit(input: impl Read + Send, data_name: &str, spec: &FitSpec) -> Result<Fitted, FitError> {
     validate_spec(spec)?;
-    let df = CsvReadOptions::default()
-        .with_has_header(true)
-        .with_infer_schema_length(Some(0))
-        .into_reader_with_file_handle(Cursor::new(csv))
-        .finish()?;
-    let column = |name: &str| -> Result<&StringChunked, FitError> {
-        df.column(name)
-            .map_err(|_| FitError::MissingColumn(name.to_owned()))?
-            .str()
-            .map_err(FitError::Csv)
-    };
-    let target = column(&spec.target)?;
-    let categorical: Vec<&StringChunked> = spec.categorical.iter().map(|c| column(c)).collect::<Result<_, _>>()?;
-    let numeric: Vec<&StringChunked> = spec.numeric.iter().map(|c| column(c)).collect::<Result<_, _>>()?;
-    let is_train: Vec<bool> = match &spec.split {
-        Split::Column {
-            column: split_column,
-            train_value,
-        } => column(split_column)?
-            .iter()
-            .map(|v| v.map(str::trim) == Some(train_value.as_str()))
-            .collect(),
-        Split::Fraction { test_fraction, seed } => (0..df.height() as u64)
-            .map(|i| unit_interval(splitmix64(seed ^ i)) >= *test_fraction)
-            .collect(),
-        Split::None => vec![true; df.height()],
-    };
-
-    // Learn the vocabularies and numeric statistics on the training rows only,
-    // among rows whose every value is usable.
-    let mut skipped = 0u64;
-    let mut usable = Vec::new();
-    for (row, train) in is_train.iter().enumerate() {
-        if !train {
-            continue;
-        }
-        match raw_row(row, target, &categorical, &numeric) {
-            Some(raw) => usable.push(raw),
-            None => skipped += 1,
-        }
+    let data = training_data::read(input, spec)?;
+    let skipped_text = data.describe_skipped();
+    if data.train.is_empty() {
+        return Err(FitError::NoRows(if data.skipped.is_empty() {
+            "every row was held out".to_owned()
+        } else {
+            format!("skipped {skipped_text}")
+        }));
     }
-    if usable.is_empty() {
-        return Err(FitError::NoRows);
-    }
-    let vocabularies: Vec<Vec<String>> = (0..categorical.len())
+    let usable = &data.train;
+    let vocabularies: Vec<Vec<String>> = (0..spec.categorical.len())
         .map(|j| sorted_levels(usable.iter().map(|r| r.levels[j].as_str())))
         .collect();
-    let stats: Vec<(f64, f64)> = (0..numeric.len())
+    let stats: Vec<(f64, f64)> = (0..spec.numeric.len())
         .map(|j| mean_std(usable.iter().filter_map(|r| r.numbers[j])))
         .collect();
 
@@ -193,7 +182,7 @@ pub fn fit(csv: &[u8], data_name: &str, spec: &FitSpec) -> Result<Fitted, FitErr
         next += vocab.len() as u32;
     }
     let numeric_offset = next as usize;
-    let n_params = numeric_offset + numeric.len();
+    let n_params = numeric_offset + spec.numeric.len();
     let rows: Vec<Encoded> = usable
         .iter()
         .map(|r| Encoded {
@@ -322,7 +311,7 @@ pub fn fit(csv: &[u8], data_name: &str, spec: &FitSpec) -> Result<Fitted, FitErr
         features,
         training: Training {
             data: data_name.to_owned(),
-            data_sha256: hex::encode(Sha256::digest(csv)),
+            data_sha256: data.sha256.clone(),
             split: match &spec.split {
                 Split::Column { column, train_value } => SplitDescription::Column {
                     column: column.clone(),
@@ -336,7 +325,7 @@ pub fn fit(csv: &[u8], data_name: &str, spec: &FitSpec) -> Result<Fitted, FitErr
             },
             rows: n,
             positives,
-            rows_skipped: skipped,
+            rows_skipped: data.skipped_rows(),
             class_weight: if spec.balanced { "balanced" } else { "none" }.to_owned(),
             c: spec.c,
             solver: "smartcore L-BFGS (weighted L2 log-loss)".to_owned(),
@@ -347,27 +336,14 @@ pub fn fit(csv: &[u8], data_name: &str, spec: &FitSpec) -> Result<Fitted, FitErr
         },
     };
 
-    // Held-out metrics with the fitted model, scored exactly as in production.
+    // Held-out metrics with the fitted model, through the same per-row
+    // logit as the online API.
     let model = Model::from_artifact(artifact.clone(), String::new())?;
     let mut holdout = MetricsAccumulator::default();
-    let names: Vec<&str> = spec
-        .categorical
-        .iter()
-        .chain(&spec.numeric)
-        .map(String::as_str)
-        .collect();
-    let columns: Vec<&StringChunked> = categorical.iter().chain(&numeric).copied().collect();
-    for (row, train) in is_train.iter().enumerate() {
-        if *train {
-            continue;
-        }
-        let Some(label) = parse_label(target.get(row)) else {
-            continue;
-        };
-        let get = |name: &str| names.iter().position(|n| *n == name).and_then(|j| columns[j].get(row));
-        if let Ok(z) = model.logit(get) {
+    for row in &data.holdout {
+        if let Ok(z) = model.logit(row_getter(spec, row)) {
             let p = Model::probability(z);
-            holdout.add(label, p, model.predict(p));
+            holdout.add(row.label, p, model.predict(p));
         }
     }
     artifact.training.holdout = holdout.finish();
@@ -375,7 +351,28 @@ pub fn fit(csv: &[u8], data_name: &str, spec: &FitSpec) -> Result<Fitted, FitErr
     let mut json = serde_json::to_vec_pretty(&artifact).map_err(ModelError::from)?;
     json.push(b'\n');
     let model = Model::from_json(&json)?;
-    Ok(Fitted { model, json })
+    Ok(Fitted {
+        model,
+        json,
+        skipped: data.skipped,
+        skipped_text,
+    })
+}
+
+/// A row's raw feature text by feature name (numbers as they were read).
+fn row_getter<'a>(spec: &'a FitSpec, row: &'a TrainingRow) -> impl Fn(&str) -> Option<&'a str> + 'a {
+    move |name: &str| {
+        spec.categorical
+            .iter()
+            .position(|c| c == name)
+            .map(|j| row.levels[j].as_str())
+            .or_else(|| {
+                spec.numeric
+                    .iter()
+                    .position(|c| c == name)
+                    .and_then(|j| row.raw_numbers[j].as_deref())
+            })
+    }
 }
 
 fn validate_spec(spec: &FitSpec) -> Result<(), FitError> {
@@ -401,35 +398,6 @@ fn validate_spec(spec: &FitSpec) -> Result<(), FitError> {
         return bad("a column is named twice among target, categorical and numeric".into());
     }
     Ok(())
-}
-
-struct RawRow {
-    levels: Vec<String>,
-    numbers: Vec<Option<f64>>,
-    label: bool,
-}
-
-/// A training row if every value is usable: label 0/1, categorical present,
-/// numeric empty (missing) or a finite number.
-fn raw_row(
-    row: usize,
-    target: &StringChunked,
-    categorical: &[&StringChunked],
-    numeric: &[&StringChunked],
-) -> Option<RawRow> {
-    let label = parse_label(target.get(row))?;
-    let levels = categorical
-        .iter()
-        .map(|c| c.get(row).filter(|v| !v.is_empty()).map(str::to_owned))
-        .collect::<Option<Vec<_>>>()?;
-    let numbers = numeric
-        .iter()
-        .map(|c| match c.get(row).filter(|v| !v.is_empty()) {
-            None => Some(None),
-            Some(v) => v.parse::<f64>().ok().filter(|x| x.is_finite()).map(Some),
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(RawRow { levels, numbers, label })
 }
 
 /// A 0/1 label; anything else is not a label.
@@ -462,18 +430,6 @@ fn mean_std(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let var = values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
     let std = var.sqrt();
     (mean, if std > 0.0 { std } else { 1.0 })
-}
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn unit_interval(x: u64) -> f64 {
-    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -528,12 +484,67 @@ mod tests {
         assert_eq!(fitted.model.artifact().training.rows_skipped, 2);
     }
 
+    fn error(csv: &str, spec: &FitSpec) -> String {
+        match fit(csv.as_bytes(), "t.csv", spec) {
+            Ok(_) => panic!("fitted {csv:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     #[test]
-    fn missing_column_and_single_class_are_clear_errors() {
-        let err = fit(b"c,y\na,1\n", "t.csv", &spec(&["d"], &[])).err().unwrap();
-        assert_eq!(err.to_string(), "training data has no column \"d\"");
-        let err = fit(b"c,y\na,1\nb,1\n", "t.csv", &spec(&["c"], &[])).err().unwrap();
-        assert!(matches!(err, FitError::SingleClass(1)));
+    fn whole_file_problems_say_what_is_wrong() {
+        assert_eq!(
+            error("c,y\na,1\n", &spec(&["d"], &[])),
+            "the training data has no column d (the header has: c, y)"
+        );
+        assert_eq!(
+            error("c,y\na,1\nb,1\n", &spec(&["c"], &[])),
+            "the training rows hold a single class (1); both 0 and 1 are needed"
+        );
+        assert_eq!(
+            error("c,n,y\na,Grupo LATAM,1\nb,x,0\n", &spec(&["c"], &["n"])),
+            "n is not numeric (first non-number at line 2: \"Grupo LATAM\")"
+        );
+        let mut by_column = spec(&["c"], &[]);
+        by_column.split = Split::Column {
+            column: "s".into(),
+            train_value: "TRAIN".into(),
+        };
+        assert_eq!(
+            error("c,s,y\na,train,1\nb,test,0\n", &by_column),
+            "no row has s=TRAIN (values seen: test, train)"
+        );
+        let mut months = String::from("c,y\n");
+        for m in 1..=12 {
+            months.push_str(&format!("a,{m}\n"));
+        }
+        assert_eq!(error(&months, &spec(&["c"], &[])), "labels must be 0/1; y holds 1..12");
+    }
+
+    #[test]
+    fn skipped_rows_are_counted_by_reason_with_their_lines() {
+        let csv = "c,n,y\na,1,1\n,2,0\nb,x,1\na,3,maybe\nb,4,0\n,5,1\na,6,0\n";
+        let fitted = match fit(csv.as_bytes(), "t.csv", &spec(&["c"], &["n"])) {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(fitted.model.artifact().training.rows_skipped, 4);
+        assert_eq!(
+            fitted.skipped_text,
+            "2 with an empty c (lines 3, 7); 1 with a n that is not a number (line 4); 1 with label \"maybe\" (not 0 or 1) in y (line 5)"
+        );
+    }
+
+    #[test]
+    fn training_reads_what_scoring_reads() {
+        let plain = "c;y\r\na;1\r\nb;0\r\na;1\r\nb;0\r\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, format!("\u{feff}{plain}").as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let a = fit(plain.as_bytes(), "t.csv", &spec(&["c"], &[])).unwrap_or_else(|e| panic!("{e}"));
+        let b = fit(&gz[..], "t.csv", &spec(&["c"], &[])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.model.artifact().features, b.model.artifact().features);
+        assert_eq!(a.model.artifact().training.rows, 4);
     }
 
     #[test]
@@ -547,7 +558,7 @@ mod tests {
     #[test]
     fn fraction_split_is_deterministic_and_roughly_the_fraction() {
         let held: usize = (0..10_000u64)
-            .filter(|i| unit_interval(splitmix64(42 ^ i)) < 0.33)
+            .filter(|i| training_data::unit_interval(training_data::splitmix64(42 ^ i)) < 0.33)
             .count();
         assert!((3_000..3_600).contains(&held), "{held}");
     }

@@ -8,6 +8,7 @@
 pub mod artifact;
 pub mod fit;
 pub mod metrics;
+pub mod training_data;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

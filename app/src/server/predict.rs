@@ -1,10 +1,17 @@
 //! `POST /predict`: online predictions, validated against the model's
 //! feature spec.
 //!
-//! The challenge's contract: `{"flights": [{"OPERA": .., "TIPOVUELO": ..,
-//! "MES": ..}]}` answers `{"predict": [0|1, ...]}`; any model also takes the
-//! generic `{"instances": [{feature: value, ...}]}`. Extra fields are
-//! ignored; every unusable value is a 400 naming the row, field and value.
+//! Any model takes `{"instances": [{feature: value, ...}]}` and answers
+//! `{"predict": [0|1, ...], "probability": [...], "model_version": ...}`;
+//! the shipped flight-delay model also takes the challenge's own form,
+//! `{"flights": [{"OPERA": .., "TIPOVUELO": .., "MES": ..}]}`.
+//!
+//! One rule with the CSV path: a value means what the same text would mean
+//! in a CSV field (`3.0` is not month `3`, `1e0` is not `1`), and `null` is
+//! an empty field (imputed for a numeric feature, missing for a
+//! categorical). Every feature must be present, and an unknown field is a
+//! 400 naming the closest feature, so a misspelt key can never be silently
+//! imputed. Every problem of every row is named in one 400.
 
 use std::sync::Arc;
 
@@ -17,21 +24,22 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::AppState;
 use crate::model::{Contribution, Model};
 
-/// Rows to score. Give either `flights` or `instances`.
+/// Rows to score. Give either `instances` or `flights`.
 #[derive(Debug, utoipa::ToSchema)]
 pub struct PredictRequest {
-    /// Rows, each an object of feature name to value (string or number),
-    /// e.g. `{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7}`.
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub flights: Option<Vec<Map<String, Value>>>,
-    /// The same, under the generic name.
+    /// Rows, each an object with every feature of the model (string, number
+    /// or null), e.g. `{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7}`.
     #[schema(value_type = Option<Vec<Object>>)]
     pub instances: Option<Vec<Map<String, Value>>>,
+    /// The same, under the flight-delay challenge's name.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub flights: Option<Vec<Map<String, Value>>>,
     /// When above 0, return that many top contributions per row.
     pub explain: Option<usize>,
 }
@@ -148,32 +156,48 @@ pub fn predict(model: &Model, key: &str, rows: &[Row<'_>], explain: usize) -> Re
     let mut probability = Vec::with_capacity(rows.len());
     let mut explanations = (explain > 0).then(|| Vec::with_capacity(rows.len()));
     for (i, row) in rows.iter().enumerate() {
-        for (name, field) in names.iter().zip(&row.0) {
-            if let Field::Unusable(kind) = field {
-                errors.push(format!("{key}[{i}].{name}: expected a string or number, got {kind}"));
+        let before = errors.len();
+        for field in &row.unknown {
+            errors.push(format!(
+                "{key}[{i}]: unknown field {field:?}{}",
+                suggestion(field, &names)
+            ));
+        }
+        for (name, field) in names.iter().zip(&row.fields) {
+            match field {
+                Field::Unusable(kind) => {
+                    errors.push(format!("{key}[{i}].{name}: expected a string, a number or null, got {kind}"));
+                }
+                Field::Absent => errors.push(format!(
+                    "{key}[{i}].{name}: missing (every feature is required; null asks for the training mean where the feature is numeric)"
+                )),
+                Field::Null | Field::Text(_) => {}
             }
         }
         let get = |name: &str| {
-            names.iter().position(|n| *n == name).and_then(|j| match &row.0[j] {
-                Field::Text(t) => Some(t.as_ref()),
-                _ => None,
-            })
+            names
+                .iter()
+                .position(|n| *n == name)
+                .and_then(|j| match &row.fields[j] {
+                    Field::Text(t) => Some(t.as_ref()),
+                    _ => None,
+                })
         };
-        let problems = model.rejections(get);
-        if !problems.is_empty() {
-            // An unusable field was reported above; its "missing" is noise.
-            let unusable = |column: &str| {
-                names
-                    .iter()
-                    .position(|n| *n == column)
-                    .is_some_and(|j| matches!(row.0[j], Field::Unusable(_)))
-            };
-            errors.extend(
-                problems
-                    .iter()
-                    .filter(|p| !unusable(&p.column))
-                    .map(|p| format!("{key}[{i}].{p}")),
-            );
+        // Values the model cannot take, among the fields that are there.
+        let present = |column: &str| {
+            names
+                .iter()
+                .position(|n| *n == column)
+                .is_some_and(|j| matches!(row.fields[j], Field::Null | Field::Text(_)))
+        };
+        errors.extend(
+            model
+                .rejections(get)
+                .iter()
+                .filter(|p| present(&p.column))
+                .map(|p| format!("{key}[{i}].{p}")),
+        );
+        if errors.len() > before {
             continue;
         }
         if let Ok(logit) = model.logit(get) {
@@ -199,18 +223,57 @@ pub fn predict(model: &Model, key: &str, rows: &[Row<'_>], explain: usize) -> Re
     })
 }
 
+/// ` (did you mean HORA?)` when a feature name is close to `field`, else
+/// the list of features.
+fn suggestion(field: &str, names: &[&str]) -> String {
+    let lower = field.to_lowercase();
+    let closest = names
+        .iter()
+        .map(|n| (edit_distance(&lower, &n.to_lowercase()), *n))
+        .min_by_key(|(d, _)| *d);
+    match closest {
+        Some((d, name)) if d <= 2.max(name.len() / 3) => format!(" (did you mean {name}?)"),
+        _ => format!(" (the model's features are {})", names.join(", ")),
+    }
+}
+
+/// Levenshtein distance, for suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// One feature value of a row, as the CSV engine would see the field.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Field<'a> {
+    /// The key is not there: an error (every feature is required).
     Absent,
+    /// `null`: an empty field.
+    Null,
+    /// The text a CSV field would hold: a string's content, a number as
+    /// written.
     Text(Cow<'a, str>),
     /// A list or an object: no field value.
     Unusable(&'static str),
 }
 
-/// A row's model features, in the model's order.
+/// A row's model features in the model's order, and the keys that are no
+/// feature of the model.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row<'a>(pub Vec<Field<'a>>);
+pub struct Row<'a> {
+    pub fields: Vec<Field<'a>>,
+    pub unknown: Vec<String>,
+}
 
 /// A parsed request.
 pub struct Parsed<'a> {
@@ -321,72 +384,39 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields = vec![Field::Absent; self.names.len()];
+        let mut unknown = Vec::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match self.names.iter().position(|n| *n == key.as_ref()) {
                 Some(j) => fields[j] = map.next_value::<FieldValue<'de>>()?.0,
                 None => {
                     map.next_value::<de::IgnoredAny>()?;
+                    unknown.push(key.into_owned());
                 }
             }
         }
-        Ok(Row(fields))
+        Ok(Row { fields, unknown })
     }
 }
 
-/// A JSON value as the text a CSV field would hold. Integral floats lose
-/// their `.0` so `3.0` reads as month `3`; null is absent.
+/// A JSON value as the text a CSV field would hold: a string's content, a
+/// number exactly as written (so `3.0` stays `3.0`, as it would in a CSV).
 struct FieldValue<'a>(Field<'a>);
 
 impl<'de> Deserialize<'de> for FieldValue<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = FieldValue<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or a number")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(FieldValue(Field::Text(Cow::Borrowed(v))))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(FieldValue(Field::Text(Cow::Owned(v.to_owned()))))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(FieldValue(Field::Text(Cow::Owned(v))))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(FieldValue(Field::Text(Cow::Owned(v.to_string()))))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(FieldValue(Field::Text(Cow::Owned(v.to_string()))))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-                let text = if v.fract() == 0.0 && v.abs() < 1e15 {
-                    format!("{}", v as i64)
-                } else {
-                    v.to_string()
-                };
-                Ok(FieldValue(Field::Text(Cow::Owned(text))))
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(FieldValue(Field::Text(Cow::Borrowed(if v { "true" } else { "false" }))))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(FieldValue(Field::Absent))
-            }
-            fn visit_none<E>(self) -> Result<Self::Value, E> {
-                Ok(FieldValue(Field::Absent))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-                Ok(FieldValue(Field::Unusable("a list")))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
-                Ok(FieldValue(Field::Unusable("an object")))
-            }
-        }
-        deserializer.deserialize_any(V)
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        let text = raw.get();
+        let field = match text.as_bytes().first() {
+            Some(b'"') if !text.contains('\\') => Field::Text(Cow::Borrowed(&text[1..text.len() - 1])),
+            Some(b'"') => Field::Text(Cow::Owned(
+                serde_json::from_str::<String>(text).map_err(de::Error::custom)?,
+            )),
+            Some(b'[') => Field::Unusable("a list"),
+            Some(b'{') => Field::Unusable("an object"),
+            _ if text == "null" => Field::Null,
+            _ => Field::Text(Cow::Borrowed(text)),
+        };
+        Ok(FieldValue(field))
     }
 }
 
@@ -424,46 +454,59 @@ mod tests {
             json!([
                 {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3},
                 {"OPERA": "Nowhere Air", "TIPOVUELO": "O", "MES": 13},
-                {"TIPOVUELO": "I", "MES": [1]}
+                {"TIPOVUELO": "I", "MES": [1]},
+                {"OPERA": null, "TIPOVUELO": "I", "mes": 3}
             ]),
             0,
         )
         .unwrap_err();
         let text = errors.join("\n");
-        assert!(
-            text.contains("flights[1].OPERA: unknown value \"Nowhere Air\""),
-            "{text}"
-        );
-        assert!(
-            text.contains("flights[1].TIPOVUELO: unknown value \"O\" (expected one of I, N)"),
-            "{text}"
-        );
-        assert!(text.contains("flights[1].MES: unknown value \"13\""), "{text}");
-        assert!(
-            text.contains("flights[2].MES: expected a string or number, got a list"),
-            "{text}"
-        );
-        assert!(text.contains("flights[2].OPERA: missing value"), "{text}");
+        for expected in [
+            "flights[1].OPERA: unknown value \"Nowhere Air\"",
+            "flights[1].TIPOVUELO: unknown value \"O\" (expected one of I, N)",
+            "flights[1].MES: unknown value \"13\"",
+            "flights[2].MES: expected a string, a number or null, got a list",
+            "flights[2].OPERA: missing (every feature is required",
+            "flights[3]: unknown field \"mes\" (did you mean MES?)",
+            "flights[3].OPERA: missing value",
+            "flights[3].MES: missing (every feature is required",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+        }
+        assert_eq!(errors.len(), 8, "{text}");
     }
 
     #[test]
-    fn numbers_and_strings_mean_the_same() {
+    fn a_value_means_what_the_same_text_means_in_a_csv() {
         let model = Model::default_model().unwrap();
         let a = run(&model, json!([{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7}]), 2).unwrap();
         let b = run(
             &model,
-            json!([{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": "7", "extra": {"a": [1]}}]),
+            json!([{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": "7"}]),
             2,
         )
         .unwrap();
-        let c = run(
+        assert_eq!(a.probability, b.probability);
+        assert_eq!(a.explanations.as_ref().unwrap()[0].len(), 2);
+        // Written as a CSV field, 7.0 and 7e0 are not month 7: nor here.
+        for raw in [r#"7.0"#, r#"7e0"#] {
+            let body = format!(r#"{{"flights": [{{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": {raw}}}]}}"#);
+            let names: Vec<&str> = model.required_columns().collect();
+            let parsed = parse_request(body.as_bytes(), &names).unwrap();
+            let errors = predict(&model, parsed.key, &parsed.rows, 0).unwrap_err();
+            assert_eq!(
+                errors,
+                [format!(
+                    "flights[0].MES: unknown value \"{raw}\" (expected one of 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)"
+                )]
+            );
+        }
+        let extra = run(
             &model,
-            json!([{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7.0}]),
+            json!([{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7, "extra": {"a": [1]}}]),
             0,
         )
-        .unwrap();
-        assert_eq!(a.probability, b.probability);
-        assert_eq!(a.probability, c.probability);
-        assert_eq!(a.explanations.as_ref().unwrap()[0].len(), 2);
+        .unwrap_err();
+        assert!(extra[0].contains("unknown field \"extra\""), "{extra:?}");
     }
 }

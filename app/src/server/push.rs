@@ -1,7 +1,7 @@
 //! `POST /`: Pub/Sub push deliveries of Cloud Storage notifications.
 //!
 //! The status code is the retry protocol (docs/EXACTLY-ONCE.md has the table):
-//! 2xx = done (scored, reported failure, duplicate, ignored, gone), 429 = back
+//! 2xx = done (scored, reported failure, duplicate, ignored), 429 = back
 //! off (over MAX_CONCURRENT_JOBS, or the job runs elsewhere), 503 = transient
 //! trouble, 400 = malformed envelope (logged loudly; Pub/Sub's dead-letter
 //! policy ends it), 401 = bad or missing push token.
@@ -16,15 +16,14 @@ use serde::Serialize;
 
 use super::AppState;
 use crate::auth::AuthError;
-use crate::event::{self, Delivery};
-use crate::job::{Delivered, JobError, Outcome};
-use crate::manifest::OutputNames;
+use crate::event;
+use crate::job::{Handled, JobError, Outcome};
 
 /// What the push endpoint answers (useful to people reading logs and tests;
 /// Pub/Sub only looks at the status).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PushReply {
-    /// scored | failed | duplicate | ignored | gone | in_progress | busy | retry | error | rejected | unauthorized
+    /// scored | failed | duplicate | ignored | in_progress | busy | retry | error | rejected | unauthorized
     pub outcome: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -52,7 +51,7 @@ fn reply(status: StatusCode, outcome: &str, detail: Option<String>, manifest: Op
     tag = "push",
     request_body(content = String, description = "Pub/Sub push envelope of a Cloud Storage OBJECT_FINALIZE notification", content_type = "application/json"),
     responses(
-        (status = 200, description = "Done: scored, reported failure, duplicate, ignored or gone", body = PushReply),
+        (status = 200, description = "Done: scored, reported failure, duplicate or ignored", body = PushReply),
         (status = 400, description = "Malformed envelope", body = PushReply),
         (status = 401, description = "Missing or invalid push token", body = PushReply),
         (status = 429, description = "Over capacity or in progress elsewhere: retry later", body = PushReply),
@@ -85,7 +84,15 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
             return reply(StatusCode::BAD_REQUEST, "rejected", Some(e.to_string()), None);
         }
     };
-    if let Some(reason) = ignore_reason(&state, &delivery) {
+    let Some(jobs) = state.jobs.get().cloned() else {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "retry",
+            Some("the model is still loading".into()),
+            None,
+        );
+    };
+    if let Err(reason) = jobs.accept(&delivery.event) {
         let object = &delivery.event.object;
         tracing::info!(
             outcome = "ignored",
@@ -99,14 +106,6 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
         state.metrics.record_job("ignored", std::time::Duration::ZERO);
         return reply(StatusCode::OK, "ignored", Some(reason), None);
     }
-    let Some(jobs) = state.jobs.get().cloned() else {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "retry",
-            Some("the model is still loading".into()),
-            None,
-        );
-    };
     let object = delivery.event.object.clone();
     tracing::info!(
         message_id = %delivery.message_id,
@@ -116,7 +115,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
         "push received"
     );
     match jobs.deliver(&object, &state.job_slots).await {
-        Delivered::Busy => {
+        Handled::NoFreeSlot => {
             tracing::info!(message_id = %delivery.message_id, "over MAX_CONCURRENT_JOBS: 429");
             reply(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -125,17 +124,16 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
                 None,
             )
         }
-        Delivered::Done(Ok(Outcome::Committed(m))) => {
+        Handled::Finished(Ok(Outcome::Committed(m))) => {
             let outcome = if m.status == crate::manifest::Status::Scored {
                 "scored"
             } else {
                 "failed"
             };
-            reply(StatusCode::OK, outcome, m.failure.clone(), Some(manifest_uri(&m)))
+            reply(StatusCode::OK, outcome, m.failure.clone(), Some(m.uri()))
         }
-        Delivered::Done(Ok(Outcome::Duplicate(m))) => reply(StatusCode::OK, "duplicate", None, Some(manifest_uri(&m))),
-        Delivered::Done(Ok(Outcome::Gone(reason))) => reply(StatusCode::OK, "gone", Some(reason), None),
-        Delivered::Done(Ok(Outcome::InProgress(busy))) => reply(
+        Handled::Finished(Ok(Outcome::Duplicate(m))) => reply(StatusCode::OK, "duplicate", None, Some(m.uri())),
+        Handled::Finished(Ok(Outcome::InProgress(busy))) => reply(
             StatusCode::TOO_MANY_REQUESTS,
             "in_progress",
             Some(format!(
@@ -145,49 +143,11 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
             )),
             None,
         ),
-        Delivered::Done(Err(JobError::Transient(e))) => reply(StatusCode::SERVICE_UNAVAILABLE, "retry", Some(e), None),
-        Delivered::Done(Err(JobError::Internal(e))) => reply(StatusCode::INTERNAL_SERVER_ERROR, "error", Some(e), None),
-    }
-}
-
-fn manifest_uri(m: &crate::manifest::Manifest) -> String {
-    m.outputs
-        .predictions
-        .as_ref()
-        .or(m.outputs.errors.as_ref())
-        .map(|o| {
-            let dir = o.uri.rsplit_once('/').map_or(o.uri.as_str(), |(d, _)| d);
-            format!("{dir}/manifest.json")
-        })
-        .unwrap_or_default()
-}
-
-/// Why a delivery is not work, if it is not.
-fn ignore_reason(state: &AppState, delivery: &Delivery) -> Option<String> {
-    let event = &delivery.event;
-    if event.object.bucket != state.input_bucket {
-        return Some(format!(
-            "event for bucket {}, not the input bucket {}",
-            event.object.bucket, state.input_bucket
-        ));
-    }
-    if !event.is_finalize() {
-        return Some(format!("{} events are not work", event.event_type));
-    }
-    if !event.object.name.is_csv() {
-        return Some(format!("{} is not a .csv or .csv.gz object", event.object.name));
-    }
-    if let Some(jobs) = state.jobs.get() {
-        // Names no object can have here, or whose outputs could not be named.
-        let names = OutputNames::new(&event.object.name, event.object.generation);
-        let checks = [
-            jobs.input.check_name(event.object.name.as_str()),
-            jobs.output.check_name(&names.manifest()),
-            jobs.output.check_name(&names.lease(999_999)),
-        ];
-        if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
-            return Some(format!("unusable object name: {e}"));
+        Handled::Finished(Err(JobError::Transient(e))) => {
+            reply(StatusCode::SERVICE_UNAVAILABLE, "retry", Some(e), None)
+        }
+        Handled::Finished(Err(JobError::Internal(e))) => {
+            reply(StatusCode::INTERNAL_SERVER_ERROR, "error", Some(e), None)
         }
     }
-    None
 }

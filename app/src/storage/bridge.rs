@@ -3,7 +3,8 @@
 //! The engine runs on a blocking thread and speaks `Read`/`Write`; objects
 //! are async streams. [`StreamReader`] pulls a download from the blocking
 //! thread; [`UploadWriter`] feeds an upload through a small bounded channel,
-//! so neither side ever holds a whole object in memory.
+//! so neither side ever holds a whole object in memory, and [`Upload`] pairs
+//! one with the task that stores it.
 
 use std::io::{self, Read, Write};
 
@@ -13,7 +14,9 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ByteStream, StorageError};
+use std::sync::Arc;
+
+use super::{BodyPart, ByteStream, ObjectMeta, ObjectStore, StorageError, WriteBody, WriteOptions};
 
 /// Size of the pieces handed to an upload.
 const PIECE: usize = 1 << 20;
@@ -28,6 +31,8 @@ pub struct StreamReader {
     current: Bytes,
     handle: Handle,
     cancel: CancellationToken,
+    /// The stream ended: never poll it again (a finished stream may panic).
+    ended: bool,
 }
 
 impl StreamReader {
@@ -37,6 +42,7 @@ impl StreamReader {
             current: Bytes::new(),
             handle,
             cancel,
+            ended: false,
         }
     }
 }
@@ -44,11 +50,17 @@ impl StreamReader {
 impl Read for StreamReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             if self.cancel.is_cancelled() {
                 return Err(cancelled());
             }
             match self.handle.block_on(self.stream.next()) {
-                None => return Ok(0),
+                None => {
+                    self.ended = true;
+                    return Ok(0);
+                }
                 Some(Ok(bytes)) => self.current = bytes,
                 Some(Err(e)) => return Err(e.into_io()),
             }
@@ -59,10 +71,12 @@ impl Read for StreamReader {
     }
 }
 
-/// An upload as a blocking `Write`. Call [`UploadWriter::finish`] to commit;
-/// dropping it unfinished abandons the upload, which then leaves nothing.
+/// An upload as a blocking `Write`. Call [`UploadWriter::finish`] to commit:
+/// it sends the body's end marker. Dropped unfinished (an error, a panic, a
+/// cancelled job) the writer closes its channel without that marker, and the
+/// store abandons the upload, whatever the channel held at that moment.
 pub struct UploadWriter {
-    tx: Option<mpsc::Sender<Result<Bytes, StorageError>>>,
+    tx: Option<mpsc::Sender<Result<BodyPart, StorageError>>>,
     buf: BytesMut,
     crc32c: u32,
     size: u64,
@@ -70,10 +84,10 @@ pub struct UploadWriter {
 }
 
 impl UploadWriter {
-    /// The writer and the body stream to hand to [`super::ObjectStore::write`].
-    pub fn new(cancel: CancellationToken) -> (UploadWriter, ByteStream) {
-        let (tx, rx) = mpsc::channel(4);
-        let body = Box::pin(tokio_stream_from(rx));
+    /// The writer and the body to hand to [`super::ObjectStore::write`].
+    pub fn new(cancel: CancellationToken) -> (UploadWriter, WriteBody) {
+        let (tx, mut rx) = mpsc::channel(4);
+        let body: WriteBody = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
         (
             UploadWriter {
                 tx: Some(tx),
@@ -86,7 +100,7 @@ impl UploadWriter {
         )
     }
 
-    fn send(&mut self, piece: Bytes) -> io::Result<()> {
+    fn send(&mut self, part: BodyPart) -> io::Result<()> {
         if self.cancel.is_cancelled() {
             return Err(cancelled());
         }
@@ -94,17 +108,18 @@ impl UploadWriter {
             .tx
             .as_ref()
             .ok_or_else(|| io::Error::other("upload already finished"))?;
-        tx.blocking_send(Ok(piece))
+        tx.blocking_send(Ok(part))
             .map_err(|_| StorageError::Abandoned("the upload stopped".into()).into_io())
     }
 
-    /// Sends what is buffered and ends the body cleanly. Returns the CRC32C
-    /// and size of everything written.
+    /// Sends what is buffered and the end marker. Returns the CRC32C and
+    /// size of everything written.
     pub fn finish(mut self) -> io::Result<(u32, u64)> {
         if !self.buf.is_empty() {
             let piece = self.buf.split().freeze();
-            self.send(piece)?;
+            self.send(BodyPart::Data(piece))?;
         }
+        self.send(BodyPart::End)?;
         self.tx = None;
         Ok((self.crc32c, self.size))
     }
@@ -117,7 +132,7 @@ impl Write for UploadWriter {
         self.buf.extend_from_slice(data);
         if self.buf.len() >= PIECE {
             let piece = self.buf.split().freeze();
-            self.send(piece)?;
+            self.send(BodyPart::Data(piece))?;
         }
         Ok(data.len())
     }
@@ -127,19 +142,62 @@ impl Write for UploadWriter {
     }
 }
 
-impl Drop for UploadWriter {
-    fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            // Unfinished: make the upload fail rather than commit a prefix.
-            let _ = tx.try_send(Err(StorageError::Abandoned("the writer stopped before the end".into())));
-        }
+/// An upload running beside the engine: an [`UploadWriter`] and the task
+/// that streams its body into the store. Started when the first byte is due
+/// (the errors object exists only if a row is rejected); [`Upload::finish`]
+/// ends the body and hands back what was written and the task to await.
+pub struct Upload {
+    name: String,
+    writer: UploadWriter,
+    task: tokio::task::JoinHandle<Result<ObjectMeta, StorageError>>,
+}
+
+/// An upload whose body is complete, with what the writer sent, so the
+/// caller can check what the store says it stored.
+pub struct FinishedUpload {
+    pub name: String,
+    /// CRC32C and size of every byte written.
+    pub crc32c: u32,
+    pub size: u64,
+    pub stored: tokio::task::JoinHandle<Result<ObjectMeta, StorageError>>,
+}
+
+impl Upload {
+    /// Starts writing `name` to `store` on `handle`'s runtime. Callable from
+    /// a blocking thread.
+    pub fn start(
+        handle: &Handle,
+        store: Arc<dyn ObjectStore>,
+        name: String,
+        options: WriteOptions,
+        cancel: CancellationToken,
+    ) -> Upload {
+        let (writer, body) = UploadWriter::new(cancel);
+        let target = name.clone();
+        let task = handle.spawn(async move { store.write(&target, body, options).await });
+        Upload { name, writer, task }
+    }
+
+    /// Sends the end marker: the object is complete.
+    pub fn finish(self) -> io::Result<FinishedUpload> {
+        let (crc32c, size) = self.writer.finish()?;
+        Ok(FinishedUpload {
+            name: self.name,
+            crc32c,
+            size,
+            stored: self.task,
+        })
     }
 }
 
-fn tokio_stream_from(
-    mut rx: mpsc::Receiver<Result<Bytes, StorageError>>,
-) -> impl futures::Stream<Item = Result<Bytes, StorageError>> + Send {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+impl Write for Upload {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.writer.write(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +229,46 @@ mod tests {
             let stat = store.stat(&name).await.unwrap();
             assert_eq!(stat.map(|m| m.size), crc.map(|(_, size)| size));
         }
+    }
+
+    /// The state that used to commit a prefix: the upload is slower than the
+    /// engine, so the channel is full when the writer is dropped unfinished.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_dropped_while_the_upload_lags_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new("b", dir.path()).unwrap();
+        let (mut writer, body) = UploadWriter::new(CancellationToken::new());
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+        // The consumer starts reading only after the writer is gone.
+        let lagging: WriteBody = Box::pin(
+            futures::stream::once(async move {
+                let _ = dropped_rx.await;
+                futures::stream::empty::<Result<BodyPart, StorageError>>()
+            })
+            .flatten()
+            .chain(body),
+        );
+        let upload = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write("lag.csv", lagging, WriteOptions::create_only("text/csv"))
+                    .await
+            })
+        };
+        tokio::task::spawn_blocking(move || {
+            // Fills the 4-slot channel, then gives up without finishing.
+            for _ in 0..4 {
+                writer.write_all(&vec![b'x'; PIECE]).unwrap();
+            }
+            drop(writer);
+        })
+        .await
+        .unwrap();
+        dropped_tx.send(()).unwrap();
+        let result = upload.await.unwrap();
+        assert!(matches!(result, Err(StorageError::Abandoned(_))), "{result:?}");
+        assert!(store.stat("lag.csv").await.unwrap().is_none(), "a prefix was committed");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,17 +21,17 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use futures::StreamExt;
-use google_cloud_auth::credentials::{self, CacheableResource, Credentials};
+use google_cloud_auth::credentials::{CacheableResource, Credentials};
 use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
-use google_cloud_gax::retry_policy::{RetryPolicy, RetryPolicyExt};
-use google_cloud_gax::retry_result::RetryResult;
-use google_cloud_gax::retry_state::RetryState;
+use google_cloud_gax::retry_policy::RetryPolicyExt;
 use google_cloud_storage::client::Storage;
 use google_cloud_storage::retry_policy::RetryableErrors;
 use google_cloud_storage::streaming_source::{Payload, SizeHint, StreamingSource};
 use serde::Deserialize;
 
-use super::{ByteStream, ObjectMeta, ObjectStore, StorageError, WriteOptions};
+use crate::google::LoggedRetries;
+
+use super::{ByteStream, ObjectMeta, ObjectStore, StorageError, WriteBody, WriteOptions, until_end};
 
 const PRODUCTION_ENDPOINT: &str = "https://storage.googleapis.com";
 /// Uploads that end below this go up in one request; longer ones resumably.
@@ -74,41 +74,10 @@ struct JsonApi {
     options: GcsOptions,
 }
 
-/// Logs every retry the client decides to make, then defers to `inner`.
-#[derive(Debug)]
-struct LoggedRetries<P>(P);
-
-impl<P: RetryPolicy> RetryPolicy for LoggedRetries<P> {
-    fn on_error(&self, state: &RetryState, error: google_cloud_storage::Error) -> RetryResult {
-        let result = self.0.on_error(state, error);
-        if let RetryResult::Continue(e) = &result {
-            tracing::warn!(attempt = state.attempt_count, error = %e, "storage request failed; retrying");
-        }
-        result
-    }
-
-    fn on_throttle(
-        &self,
-        state: &RetryState,
-        error: google_cloud_storage::Error,
-    ) -> google_cloud_gax::throttle_result::ThrottleResult {
-        self.0.on_throttle(state, error)
-    }
-
-    fn remaining_time(&self, state: &RetryState) -> Option<Duration> {
-        self.0.remaining_time(state)
-    }
-}
-
 impl GcsStore {
     /// A client for `bucket`; with `emulator` (an http URL), anonymous.
     pub async fn new(bucket: &str, emulator: Option<&str>, options: GcsOptions) -> Result<GcsStore, StorageError> {
-        let credentials = match emulator {
-            Some(_) => credentials::anonymous::Builder::new().build(),
-            None => credentials::Builder::default().build().map_err(|e| {
-                StorageError::Permanent(format!("no Google credentials (Application Default Credentials): {e}"))
-            })?,
-        };
+        let credentials = crate::google::credentials(emulator.is_some()).map_err(StorageError::Permanent)?;
         let backoff = ExponentialBackoffBuilder::new()
             .with_initial_delay(options.initial_backoff)
             .with_maximum_delay(options.max_backoff)
@@ -116,7 +85,10 @@ impl GcsStore {
             .map_err(|e| StorageError::Permanent(format!("backoff settings: {e}")))?;
         let mut builder = Storage::builder()
             .with_credentials(credentials.clone())
-            .with_retry_policy(LoggedRetries(RetryableErrors.with_time_limit(options.retry_budget)))
+            .with_retry_policy(LoggedRetries {
+                policy: RetryableErrors.with_time_limit(options.retry_budget),
+                what: "Cloud Storage".to_owned(),
+            })
             .with_backoff_policy(backoff)
             .with_resumable_upload_threshold(RESUMABLE_THRESHOLD)
             .with_resumable_upload_buffer_size(RESUMABLE_BUFFER);
@@ -179,8 +151,11 @@ fn map_error(name: &str, e: google_cloud_storage::Error) -> StorageError {
     }
 }
 
-/// Our byte stream as the crate's upload source. The mutex only makes the
-/// source `Sync`, as the crate asks; it is never contended (`get_mut`).
+/// Our write body as the crate's upload source: it ends only at the body's
+/// end marker, and a body that stops without one is an error, so the crate
+/// never finalises a prefix (a multipart upload is not sent, a resumable
+/// session is left unfinalised and expires). The mutex only makes the source
+/// `Sync`, as the crate asks; it is never contended (`get_mut`).
 struct StreamSource(Mutex<ByteStream>);
 
 impl StreamingSource for StreamSource {
@@ -269,7 +244,7 @@ impl JsonApi {
                     .without_max_times(),
             )
             .when(StorageError::is_transient)
-            .notify(|e, wait| tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "storage request failed; retrying"))
+            .notify(|e, wait| tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "Cloud Storage request failed; retrying"))
             .await
     }
 }
@@ -371,11 +346,12 @@ impl ObjectStore for GcsStore {
                 Some((item.map_err(|e| map_error(&name, e)), response))
             }
         });
-        Ok((meta, Box::pin(stream)))
+        Ok((meta, Box::pin(stream.fuse())))
     }
 
-    async fn write(&self, name: &str, body: ByteStream, options: WriteOptions) -> Result<ObjectMeta, StorageError> {
-        self.upload(name, StreamSource(Mutex::new(body)), options).await
+    async fn write(&self, name: &str, body: WriteBody, options: WriteOptions) -> Result<ObjectMeta, StorageError> {
+        self.upload(name, StreamSource(Mutex::new(until_end(body))), options)
+            .await
     }
 
     async fn write_small(&self, name: &str, bytes: Bytes, options: WriteOptions) -> Result<ObjectMeta, StorageError> {

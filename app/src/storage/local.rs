@@ -13,7 +13,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
-use super::{ByteStream, ObjectMeta, ObjectStore, StorageError, WriteOptions};
+use super::{ByteStream, ObjectMeta, ObjectStore, StorageError, WriteBody, WriteOptions, until_end};
 
 /// Directory (inside the bucket) for writes in progress; never an object.
 pub const TMP_DIR: &str = ".scorer-tmp";
@@ -113,6 +113,11 @@ pub fn check_name(name: &str) -> Result<(), StorageError> {
 fn io_error(name: &str, e: io::Error) -> StorageError {
     match e.kind() {
         io::ErrorKind::NotFound => StorageError::NotFound(name.to_owned()),
+        // A name the file system cannot hold (a segment over 255 bytes).
+        io::ErrorKind::InvalidFilename => StorageError::InvalidName {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        },
         io::ErrorKind::AlreadyExists => StorageError::AlreadyExists(name.to_owned()),
         io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput => {
             StorageError::Permanent(format!("{name}: {e}"))
@@ -145,6 +150,20 @@ impl ObjectStore for LocalStore {
         }
     }
 
+    async fn checksum(&self, name: &str) -> Result<Option<ObjectMeta>, StorageError> {
+        let (mut meta, mut stream) = match self.read(name, None).await {
+            Ok(opened) => opened,
+            Err(StorageError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut crc = 0u32;
+        while let Some(chunk) = stream.next().await {
+            crc = crc32c::crc32c_append(crc, &chunk?);
+        }
+        meta.crc32c = Some(crc);
+        Ok(Some(meta))
+    }
+
     async fn read(&self, name: &str, generation: Option<i64>) -> Result<(ObjectMeta, ByteStream), StorageError> {
         let path = self.path_of(name)?;
         let file = tokio::fs::File::open(&path).await.map_err(|e| io_error(name, e))?;
@@ -165,8 +184,9 @@ impl ObjectStore for LocalStore {
         Ok((meta, Box::pin(stream)))
     }
 
-    async fn write(&self, name: &str, mut body: ByteStream, options: WriteOptions) -> Result<ObjectMeta, StorageError> {
+    async fn write(&self, name: &str, body: WriteBody, options: WriteOptions) -> Result<ObjectMeta, StorageError> {
         let dest = self.path_of(name)?;
+        let mut body = until_end(body);
         let tmp_dir = self.root.join(TMP_DIR);
         tokio::fs::create_dir_all(&tmp_dir)
             .await
@@ -292,17 +312,24 @@ mod tests {
     async fn a_failing_body_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new("b", dir.path()).unwrap();
-        let body: ByteStream = Box::pin(futures::stream::iter(vec![
-            Ok(bytes::Bytes::from_static(b"partial")),
+        use crate::storage::BodyPart;
+        let failing: WriteBody = Box::pin(futures::stream::iter(vec![
+            Ok(BodyPart::Data(bytes::Bytes::from_static(b"partial"))),
             Err(StorageError::Abandoned("test".into())),
         ]));
-        let err = store
-            .write("p.csv", body, WriteOptions::create_only("text/csv"))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StorageError::Abandoned(_)));
-        assert!(store.stat("p.csv").await.unwrap().is_none());
-        assert_eq!(std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+        // A body that just stops, without the end marker: its writer gave up.
+        let unfinished: WriteBody = Box::pin(futures::stream::iter(vec![Ok(BodyPart::Data(
+            bytes::Bytes::from_static(b"partial"),
+        ))]));
+        for body in [failing, unfinished] {
+            let err = store
+                .write("p.csv", body, WriteOptions::create_only("text/csv"))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StorageError::Abandoned(_)), "{err}");
+            assert!(store.stat("p.csv").await.unwrap().is_none());
+            assert_eq!(std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+        }
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //! scoring code never knows which one it talks to.
 
 pub mod bridge;
+pub mod faults;
 pub mod gcs;
 pub mod local;
 
@@ -15,11 +16,54 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 
-/// A stream of object bytes.
+/// A stream of object bytes, as read.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send>>;
+
+/// One part of an object being written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyPart {
+    Data(Bytes),
+    /// The writer says the object is complete. Only this finalises a write:
+    /// a body that merely stops (its writer dropped, panicked or was
+    /// cancelled mid-way) is abandoned, so no backend can ever commit a
+    /// prefix of what was meant.
+    End,
+}
+
+/// The body of a write: data parts, then [`BodyPart::End`].
+pub type WriteBody = Pin<Box<dyn Stream<Item = Result<BodyPart, StorageError>> + Send>>;
+
+/// A complete body holding `bytes`.
+pub fn body_of(bytes: Bytes) -> WriteBody {
+    Box::pin(futures::stream::iter([Ok(BodyPart::Data(bytes)), Ok(BodyPart::End)]))
+}
+
+/// A write body as the plain byte stream backends consume: the data, ending
+/// cleanly at [`BodyPart::End`], and with [`StorageError::Abandoned`] when the
+/// body stops without it. Every backend writes through this, so "no end
+/// marker, no object" holds for all of them.
+pub fn until_end(body: WriteBody) -> ByteStream {
+    Box::pin(
+        futures::stream::unfold(Some(body), |body| async move {
+            let mut body = body?;
+            match body.next().await {
+                Some(Ok(BodyPart::Data(bytes))) => Some((Ok(bytes), Some(body))),
+                Some(Ok(BodyPart::End)) => None,
+                Some(Err(e)) => Some((Err(e), None)),
+                None => Some((
+                    Err(StorageError::Abandoned(
+                        "the writer stopped before the end of the object".into(),
+                    )),
+                    None,
+                )),
+            }
+        })
+        .fuse(),
+    )
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
@@ -108,14 +152,21 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// The object's metadata, `None` if absent.
     async fn stat(&self, name: &str) -> Result<Option<ObjectMeta>, StorageError>;
 
+    /// The object's metadata with the CRC32C of its content, computed if the
+    /// backend keeps none (used to tell our own object from someone else's).
+    async fn checksum(&self, name: &str) -> Result<Option<ObjectMeta>, StorageError> {
+        self.stat(name).await
+    }
+
     /// Opens an object for streaming. With `generation`, that generation
     /// exactly (`NotFound` if it was replaced or deleted).
     async fn read(&self, name: &str, generation: Option<i64>) -> Result<(ObjectMeta, ByteStream), StorageError>;
 
-    /// Writes a whole object from a stream. The object becomes visible only
-    /// once the stream ended cleanly; an error item abandons the write and
-    /// leaves nothing behind.
-    async fn write(&self, name: &str, body: ByteStream, options: WriteOptions) -> Result<ObjectMeta, StorageError>;
+    /// Writes a whole object from a body. The object becomes visible only
+    /// once the body yielded [`BodyPart::End`]; an error item, or a body that
+    /// stops without the end marker, abandons the write and leaves nothing
+    /// behind. Backends consume the body through [`until_end`].
+    async fn write(&self, name: &str, body: WriteBody, options: WriteOptions) -> Result<ObjectMeta, StorageError>;
 
     /// Objects whose names start with `prefix`, in name order.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
@@ -123,8 +174,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Writes a small object held in memory (manifests, leases): backends
     /// can send it in one request, whose preconditions every server honours.
     async fn write_small(&self, name: &str, bytes: Bytes, options: WriteOptions) -> Result<ObjectMeta, StorageError> {
-        let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
-        self.write(name, body, options).await
+        self.write(name, body_of(bytes), options).await
     }
 }
 
@@ -134,7 +184,6 @@ pub async fn read_all(
     name: &str,
     limit: usize,
 ) -> Result<(ObjectMeta, Vec<u8>), StorageError> {
-    use futures::StreamExt;
     let (meta, mut stream) = store.read(name, None).await?;
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -158,6 +207,47 @@ pub async fn write_bytes(
     options: WriteOptions,
 ) -> Result<ObjectMeta, StorageError> {
     store.write_small(name, Bytes::from(bytes), options).await
+}
+
+/// Where buckets live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// Bucket `b` is the directory `DIR/b` (local mode and tests).
+    Local { dir: std::path::PathBuf },
+    /// Cloud Storage, or its emulator at `emulator` (an http URL).
+    Gcs { emulator: Option<String> },
+}
+
+/// Opens `bucket` on `backend`: the one place buckets are made, for the
+/// service, the operator tools and the tests.
+pub async fn open(
+    backend: &Backend,
+    bucket: &str,
+    gcs: &gcs::GcsOptions,
+) -> Result<std::sync::Arc<dyn ObjectStore>, StorageError> {
+    Ok(match backend {
+        Backend::Local { dir } => std::sync::Arc::new(
+            local::LocalStore::new(bucket, dir.join(bucket))
+                .map_err(|e| StorageError::Permanent(format!("{}: {e}", dir.join(bucket).display())))?,
+        ),
+        Backend::Gcs { emulator } => {
+            std::sync::Arc::new(gcs::GcsStore::new(bucket, emulator.as_deref(), gcs.clone()).await?)
+        }
+    })
+}
+
+/// `STORAGE_EMULATOR_HOST` (or `PUBSUB_EMULATOR_HOST`) as tools set it,
+/// `host:port`, or as a URL: always an `http://` URL.
+pub fn emulator_url(value: &str) -> Result<String, String> {
+    let value = value.trim().trim_end_matches('/');
+    if value.is_empty() {
+        return Err("is empty".into());
+    }
+    if value.starts_with("http://") || value.starts_with("https://") {
+        Ok(value.to_owned())
+    } else {
+        Ok(format!("http://{value}"))
+    }
 }
 
 /// A location given as `gs://bucket/name` or a local path.

@@ -1,13 +1,17 @@
-//! Push authentication against a local JWKS endpoint serving keys the test
-//! generates: every way a token can be wrong is a 401.
+//! Push authentication against a local JWKS endpoint serving test keys:
+//! every way a token can be wrong is a 401.
+//!
+//! The keys are committed (`keys/*.pem`, made with `openssl genrsa 2048`,
+//! and their public halves as JWKs): generating RSA keys in the tests would
+//! need an RSA crate whose dependencies change features of crates the
+//! release build shares, so `cargo test` would rebuild half the world.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rsa::pkcs1::EncodeRsaPrivateKey;
-use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
@@ -16,25 +20,35 @@ use crate::harness::Server;
 const AUDIENCE: &str = "scorer-push";
 const ACCOUNT: &str = "push@project.iam.gserviceaccount.com";
 
-struct Key {
-    der: Vec<u8>,
-    jwk: Value,
+pub struct Key {
+    pem: Vec<u8>,
+    pub jwk: Value,
 }
 
-fn key(kid: &str) -> Key {
-    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key");
-    let b64 = |b: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+/// Test key `name` (good, rotated, rogue), its JWK published as key id
+/// `name`.
+pub fn key(name: &str) -> Key {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/keys");
+    let read = |file: String| std::fs::read(dir.join(&file)).unwrap_or_else(|e| panic!("test key {file}: {e}"));
+    let mut jwk: Value = serde_json::from_slice(&read(format!("{name}.jwk.json"))).expect("JWK");
+    jwk["kid"] = name.into();
     Key {
-        der: private.to_pkcs1_der().expect("DER").as_bytes().to_vec(),
-        jwk: json!({"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid,
-                    "n": b64(private.n().to_bytes_be()), "e": b64(private.e().to_bytes_be())}),
+        pem: read(format!("{name}.pem")),
+        jwk,
     }
 }
 
-fn sign(key: &Key, kid: &str, claims: &Value) -> String {
+pub fn sign(key: &Key, kid: &str, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(kid.to_owned());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_der(&key.der)).expect("sign")
+    // PKCS#1 PEM is base64 of the DER between its armour lines.
+    let text = String::from_utf8_lossy(&key.pem);
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("test key PEM");
+    let encoding = EncodingKey::from_rsa_der(&der);
+    jsonwebtoken::encode(&header, claims, &encoding).expect("sign")
 }
 
 fn claims() -> Value {
@@ -49,22 +63,31 @@ struct Jwks {
     url: String,
     keys: Arc<RwLock<Vec<Value>>>,
     fetches: Arc<AtomicUsize>,
+    /// When set, the endpoint answers 503.
+    down: Arc<AtomicBool>,
 }
 
 async fn jwks(keys: Vec<Value>) -> Jwks {
     let keys = Arc::new(RwLock::new(keys));
     let fetches = Arc::new(AtomicUsize::new(0));
+    let down = Arc::new(AtomicBool::new(false));
     let app = {
         let keys = keys.clone();
         let fetches = fetches.clone();
+        let down = down.clone();
         axum::Router::new().route(
             "/certs",
             axum::routing::get(move || {
                 let keys = keys.clone();
                 let fetches = fetches.clone();
+                let down = down.clone();
                 async move {
+                    use axum::response::IntoResponse;
                     fetches.fetch_add(1, Ordering::SeqCst);
-                    axum::Json(json!({"keys": *keys.read().await}))
+                    if down.load(Ordering::SeqCst) {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    }
+                    axum::Json(json!({"keys": *keys.read().await})).into_response()
                 }
             }),
         )
@@ -72,20 +95,27 @@ async fn jwks(keys: Vec<Value>) -> Jwks {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/certs", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Jwks { url, keys, fetches }
+    Jwks {
+        url,
+        keys,
+        fetches,
+        down,
+    }
 }
 
 fn server(jwks: &Jwks, dir: &std::path::Path, floor: &str) -> Server {
-    Server::start(
-        &["--local", dir.to_str().unwrap()],
-        &[
-            ("SETTLE_SECONDS", "3600"),
-            ("PUSH_AUDIENCE", AUDIENCE),
-            ("PUSH_SERVICE_ACCOUNT", ACCOUNT),
-            ("PUSH_JWKS_URL", &jwks.url),
-            ("PUSH_JWKS_REFRESH_FLOOR_SECONDS", floor),
-        ],
-    )
+    server_with(jwks, dir, &[("PUSH_JWKS_REFRESH_FLOOR_SECONDS", floor)])
+}
+
+fn server_with(jwks: &Jwks, dir: &std::path::Path, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("SETTLE_SECONDS", "3600"),
+        ("PUSH_AUDIENCE", AUDIENCE),
+        ("PUSH_SERVICE_ACCOUNT", ACCOUNT),
+        ("PUSH_JWKS_URL", jwks.url.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(&["--local", dir.to_str().unwrap()], &env)
 }
 
 /// A push for an object that is not work: a 200 proves authentication passed.
@@ -248,4 +278,61 @@ async fn unknown_key_ids_cannot_make_it_hammer_the_key_endpoint() {
     );
     unreachable.ready().await;
     assert_eq!(push(&unreachable, &bearer(&sign(&good, "good", &claims()))).await, 503);
+}
+
+#[tokio::test]
+async fn cached_keys_keep_serving_while_a_refresh_fails_until_they_are_too_old() {
+    let good = key("good");
+    let jwks = jwks(vec![good.jwk.clone()]).await;
+    let token = sign(&good, "good", &claims());
+    // Keys are due for a refresh after 1 s; cached ones may serve for an
+    // hour while refreshes fail (first server) or not at all (second).
+    let tolerant_dir = tempfile::tempdir().unwrap();
+    let tolerant = server_with(
+        &jwks,
+        tolerant_dir.path(),
+        &[
+            ("PUSH_JWKS_TTL_SECONDS", "1"),
+            ("PUSH_JWKS_REFRESH_FLOOR_SECONDS", "0"),
+            ("PUSH_JWKS_MAX_STALE_SECONDS", "3600"),
+        ],
+    );
+    let strict_dir = tempfile::tempdir().unwrap();
+    let strict = server_with(
+        &jwks,
+        strict_dir.path(),
+        &[
+            ("PUSH_JWKS_TTL_SECONDS", "1"),
+            ("PUSH_JWKS_REFRESH_FLOOR_SECONDS", "0"),
+            ("PUSH_JWKS_MAX_STALE_SECONDS", "1"),
+        ],
+    );
+    tolerant.ready().await;
+    strict.ready().await;
+    assert_eq!(push(&tolerant, &bearer(&token)).await, 200);
+    assert_eq!(push(&strict, &bearer(&token)).await, 200);
+
+    jwks.down.store(true, Ordering::SeqCst);
+    // Waiting out the keys' TTL is the point of this test.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let fetches = jwks.fetches.load(Ordering::SeqCst);
+    assert_eq!(
+        push(&tolerant, &bearer(&token)).await,
+        200,
+        "a failed refresh refused a cached key"
+    );
+    assert_eq!(
+        push(&strict, &bearer(&token)).await,
+        503,
+        "keys past their staleness were used"
+    );
+    assert!(
+        jwks.fetches.load(Ordering::SeqCst) >= fetches + 2,
+        "both tried to refresh"
+    );
+    tolerant
+        .logs_matching(1, |l| {
+            l["message"] == "cannot refresh the push token keys; using the cached ones"
+        })
+        .await;
 }

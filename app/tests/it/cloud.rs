@@ -13,7 +13,7 @@ use crate::emulators::{
 };
 use crate::harness::{Server, data};
 use scorer::storage::gcs::{GcsOptions, GcsStore};
-use scorer::storage::{ByteStream, ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
+use scorer::storage::{BodyPart, ObjectStore, StorageError, WriteBody, WriteOptions, read_all, write_bytes};
 
 fn quick_retries() -> GcsOptions {
     GcsOptions {
@@ -23,11 +23,17 @@ fn quick_retries() -> GcsOptions {
     }
 }
 
-/// A deterministic byte stream of `len` bytes in 64 KiB pieces.
-fn stream_of(len: usize) -> (Vec<u8>, ByteStream) {
+/// A deterministic body of `len` bytes in 64 KiB pieces, with the end
+/// marker when `complete`.
+fn body_of_len(len: usize, complete: bool) -> (Vec<u8>, WriteBody) {
     let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-    let pieces: Vec<Result<Bytes, StorageError>> =
-        bytes.chunks(64 * 1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let mut pieces: Vec<Result<BodyPart, StorageError>> = bytes
+        .chunks(64 * 1024)
+        .map(|c| Ok(BodyPart::Data(Bytes::copy_from_slice(c))))
+        .collect();
+    if complete {
+        pieces.push(Ok(BodyPart::End));
+    }
     (bytes, Box::pin(futures::stream::iter(pieces)))
 }
 
@@ -41,7 +47,7 @@ async fn the_storage_backend_streams_both_ways_and_creates_only_once() {
 
     // Larger than the 8 MiB resumable threshold and buffer: a resumable upload
     // of a stream of unknown size, then a streamed download.
-    let (expected, body) = stream_of(20 << 20);
+    let (expected, body) = body_of_len(20 << 20, true);
     let meta = store
         .write("big/object.csv", body, WriteOptions::create_only("text/csv"))
         .await
@@ -79,17 +85,27 @@ async fn the_storage_backend_streams_both_ways_and_creates_only_once() {
     assert!(matches!(again, Err(StorageError::AlreadyExists(_))), "{again:?}");
     assert_eq!(read_all(&store, "small.json", 100).await.unwrap().1, b"{}");
 
-    // A body that fails abandons the upload: nothing appears.
-    let failing: ByteStream = Box::pin(futures::stream::iter(vec![
-        Ok(Bytes::from_static(b"partial")),
+    // A body that fails, or stops without its end marker (its writer gave
+    // up), abandons the upload: nothing appears, small (one request) or
+    // large (a resumable session left unfinalised).
+    let failing: WriteBody = Box::pin(futures::stream::iter(vec![
+        Ok(BodyPart::Data(Bytes::from_static(b"partial"))),
         Err(StorageError::Abandoned("test".into())),
     ]));
-    let err = store
-        .write("never.csv", failing, WriteOptions::create_only("text/csv"))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StorageError::Abandoned(_)), "{err}");
-    assert!(store.stat("never.csv").await.unwrap().is_none());
+    let (_, small_unfinished) = body_of_len(100, false);
+    let (_, large_unfinished) = body_of_len(12 << 20, false);
+    for (name, body) in [
+        ("never.csv", failing),
+        ("never-small.csv", small_unfinished),
+        ("never-large.csv", large_unfinished),
+    ] {
+        let err = store
+            .write(name, body, WriteOptions::create_only("text/csv"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::Abandoned(_)), "{name}: {err}");
+        assert!(store.stat(name).await.unwrap().is_none(), "{name} was committed");
+    }
 
     let stat = store.stat("big/object.csv").await.unwrap().unwrap();
     assert_eq!((stat.size, stat.generation), (meta.size, meta.generation));

@@ -207,8 +207,12 @@ fn broken_and_hostile_files_each_get_their_outcome() {
                 );
             }
             Expect::Failed(message) => {
-                assert_eq!(run.status.code(), Some(2), "{name}: {stderr}");
-                assert!(stderr.contains(message), "{name}: {stderr:?} lacks {message:?}");
+                assert_eq!(run.status.code(), Some(3), "{name}: {stderr}");
+                // With --json, the failure is JSON on standard error.
+                let failure: Value =
+                    serde_json::from_str(stderr.trim()).unwrap_or_else(|e| panic!("{name}: {e}: {stderr}"));
+                let error = failure["error"].as_str().unwrap_or_default();
+                assert!(error.contains(message), "{name}: {error:?} lacks {message:?}");
                 assert!(!out.exists(), "{name}: no partial output");
             }
         }
@@ -317,29 +321,31 @@ async fn hostile_envelopes_and_object_names_each_get_their_status() {
         ),
         ("deeply nested JSON", deep.into_bytes(), 400, None),
         ("huge body", vec![b' '; 100_000], 413, None),
+        // Names no local file can have: reported as failed under a hashed
+        // output prefix, never a path outside the bucket.
         (
             "name with ..",
             serde_json::to_vec(&envelope("x/../../etc/passwd.csv", 5)).unwrap(),
             200,
-            Some("ignored"),
+            Some("failed"),
         ),
         (
             "name with a control character",
             serde_json::to_vec(&envelope("bell\u{7}.csv", 5)).unwrap(),
             200,
-            Some("ignored"),
+            Some("failed"),
         ),
         (
-            "name too long for its outputs",
+            "name longer than a file name may be",
             serde_json::to_vec(&envelope(&format!("{}.csv", "n".repeat(1010)), 5)).unwrap(),
             200,
-            Some("ignored"),
+            Some("failed"),
         ),
         (
             "object that vanished",
             serde_json::to_vec(&envelope("never-existed.csv", 5)).unwrap(),
             200,
-            Some("gone"),
+            Some("failed"),
         ),
         (
             "percent-encoded slash in the name",
@@ -375,7 +381,9 @@ async fn hostile_envelopes_and_object_names_each_get_their_status() {
         }
     }
     let out = dir.path().join("output");
-    assert_eq!(find_files(&out, "manifest.json").len(), 3);
+    assert_eq!(find_files(&out, "manifest.json").len(), 7);
+    assert_eq!(find_files(&out.join("_by-hash"), "manifest.json").len(), 3);
+    assert!(out.join("never-existed.csv/5/manifest.json").is_file());
     assert!(
         out.join("a%2Fb.csv").is_dir() && out.join("vuelos-año-ñandú.csv").is_dir() && out.join("dir/ok.csv").is_dir()
     );

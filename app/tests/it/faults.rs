@@ -50,6 +50,11 @@ struct Shared {
     requests: AtomicU32,
     /// Resumable upload sessions by `upload_id`, as the upstream reported them.
     sessions: Mutex<HashMap<String, Session>>,
+    /// When set, every resumable upload chunk waits this long before it is
+    /// forwarded: the upload is slower than the engine, deterministically.
+    upload_delay: Mutex<Option<Duration>>,
+    /// Resumable upload chunks seen.
+    upload_chunks: AtomicU32,
 }
 
 /// What Cloud Storage would answer a status query on an upload session.
@@ -97,6 +102,8 @@ impl FaultProxy {
             injected: Mutex::new(BTreeMap::new()),
             requests: AtomicU32::new(0),
             sessions: Mutex::new(HashMap::new()),
+            upload_delay: Mutex::new(None),
+            upload_chunks: AtomicU32::new(0),
         });
         let app = axum::Router::new().fallback(forward).with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -111,6 +118,16 @@ impl FaultProxy {
 
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Delays every resumable upload chunk by `delay` (`None`: no delay).
+    pub fn set_upload_delay(&self, delay: Option<Duration>) {
+        *self.shared.upload_delay.lock().unwrap() = delay;
+    }
+
+    /// Resumable upload chunks seen so far.
+    pub fn upload_chunks(&self) -> u32 {
+        self.shared.upload_chunks.load(Ordering::SeqCst)
     }
 
     pub fn set_rate(&self, rate: f64) {
@@ -210,6 +227,13 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         _ => {}
     }
     let session = (parts.method == "PUT").then(|| upload_id(&parts.uri)).flatten();
+    if session.is_some() {
+        shared.upload_chunks.fetch_add(1, Ordering::SeqCst);
+        let delay = *shared.upload_delay.lock().unwrap();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+    }
     if let Some(id) = &session
         && parts.headers.get("content-range").is_some_and(|v| v == "bytes */*")
     {

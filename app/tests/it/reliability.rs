@@ -68,7 +68,7 @@ fn expected(dir: &Path, name: &str, bytes: &[u8]) -> Expected {
         .args(["score", input.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .output()
         .unwrap();
-    if run.status.code() == Some(2) {
+    if run.status.code() == Some(3) {
         return Expected::Failed;
     }
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -282,7 +282,7 @@ async fn under_twenty_percent_storage_faults_fifty_files_each_get_exactly_one_co
     let retries = server
         .logs()
         .iter()
-        .filter(|l| l["message"] == "storage request failed; retrying")
+        .filter(|l| l["message"] == "Cloud Storage request failed; retrying")
         .count();
     println!("retries logged: {retries}");
     assert!(retries > 0, "retries must be logged");
@@ -451,9 +451,10 @@ async fn instances_killed_at_random_points_leave_exactly_one_complete_output_set
             .env("PUBSUB_EMULATOR_HOST", &rig.pubsub.host)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // Exit 5: unscored objects were found (and published).
+        assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-        reconciled = report["unprocessed"].as_array().map_or(0, Vec::len);
+        reconciled = report["unscored"].as_array().map_or(0, Vec::len);
         assert!(
             reconciled <= missing.len(),
             "reconcile finds only missing inputs: {report}"
@@ -625,20 +626,23 @@ async fn what_pubsub_gave_up_on_is_redriven_and_reconcile_finds_nothing_left() {
             args.extend(["--publish", topic.as_str()]);
         }
         let out = run(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        let report = serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), report)
     };
-    let before = reconcile(true);
-    let found: Vec<&str> = before["unprocessed"]
+    let (code, before) = reconcile(true);
+    assert_eq!(code, Some(5), "unscored objects were found: {before}");
+    let found: Vec<&str> = before["unscored"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|u| u["name"].as_str())
         .collect();
     assert_eq!(found, ["early/a.csv"], "{before}");
-    assert_eq!(before["message_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(before["published"]["message_ids"].as_array().unwrap().len(), 1);
     check_outputs(&rig.fake, &early, Duration::from_secs(60), Some(&server)).await;
-    let after = reconcile(false);
-    assert_eq!(after["unprocessed"], serde_json::json!([]), "{after}");
+    let (code, after) = reconcile(false);
+    assert_eq!(after["unscored"], serde_json::json!([]), "{after}");
+    assert_eq!(code, Some(0));
     assert!(rig.pubsub.pull(PROJECT, "gcs-events-dead-pull", 10).await.is_empty());
 }

@@ -280,12 +280,15 @@ async fn events_that_are_not_work_are_acknowledged_and_bad_envelopes_refused() {
     assert!(errors.contains("missing required column TIPOVUELO"), "{errors}");
     assert!(manifest["outputs"]["predictions"].is_null());
 
-    // An event whose generation no longer exists is acknowledged as gone.
+    // An event whose generation no longer exists is acknowledged with a
+    // failure report saying so.
     let mut stale = envelope_for(dir.path(), "gone.csv");
     stale["message"]["attributes"]["objectGeneration"] = json!("12345");
     stale["message"].as_object_mut().unwrap().remove("data");
     let (status, body) = post(&url, &stale).await;
-    assert_eq!((status, body["outcome"].as_str()), (200, Some("gone")), "{body}");
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("failed")), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("no longer exists"), "{body}");
+    assert!(dir.path().join("output/gone.csv/12345/manifest.json").is_file());
 
     let health = reqwest::get(server.url("/health")).await.unwrap();
     assert_eq!(health.status(), 200, "still serving");

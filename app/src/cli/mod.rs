@@ -1,0 +1,121 @@
+//! The command line: one module per command, the exit-status contract in
+//! [`exit`]. Everything of substance lives in the library.
+
+pub mod exit;
+mod files;
+mod operator;
+mod score;
+mod serve;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use exit::{Exit, Failed};
+use scorer::config::ServeArgs;
+use scorer::telemetry::{self, LogFormat};
+
+/// Event-driven batch scorer: CSV in a bucket -> Pub/Sub push -> predictions
+/// in another bucket. Also scores files locally and answers online
+/// predictions over HTTP.
+///
+/// Exit status: 0 ok, 1 internal or I/O failure, 2 bad flags or arguments,
+/// 3 input that cannot be scored, 4 too many rejected rows, 5 reconcile
+/// found unscored objects.
+#[derive(Parser)]
+#[command(name = "scorer", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fit a logistic regression from a CSV and write its JSON artifact.
+    Train(train::TrainArgs),
+    /// Score a CSV (or .csv.gz) file: predictions, plus an errors file when
+    /// rows are rejected.
+    Score(score::ScoreArgs),
+    /// Run the HTTP service: Pub/Sub push endpoint, online predictions,
+    /// health, metrics. With --local DIR, the whole pipeline on this machine.
+    Serve(Box<ServeArgs>),
+    /// Run the local pipeline end to end on the shipped data and model, print
+    /// where the outputs are and a summary.
+    Demo(serve::DemoArgs),
+    /// List input CSV objects whose current generation has no committed
+    /// manifest (exit status 5 when there are any), and outputs no manifest
+    /// names; with --publish, send their OBJECT_FINALIZE notifications again
+    /// so they are scored through the normal path (also backfills a bucket
+    /// that held files before the service existed).
+    Reconcile(Box<operator::ReconcileArgs>),
+    /// Pull dead-lettered notifications, republish them to the main topic and
+    /// acknowledge each only after its publish succeeded.
+    Redrive(operator::RedriveArgs),
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi,
+}
+
+/// Parses the arguments, runs the command, and turns its end into an exit
+/// status and, on failure, one message on stderr.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train::train(args),
+        Command::Score(args) => score::score_file(args),
+        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::serve(*args))),
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(serve::demo(args))),
+        Command::Reconcile(args) => {
+            operator_logs();
+            runtime().and_then(|rt| rt.block_on(operator::reconcile(*args)))
+        }
+        Command::Redrive(args) => {
+            operator_logs();
+            runtime().and_then(|rt| rt.block_on(operator::redrive(args)))
+        }
+        Command::Openapi => {
+            print!("{}", scorer::server::openapi::document());
+            Ok(Exit::Ok)
+        }
+    };
+    match result {
+        Ok(exit) => exit.into(),
+        Err(failed) => {
+            let message = render(&failed.error);
+            if !message.is_empty() {
+                eprintln!("error: {message}");
+            }
+            failed.exit.into()
+        }
+    }
+}
+
+/// An error and its causes on one line, each cause once: error types that
+/// both print and chain their source would otherwise say it twice.
+pub fn render(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// Operator tools log warnings (each retry, with what it waits for) so that
+/// a slow or unreachable service is never silent.
+fn operator_logs() {
+    telemetry::init(LogFormat::detect(false), "warn");
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failed> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failed::new(Exit::Failure, anyhow::anyhow!("starting the async runtime: {e}")))
+}

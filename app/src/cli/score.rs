@@ -1,0 +1,287 @@
+//! `scorer score`: a file in, predictions (and rejected rows) out.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Serialize;
+
+use super::exit::{Exit, Failed};
+use super::files::{check_outputs, open_input, sibling, temp_beside, write_error};
+use scorer::model::Model;
+use scorer::score::{self, CsvRejects, ScoreError, ScoreOptions, Summary};
+
+#[derive(Args)]
+pub struct ScoreArgs {
+    /// Input CSV or .csv.gz; `-` reads standard input.
+    input: PathBuf,
+    /// Model artifact (default: the shipped data/model.json, built in).
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// Where to write the predictions CSV (written atomically); `-` writes
+    /// them to standard output (then rejected rows need --errors).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Where to write rejected rows (default: OUT with .errors.csv); only
+    /// created when a row is rejected.
+    #[arg(long, value_name = "FILE", required_if_eq("out", "-"))]
+    errors: Option<PathBuf>,
+    /// Add an `explanation` column with this many top contributions per row.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    explain: usize,
+    /// Fail (exit status 4, outputs still written) when more than N rows
+    /// are rejected.
+    #[arg(long, value_name = "N")]
+    max_rejected: Option<u64>,
+    /// Fail (exit status 4, outputs still written) when more than this
+    /// fraction of the rows (0-1) is rejected.
+    #[arg(long, value_name = "F")]
+    max_rejected_fraction: Option<f64>,
+    /// Print the summary as JSON on standard output, and a failure as JSON
+    /// on standard error.
+    #[arg(long)]
+    json: bool,
+    /// Target chunk size in MiB (memory in flight is a few chunks).
+    #[arg(long, default_value_t = 8)]
+    chunk_mib: usize,
+}
+
+/// The `--json` summary.
+#[derive(Serialize)]
+struct Report<'a> {
+    input: String,
+    predictions: String,
+    errors: Option<String>,
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(flatten)]
+    summary: &'a Summary,
+    /// Set when the run failed a --max-rejected rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    too_many_rejected: Option<String>,
+}
+
+/// A failure, as `--json` reports it on standard error.
+#[derive(Serialize)]
+struct JsonFailure {
+    error: String,
+    exit: u8,
+}
+
+pub fn score_file(args: ScoreArgs) -> Result<Exit, Failed> {
+    let json = args.json;
+    score_file_inner(args).map_err(|failed| {
+        if json {
+            let report = JsonFailure {
+                error: super::render(&failed.error),
+                exit: failed.exit.code(),
+            };
+            if let Ok(text) = serde_json::to_string(&report) {
+                eprintln!("{text}");
+            }
+            Failed {
+                exit: failed.exit,
+                error: anyhow::anyhow!(""),
+            }
+        } else {
+            failed
+        }
+    })
+}
+
+fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
+    if let Some(f) = args.max_rejected_fraction
+        && !(0.0..=1.0).contains(&f)
+    {
+        return Err(Failed::usage(format!(
+            "--max-rejected-fraction {f}: must be between 0 and 1"
+        )));
+    }
+    let stdin = args.input.as_os_str() == "-";
+    let stdout = args.out.as_os_str() == "-";
+    let errors_path = match (&args.errors, stdout) {
+        (Some(p), _) => p.clone(),
+        (None, false) => sibling(&args.out, "errors.csv"),
+        (None, true) => return Err(Failed::usage("--out - needs --errors PATH for rejected rows")),
+    };
+    let mut outputs: Vec<(&str, &Path)> = Vec::new();
+    if !stdout {
+        outputs.push(("--out", &args.out));
+    }
+    outputs.push(("--errors", &errors_path));
+    check_outputs((!stdin).then_some(("input", args.input.as_path())), &outputs)?;
+    // The model is an input too.
+    if let Some(model) = &args.model {
+        check_outputs(Some(("--model", model)), &outputs)?;
+    }
+
+    let model = match &args.model {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                Failed::new(
+                    Exit::Failure,
+                    anyhow::anyhow!("cannot read the model {}: {e}", path.display()),
+                )
+            })?;
+            Model::from_json(&bytes).map_err(|e| {
+                Failed::new(
+                    Exit::Usage,
+                    anyhow::anyhow!("the model {} is not usable: {e}", path.display()),
+                )
+            })?
+        }
+        None => Model::default_model()?,
+    };
+    let options = ScoreOptions {
+        chunk_bytes: args.chunk_mib.clamp(1, 1024) << 20,
+        explain: args.explain,
+        ..ScoreOptions::default()
+    };
+    let input: Box<dyn Read + Send> = if stdin {
+        Box::new(io::stdin())
+    } else {
+        let file = open_input(&args.input, "input")?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if io::stderr().is_terminal() && size > 16 << 20 {
+            let bar = indicatif::ProgressBar::new(size).with_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            Box::new(bar.wrap_read(file))
+        } else {
+            Box::new(file)
+        }
+    };
+    let out_tmp = (!stdout).then(|| temp_beside(&args.out));
+    let errors_tmp = temp_beside(&errors_path);
+    let result = (|| -> Result<_, ScoreError> {
+        let sink: Box<dyn Write + Send> = match &out_tmp {
+            Some(tmp) => Box::new(File::create(tmp).map_err(ScoreError::Write)?),
+            None => Box::new(io::stdout()),
+        };
+        let mut out = BufWriter::with_capacity(1 << 20, sink);
+        let mut rejects = CsvRejects::new(|| File::create(&errors_tmp).map(|f| BufWriter::with_capacity(1 << 16, f)));
+        let summary = score::score(input, &model, &mut out, &mut rejects, &options)?;
+        out.flush().map_err(ScoreError::Write)?;
+        if let Some(tmp) = &out_tmp {
+            File::open(tmp).and_then(|f| f.sync_all()).map_err(ScoreError::Write)?;
+        }
+        let wrote_errors = match rejects.finish().map_err(ScoreError::Write)? {
+            Some(w) => {
+                w.into_inner()
+                    .map_err(|e| ScoreError::Write(e.into_error()))?
+                    .sync_all()
+                    .map_err(ScoreError::Write)?;
+                true
+            }
+            None => false,
+        };
+        Ok((summary, wrote_errors))
+    })();
+    let (summary, wrote_errors) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            if let Some(tmp) = &out_tmp {
+                let _ = std::fs::remove_file(tmp);
+            }
+            let _ = std::fs::remove_file(&errors_tmp);
+            let input = args.input.display();
+            return Err(match e {
+                ScoreError::Rejected(rejection) => {
+                    Failed::new(Exit::Unscorable, anyhow::anyhow!("{input} was not scored: {rejection}"))
+                }
+                ScoreError::Read(e) => Failed::new(Exit::Failure, anyhow::anyhow!("cannot read {input}: {e}")),
+                ScoreError::Write(e) => {
+                    let (path, what) = if stdout {
+                        (Path::new("standard output"), "predictions")
+                    } else {
+                        (args.out.as_path(), "predictions")
+                    };
+                    write_error(path, what, e)
+                }
+                ScoreError::Engine(e) => Failed::new(Exit::Failure, anyhow::anyhow!("scoring {input}: {e}")),
+            });
+        }
+    };
+    if let Some(tmp) = &out_tmp {
+        std::fs::rename(tmp, &args.out).map_err(|e| write_error(&args.out, "predictions", e))?;
+    }
+    if wrote_errors {
+        std::fs::rename(&errors_tmp, &errors_path).map_err(|e| write_error(&errors_path, "rejected rows", e))?;
+    }
+    let too_many = too_many_rejected(&summary, args.max_rejected, args.max_rejected_fraction);
+    let predictions = if stdout {
+        "-".to_owned()
+    } else {
+        args.out.display().to_string()
+    };
+    if args.json {
+        let report = Report {
+            input: args.input.display().to_string(),
+            predictions,
+            errors: wrote_errors.then(|| errors_path.display().to_string()),
+            model_name: model.name(),
+            model_version: model.version(),
+            summary: &summary,
+            too_many_rejected: too_many.clone(),
+        };
+        let text = serde_json::to_string_pretty(&report)?;
+        // With --out -, standard output holds the predictions.
+        if stdout {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    } else {
+        let rate = summary.rows_in as f64 / summary.seconds.max(1e-9);
+        let mut text = format!(
+            "{} rows: {} scored, {} rejected in {:.2} s ({:.0} rows/s); model {} {}\npredictions: {predictions}\n",
+            summary.rows_in,
+            summary.rows_scored,
+            summary.rows_rejected,
+            summary.seconds,
+            rate,
+            model.name(),
+            model.version()
+        );
+        if wrote_errors {
+            text.push_str(&format!("rejected rows: {}\n", errors_path.display()));
+        }
+        if let Some(m) = &summary.metrics {
+            text.push_str(&format!(
+                "against {} ({} labelled rows):\n{}\n",
+                model.target(),
+                summary.labelled_rows,
+                m.render()
+            ));
+        }
+        if stdout {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+    match too_many {
+        Some(why) => Err(Failed::new(Exit::TooManyRejected, anyhow::anyhow!("{why}"))),
+        None => Ok(Exit::Ok),
+    }
+}
+
+/// Which --max-rejected rule the run broke, if any.
+fn too_many_rejected(summary: &Summary, max: Option<u64>, max_fraction: Option<f64>) -> Option<String> {
+    let rejected = summary.rows_rejected;
+    if let Some(max) = max
+        && rejected > max
+    {
+        return Some(format!("{rejected} rows rejected, more than --max-rejected {max}"));
+    }
+    let fraction = rejected as f64 / summary.rows_in.max(1) as f64;
+    match max_fraction {
+        Some(max) if fraction > max => Some(format!(
+            "{rejected} of {} rows rejected ({:.4}), more than --max-rejected-fraction {max}",
+            summary.rows_in, fraction
+        )),
+        _ => None,
+    }
+}

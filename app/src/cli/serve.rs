@@ -1,0 +1,77 @@
+//! `scorer serve` and `scorer demo`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::exit::{Exit, Failed};
+use scorer::config::{Backend, ServeArgs, Settings};
+use scorer::notifier::{self, NotifierConfig};
+use scorer::startup::Application;
+use scorer::storage::local::LocalStore;
+use scorer::telemetry::{self, LogFormat};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Directory for the buckets (default: a new temporary directory).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+pub async fn serve(args: ServeArgs) -> Result<Exit, Failed> {
+    telemetry::init(
+        args.log_format
+            .unwrap_or_else(|| LogFormat::detect(args.k_service.is_some())),
+        "info",
+    );
+    let settings = Settings::from_args(&args).map_err(|e| Failed::new(Exit::Usage, e))?;
+    let stop = scorer::shutdown::on_signal();
+    let app = Application::build(settings.clone()).await?;
+    let addr = app.local_addr();
+    let notifier = match (&settings.backend, &settings.pushes) {
+        (Backend::Local { dir }, Some(pushes)) => {
+            let bucket = pushes.input_bucket.as_str();
+            let input = LocalStore::new(bucket, dir.join(bucket))?;
+            let host = if addr.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                addr.ip().to_string()
+            };
+            let config = NotifierConfig {
+                input,
+                dead_letter_dir: dir.join("dead-letter"),
+                endpoint: format!("http://{host}:{}/", addr.port()),
+                settle: settings.settle,
+            };
+            Some(tokio::spawn(notifier::run(config, stop.clone())))
+        }
+        _ => None,
+    };
+    let result = app.run_until_stopped(stop.clone()).await;
+    stop.cancel();
+    if let Some(n) = notifier {
+        let _ = n.await;
+    }
+    result?;
+    tracing::info!("stopped");
+    Ok(Exit::Ok)
+}
+
+pub async fn demo(args: DemoArgs) -> Result<Exit, Failed> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        telemetry::init(LogFormat::detect(false), "info");
+    }
+    let result = scorer::demo::run(args.dir, Duration::from_secs(args.timeout)).await?;
+    print!("{}", scorer::demo::render(&result));
+    if result.manifests.is_empty() {
+        return Err(Failed::new(
+            Exit::Failure,
+            anyhow::anyhow!("the demo produced no outputs"),
+        ));
+    }
+    Ok(Exit::Ok)
+}

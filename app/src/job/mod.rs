@@ -1,0 +1,152 @@
+//! One input object generation to exactly one complete set of outputs.
+//!
+//! The sequence (see `docs/EXACTLY-ONCE.md`):
+//!
+//! 1. a committed manifest means the work is done: `Duplicate` (checked
+//!    before anything else, so finished work is acknowledged whatever the
+//!    load);
+//! 2. take the lease, or answer `InProgress` while another live job holds it;
+//! 3. stream the input through the engine into create-only uploads of the
+//!    predictions and (if any row is rejected) errors objects, each ending
+//!    with an explicit end marker;
+//! 4. verify what storage stored against what was written, and write the
+//!    manifest, create-only, as the commit point. A file that cannot be
+//!    scored (or whose generation is gone) gets a failure report and a
+//!    `failed` manifest instead.
+//!
+//! A crash anywhere before 4 leaves no manifest, and an upload without its
+//! end marker is never finalised, so no reader ever sees a partial object or
+//! a manifest without its outputs; the redelivery starts over. Outputs are
+//! deterministic, so two racing writers produce identical objects, and an
+//! existing object is adopted only when its bytes are identical.
+//!
+//! Rooms: [`deliveries`] (concurrent deliveries of one input join one job;
+//! job slots), `run` (the sequence), `commit` (verification, reports and the
+//! manifest), `summary` (the one log entry per delivery).
+
+mod commit;
+pub mod deliveries;
+mod run;
+mod summary;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Pushes;
+use crate::event::StorageEvent;
+use crate::lease::HeldElsewhere;
+use crate::manifest::{Manifest, Status};
+use crate::model::Model;
+use crate::score::ScoreOptions;
+use crate::storage::{ObjectStore, StorageError};
+use crate::telemetry::Metrics;
+
+pub use deliveries::Handled;
+
+/// How a job ended, for the push status code and the summary log.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Committed now (`Status::Scored` or a reported `Status::Failed`).
+    Committed(Box<Manifest>),
+    /// Already committed earlier.
+    Duplicate(Box<Manifest>),
+    /// Another live job holds the lease.
+    InProgress(HeldElsewhere),
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Committed(m) if m.status == Status::Scored => "scored",
+            Outcome::Committed(_) => "failed",
+            Outcome::Duplicate(_) => "duplicate",
+            Outcome::InProgress(_) => "in_progress",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JobError {
+    /// Worth a retry: storage trouble, or this instance is shutting down.
+    #[error("{0}")]
+    Transient(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StorageError> for JobError {
+    fn from(e: StorageError) -> Self {
+        if e.is_transient() || matches!(e, StorageError::Abandoned(_)) {
+            JobError::Transient(e.to_string())
+        } else {
+            JobError::Internal(e.to_string())
+        }
+    }
+}
+
+/// Everything a job needs, shared by all jobs of the process.
+pub struct JobRunner {
+    pub input: Arc<dyn ObjectStore>,
+    pub output: Arc<dyn ObjectStore>,
+    pub model: Arc<Model>,
+    pub options: ScoreOptions,
+    pub lease_ttl: Duration,
+    /// Larger inputs are not scored inside a push request.
+    pub inline_max_bytes: u64,
+    /// Names this process in leases; unique per process.
+    pub instance: String,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled at shutdown: running jobs abandon cleanly.
+    pub shutdown: CancellationToken,
+    /// Jobs running in this process, by input generation: a second delivery
+    /// of the same notification waits for the first instead of competing.
+    running: Mutex<HashMap<deliveries::Key, deliveries::Finished>>,
+}
+
+impl JobRunner {
+    pub fn new(
+        input: Arc<dyn ObjectStore>,
+        output: Arc<dyn ObjectStore>,
+        model: Arc<Model>,
+        options: ScoreOptions,
+        pushes: &Pushes,
+        metrics: Arc<Metrics>,
+        revision: &str,
+    ) -> JobRunner {
+        JobRunner {
+            input,
+            output,
+            model,
+            options,
+            lease_ttl: pushes.lease_ttl,
+            inline_max_bytes: pushes.inline_max_bytes,
+            instance: format!("{revision}-{:016x}", rand::random::<u64>()),
+            metrics,
+            shutdown: CancellationToken::new(),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a storage event is work: an OBJECT_FINALIZE of a CSV object
+    /// in the input bucket. Anything else is acknowledged and logged as
+    /// ignored, with the reason this returns.
+    pub fn accept(&self, event: &StorageEvent) -> Result<(), String> {
+        if event.object.bucket.as_str() != self.input.bucket() {
+            return Err(format!(
+                "event for bucket {}, not the input bucket {}",
+                event.object.bucket,
+                self.input.bucket()
+            ));
+        }
+        if !event.is_finalize() {
+            return Err(format!("{} events are not work", event.event_type));
+        }
+        if !event.object.name.is_csv() {
+            return Err(format!("{} is not a .csv or .csv.gz object", event.object.name));
+        }
+        Ok(())
+    }
+}

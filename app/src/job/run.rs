@@ -1,0 +1,248 @@
+//! The job sequence: lease, read, score, upload, verify, commit.
+
+use std::time::{Instant, SystemTime};
+
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use super::{JobError, JobRunner, Outcome};
+use crate::event::ObjectRef;
+use crate::layout::OutputNames;
+use crate::lease::{self, Acquired, HeldElsewhere};
+use crate::manifest::{JobFacts, Manifest, OutputObject};
+use crate::score::{self, CsvRejects, FileRejection, RejectSink as _, RejectedRow, ScoreError};
+use crate::storage::bridge::{StreamReader, Upload};
+use crate::storage::{ObjectMeta, StorageError, WriteOptions};
+
+/// Why an input got a failure report instead of predictions.
+enum Failure {
+    /// The file as a whole cannot be scored.
+    Rejected(FileRejection),
+    /// The input generation no longer exists (deleted or replaced), or its
+    /// name cannot be read here.
+    Gone(String),
+    /// Too large to score inside a push request.
+    TooLarge { size: u64, limit: u64 },
+}
+
+impl Failure {
+    fn reason(&self) -> String {
+        match self {
+            Failure::Rejected(r) => r.to_string(),
+            Failure::Gone(why) => why.clone(),
+            Failure::TooLarge { size, limit } => format!(
+                "the input is {size} bytes, more than INLINE_MAX_BYTES ({limit} bytes), the most one push \
+                 request can score within its deadline; split the file, or raise INLINE_MAX_BYTES together \
+                 with the push service's CPU and request timeout (docs/OPERATIONS.md)"
+            ),
+        }
+    }
+
+    fn column(&self) -> String {
+        match self {
+            Failure::Rejected(FileRejection::MissingColumns { missing, .. }) => missing.join(" "),
+            Failure::Rejected(FileRejection::DuplicateColumn(c)) => c.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+impl JobRunner {
+    /// The sequence for one input generation (the module doc of `job`).
+    pub(super) async fn sequence(&self, object: &ObjectRef) -> Result<Outcome, JobError> {
+        let names = OutputNames::new(&object.name, object.generation);
+        let held = match lease::acquire(self.output.clone(), &names, &self.instance, self.lease_ttl).await? {
+            Acquired::Held(held) => held,
+            Acquired::HeldElsewhere(elsewhere) => return Ok(Outcome::InProgress(elsewhere)),
+        };
+        // The lease may have been free because the previous holder just
+        // committed: look again now that we hold it. (An early return drops
+        // `held`, which stops renewing and releases it.)
+        if let Some(manifest) = self.find_manifest(&names).await? {
+            held.release().await;
+            return Ok(Outcome::Duplicate(Box::new(manifest)));
+        }
+        let cancel = self.shutdown.child_token();
+        let watcher = {
+            let lost = held.lost();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                lost.cancelled().await;
+                cancel.cancel();
+            })
+        };
+        let result = self.score_and_commit(object, &names, cancel).await;
+        watcher.abort();
+        let result = match result {
+            Err(_) if held.lost().is_cancelled() => Ok(Outcome::InProgress(HeldElsewhere {
+                holder: "another instance (took the lease over)".into(),
+                expires_in: self.lease_ttl,
+            })),
+            Err(_) if self.shutdown.is_cancelled() => Err(JobError::Transient(
+                "the instance is shutting down; the job was abandoned".into(),
+            )),
+            other => other,
+        };
+        held.release().await;
+        result
+    }
+
+    fn facts<'a>(&'a self, object: &'a ObjectRef, names: &OutputNames, size: Option<u64>) -> JobFacts<'a> {
+        JobFacts {
+            object,
+            input_uri: self.input.uri(object.name.as_str()),
+            size,
+            manifest_uri: self.output.uri(&names.manifest()),
+            model: &self.model,
+            started_at: SystemTime::now(),
+            score_ms: 0,
+        }
+    }
+
+    async fn score_and_commit(
+        &self,
+        object: &ObjectRef,
+        names: &OutputNames,
+        cancel: CancellationToken,
+    ) -> Result<Outcome, JobError> {
+        let started_at = SystemTime::now();
+        let started = Instant::now();
+        let (meta, stream) = match self
+            .input
+            .read(object.name.as_str(), Some(object.generation.get()))
+            .await
+        {
+            Ok(opened) => opened,
+            Err(StorageError::NotFound(what)) => {
+                let failure = Failure::Gone(format!("the input no longer exists: {what} (deleted or replaced)"));
+                return self.report_failure(object, names, None, failure, started_at).await;
+            }
+            Err(e @ StorageError::InvalidName { .. }) => {
+                return self
+                    .report_failure(object, names, None, Failure::Gone(e.to_string()), started_at)
+                    .await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if meta.size > self.inline_max_bytes {
+            drop(stream);
+            let failure = Failure::TooLarge {
+                size: meta.size,
+                limit: self.inline_max_bytes,
+            };
+            return self
+                .report_failure(object, names, Some(&meta), failure, started_at)
+                .await;
+        }
+        let predictions_name = names.predictions(self.free_number(|n| names.predictions(n)).await?);
+        let errors_name = names.errors(self.free_number(|n| names.errors(n)).await?);
+
+        let engine = {
+            let model = self.model.clone();
+            let options = self.options.clone();
+            let handle = Handle::current();
+            let output = self.output.clone();
+            tokio::task::spawn_blocking(move || {
+                let csv = WriteOptions::create_only("text/csv");
+                let mut predictions = Upload::start(&handle, output.clone(), predictions_name, csv, cancel.clone());
+                let mut rejects = CsvRejects::new(|| {
+                    Ok(Upload::start(
+                        &handle,
+                        output.clone(),
+                        errors_name.clone(),
+                        csv,
+                        cancel.clone(),
+                    ))
+                });
+                let reader = StreamReader::new(stream, handle.clone(), cancel.clone());
+                // On any error the uploads are dropped unfinished: their
+                // bodies end without the end marker and nothing is stored.
+                let summary = score::score(reader, &model, &mut predictions, &mut rejects, &options)?;
+                let predictions = predictions.finish().map_err(ScoreError::Write)?;
+                let errors = match rejects.finish().map_err(ScoreError::Write)? {
+                    Some(upload) => Some(upload.finish().map_err(ScoreError::Write)?),
+                    None => None,
+                };
+                Ok::<_, ScoreError>((summary, predictions, errors))
+            })
+        };
+        let engine_result = engine
+            .await
+            .map_err(|e| JobError::Internal(format!("scoring thread: {e}")))?;
+        match engine_result {
+            Ok((summary, predictions, errors)) => {
+                let predictions = self.verify_upload(predictions).await?;
+                let errors = match errors {
+                    Some(upload) => Some(self.verify_upload(upload).await?),
+                    None => None,
+                };
+                let facts = JobFacts {
+                    started_at,
+                    score_ms: started.elapsed().as_millis() as u64,
+                    ..self.facts(object, names, Some(meta.size))
+                };
+                let manifest = Manifest::scored(
+                    facts,
+                    &summary,
+                    self.output_object(&predictions),
+                    errors.as_ref().map(|e| self.output_object(e)),
+                );
+                self.commit(names, manifest).await
+            }
+            Err(ScoreError::Rejected(rejection)) => {
+                self.report_failure(object, names, Some(&meta), Failure::Rejected(rejection), started_at)
+                    .await
+            }
+            Err(ScoreError::Read(e)) | Err(ScoreError::Write(e)) => {
+                match e.get_ref().and_then(|inner| inner.downcast_ref::<StorageError>()) {
+                    Some(StorageError::NotFound(what)) => {
+                        let failure = Failure::Gone(format!("the input vanished while it was read: {what}"));
+                        self.report_failure(object, names, Some(&meta), failure, started_at)
+                            .await
+                    }
+                    Some(storage) => Err(storage.clone().into()),
+                    None => Err(JobError::Transient(e.to_string())),
+                }
+            }
+            Err(ScoreError::Engine(e)) => Err(JobError::Internal(e.to_string())),
+        }
+    }
+
+    fn output_object(&self, meta: &ObjectMeta) -> OutputObject {
+        OutputObject::new(meta, self.output.uri(&meta.name))
+    }
+
+    /// Reports an input that cannot be scored: an errors object with the
+    /// reason, and a `failed` manifest.
+    async fn report_failure(
+        &self,
+        object: &ObjectRef,
+        names: &OutputNames,
+        meta: Option<&ObjectMeta>,
+        failure: Failure,
+        started_at: SystemTime,
+    ) -> Result<Outcome, JobError> {
+        let mut report = CsvRejects::new(|| Ok(Vec::new()));
+        report
+            .reject(&RejectedRow {
+                line: 1,
+                row: 0,
+                column: failure.column(),
+                value: String::new(),
+                reason: format!("the file was not scored: {}", failure.reason()),
+            })
+            .map_err(|e| JobError::Internal(e.to_string()))?;
+        let bytes = report
+            .finish()
+            .map_err(|e| JobError::Internal(e.to_string()))?
+            .unwrap_or_default();
+        let from = self.free_number(|n| names.errors(n)).await?;
+        let stored = self.put_report(|n| names.errors(n), from, bytes).await?;
+        let facts = JobFacts {
+            started_at,
+            ..self.facts(object, names, meta.map(|m| m.size))
+        };
+        let manifest = Manifest::failed(facts, failure.reason(), self.output_object(&stored));
+        self.commit(names, manifest).await
+    }
+}

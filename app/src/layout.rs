@@ -1,0 +1,165 @@
+//! The bucket layout: every object name the service writes or reads in the
+//! output bucket. A change of output naming is a change here, nowhere else.
+//!
+//! For input `a/b.csv` at generation `G` the output bucket holds:
+//!
+//! ```text
+//! a/b.csv/G/predictions.csv        every scored row: input columns, probability, prediction
+//! a/b.csv/G/errors.csv             rejected rows (line, row, column, value, reason), if any
+//! a/b.csv/G/manifest.json          written last, create-only: the commit point
+//! _leases/a/b.csv/G/NNNNNN.json    who is scoring it, until when
+//! _models/sha256-XXXXXXXXXXXXXXXX.json   a model fitted at start (TRAINING_DATA_URI)
+//! ```
+//!
+//! The input name is kept whole and followed by `/G/`, so outputs of two
+//! different inputs or generations can never collide, and a re-upload gets
+//! fresh outputs. An input name too long (or too odd) to lead its outputs'
+//! names is replaced by `_by-hash/<SHA-256 of the name>`. Should a crashed
+//! attempt have left a predictions or errors object without a manifest, the
+//! next attempt writes `predictions.2.csv` (and so on): the manifest always
+//! names the objects it commits.
+
+use crate::event::{Generation, ObjectName};
+
+/// Prefix of lease objects in the output bucket (cleaned by a lifecycle rule).
+pub const LEASE_PREFIX: &str = "_leases/";
+/// Prefix of models fitted at start from `TRAINING_DATA_URI`.
+pub const MODEL_PREFIX: &str = "_models/";
+
+/// The output object names for one input generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputNames {
+    prefix: String,
+    lease_prefix: String,
+}
+
+/// Prefix of the outputs of inputs whose own name cannot lead their outputs'
+/// names (see [`OutputNames::new`]).
+pub const HASHED_PREFIX: &str = "_by-hash/";
+
+/// Room kept for what follows an input name in any derived name: the lease
+/// prefix, `/GENERATION/`, and the longest file name written there.
+const DERIVED_ROOM: usize = 128;
+
+impl OutputNames {
+    /// The names for one input generation. They lead with the input name
+    /// (`a/b.csv/G/...`) when it can: an input name so long that a derived
+    /// name would pass Cloud Storage's 1,024 bytes, or one with segments a
+    /// directory cannot hold (empty, `.`, `..`, a leading `/`, control
+    /// characters), is replaced by `_by-hash/<SHA-256 of the name>/G/`: the
+    /// same every time, and the manifest records the full input name.
+    pub fn new(input: &ObjectName, generation: Generation) -> OutputNames {
+        let name = input.as_str();
+        let lead = if name.len() + DERIVED_ROOM <= 1024 && portable(name) {
+            name.to_owned()
+        } else {
+            use sha2::{Digest, Sha256};
+            format!("{HASHED_PREFIX}{}", hex::encode(Sha256::digest(name.as_bytes())))
+        };
+        OutputNames {
+            prefix: format!("{lead}/{generation}/"),
+            lease_prefix: format!("{LEASE_PREFIX}{lead}/{generation}/"),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn manifest(&self) -> String {
+        format!("{}manifest.json", self.prefix)
+    }
+
+    /// `predictions.csv`, then `predictions.2.csv`, ... for attempt `n`.
+    pub fn predictions(&self, n: u32) -> String {
+        self.numbered("predictions", n)
+    }
+
+    pub fn errors(&self, n: u32) -> String {
+        self.numbered("errors", n)
+    }
+
+    fn numbered(&self, stem: &str, n: u32) -> String {
+        if n <= 1 {
+            format!("{}{stem}.csv", self.prefix)
+        } else {
+            format!("{}{stem}.{n}.csv", self.prefix)
+        }
+    }
+
+    pub fn lease(&self, seq: u32) -> String {
+        format!("{}{seq:06}.json", self.lease_prefix)
+    }
+
+    /// Where this input generation's lease records are.
+    pub fn lease_prefix(&self) -> &str {
+        &self.lease_prefix
+    }
+}
+
+/// Whether every `/`-separated segment of `name` could be a directory or
+/// file name, and the name would stay inside its bucket.
+fn portable(name: &str) -> bool {
+    !name.starts_with('/')
+        && !name.chars().any(char::is_control)
+        // `.scorer-tmp` is the local backend's directory of writes in progress.
+        && name.split('/').all(|s| !matches!(s, "" | "." | ".." | ".scorer-tmp") && s.len() <= 200)
+}
+
+/// Where a model fitted at start (`TRAINING_DATA_URI`) is kept, by version.
+pub fn fitted_model(version: &str) -> String {
+    format!("{MODEL_PREFIX}{}.json", version.replace(':', "-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keep_the_input_whole_and_are_keyed_by_generation() {
+        let n = OutputNames::new(&ObjectName::parse("a/b.csv").unwrap(), Generation::new(17).unwrap());
+        assert_eq!(n.manifest(), "a/b.csv/17/manifest.json");
+        assert_eq!(n.predictions(1), "a/b.csv/17/predictions.csv");
+        assert_eq!(n.predictions(2), "a/b.csv/17/predictions.2.csv");
+        assert_eq!(n.errors(1), "a/b.csv/17/errors.csv");
+        assert_eq!(n.lease(3), "_leases/a/b.csv/17/000003.json");
+    }
+
+    #[test]
+    fn long_and_odd_names_get_a_short_deterministic_prefix() {
+        let long = "d/".repeat(460) + "x.csv";
+        for name in [long.as_str(), "a//b.csv", "../up.csv", "a/./b.csv"] {
+            let n = OutputNames::new(&ObjectName::parse(name).unwrap(), Generation::new(9).unwrap());
+            assert!(n.prefix().starts_with(HASHED_PREFIX), "{name}: {}", n.prefix());
+            assert!(n.lease(999_999).len() <= 1024);
+            assert_eq!(
+                n,
+                OutputNames::new(&ObjectName::parse(name).unwrap(), Generation::new(9).unwrap())
+            );
+        }
+        // The longest name that still leads its outputs.
+        let fits = "e/".repeat(445) + "y.csv";
+        let n = OutputNames::new(&ObjectName::parse(&fits).unwrap(), Generation::new(i64::MAX).unwrap());
+        assert!(n.prefix().starts_with(&fits));
+        assert!(n.lease(999_999).len() <= 1024, "{}", n.lease(999_999).len());
+    }
+
+    #[test]
+    fn an_input_named_like_an_output_does_not_collide() {
+        let a = OutputNames::new(&ObjectName::parse("x.csv").unwrap(), Generation::new(5).unwrap());
+        let b = OutputNames::new(
+            &ObjectName::parse("x.csv/5/predictions.csv").unwrap(),
+            Generation::new(5).unwrap(),
+        );
+        assert_ne!(a.predictions(1), b.predictions(1));
+        assert!(!b.manifest().starts_with(&a.manifest()));
+    }
+
+    #[test]
+    fn fitted_models_are_named_by_version() {
+        assert_eq!(
+            fitted_model("sha256:0123456789abcdef"),
+            "_models/sha256-0123456789abcdef.json"
+        );
+    }
+}

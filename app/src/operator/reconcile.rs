@@ -1,0 +1,266 @@
+//! `scorer reconcile`: which input objects have no committed outputs, and
+//! which outputs no manifest names.
+//!
+//! Unscored inputs come from notifications that were lost (uploaded before
+//! the subscription existed), dead-lettered and expired, or a bucket that
+//! held files before the service. Only objects updated inside the window are
+//! considered: by default the outputs' retention (`OUTPUT_RETENTION_DAYS`),
+//! since older inputs had their outputs deleted on purpose and re-scoring
+//! them would redo years of work with today's model. Orphans are complete
+//! objects under an output prefix that no manifest names (a crash between
+//! an upload and the commit); they are reported, never touched. One odd
+//! object is a reported problem, never the end of the scan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::OperatorError;
+use crate::event::{Generation, ObjectName};
+use crate::layout::{LEASE_PREFIX, MODEL_PREFIX, OutputNames};
+use crate::manifest::Manifest;
+use crate::storage::{ObjectMeta, ObjectStore, StorageError, read_all};
+
+/// Concurrent manifest lookups.
+const LOOKUPS: usize = 16;
+
+/// One input object generation with no committed outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unscored {
+    pub uri: String,
+    pub name: String,
+    pub generation: String,
+    pub size: u64,
+    pub updated: Option<String>,
+}
+
+/// An output object that no manifest names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Orphan {
+    pub uri: String,
+    pub size: u64,
+    pub updated: Option<String>,
+    /// Why it counts as an orphan.
+    pub why: String,
+}
+
+/// An object the scan could not judge, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub uri: String,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Objects updated before this were not considered (RFC 3339).
+    pub window_start: Option<String>,
+    pub unscored: Vec<Unscored>,
+    pub orphans: Vec<Orphan>,
+    pub problems: Vec<Problem>,
+    /// The unscored objects, as listed (for publishing).
+    #[serde(skip)]
+    pub objects: Vec<ObjectMeta>,
+}
+
+fn rfc3339(t: Option<SystemTime>) -> Option<String> {
+    t.map(|t| humantime::format_rfc3339_seconds(t).to_string())
+}
+
+fn in_window(object: &ObjectMeta, since: Option<SystemTime>) -> bool {
+    match (since, object.updated) {
+        (Some(since), Some(updated)) => updated >= since,
+        _ => true,
+    }
+}
+
+/// Whether an input object name is one the service scores.
+fn is_input(name: &str) -> bool {
+    ObjectName::parse(name).is_ok_and(|n| n.is_csv())
+}
+
+/// Scans both buckets. Storage trouble (unreachable, refused) is an error;
+/// a single object that cannot be judged is a [`Problem`] in the report.
+pub async fn scan(
+    input: &dyn ObjectStore,
+    output: &dyn ObjectStore,
+    since: Option<SystemTime>,
+) -> Result<Report, OperatorError> {
+    let mut report = Report {
+        window_start: rfc3339(since),
+        ..Report::default()
+    };
+    let candidates: Vec<ObjectMeta> = input
+        .list("")
+        .await?
+        .into_iter()
+        .filter(|o| is_input(&o.name) && in_window(o, since))
+        .collect();
+    let checked = futures::stream::iter(candidates)
+        .map(|object| async move {
+            let verdict = match (ObjectName::parse(&object.name), Generation::new(object.generation)) {
+                (Ok(name), Some(generation)) => {
+                    let manifest = OutputNames::new(&name, generation).manifest();
+                    output.stat(&manifest).await.map(|m| Ok(m.is_some()))
+                }
+                (Err(e), _) => Ok(Err(e)),
+                (_, None) => Ok(Err(format!(
+                    "generation {} is not a positive number",
+                    object.generation
+                ))),
+            };
+            (object, verdict)
+        })
+        .buffered(LOOKUPS)
+        .collect::<Vec<_>>()
+        .await;
+    for (object, verdict) in checked {
+        match verdict? {
+            Ok(true) => {}
+            Ok(false) => {
+                report.unscored.push(Unscored {
+                    uri: input.uri(&object.name),
+                    name: object.name.clone(),
+                    generation: object.generation.to_string(),
+                    size: object.size,
+                    updated: rfc3339(object.updated),
+                });
+                report.objects.push(object);
+            }
+            Err(problem) => report.problems.push(Problem {
+                uri: input.uri(&object.name),
+                problem,
+            }),
+        }
+    }
+    orphans(output, since, &mut report).await?;
+    Ok(report)
+}
+
+/// Output objects under `<input name>/<generation>/` (or the hashed prefix)
+/// that their directory's manifest does not name.
+async fn orphans(
+    output: &dyn ObjectStore,
+    since: Option<SystemTime>,
+    report: &mut Report,
+) -> Result<(), OperatorError> {
+    let mut dirs: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+    for object in output.list("").await? {
+        if object.name.starts_with(LEASE_PREFIX) || object.name.starts_with(MODEL_PREFIX) {
+            continue;
+        }
+        let Some((dir, file)) = object.name.rsplit_once('/') else {
+            continue;
+        };
+        let is_output = file == "manifest.json"
+            || (file.starts_with("predictions") || file.starts_with("errors")) && file.ends_with(".csv");
+        // Outputs live in `.../<generation>/`.
+        let keyed = dir.rsplit('/').next().is_some_and(|g| g.parse::<i64>().is_ok());
+        if is_output && keyed && (in_window(&object, since) || file == "manifest.json") {
+            dirs.entry(dir.to_owned()).or_default().push(object);
+        }
+    }
+    for (dir, objects) in dirs {
+        let manifest_name = format!("{dir}/manifest.json");
+        let has_manifest = objects.iter().any(|o| o.name == manifest_name);
+        let named: BTreeSet<String> = if has_manifest {
+            match read_all(output, &manifest_name, 16 << 20).await {
+                Ok((_, bytes)) => match serde_json::from_slice::<Manifest>(&bytes) {
+                    Ok(m) => [m.outputs.predictions, m.outputs.errors]
+                        .into_iter()
+                        .flatten()
+                        .map(|o| o.name)
+                        .collect(),
+                    Err(e) => {
+                        report.problems.push(Problem {
+                            uri: output.uri(&manifest_name),
+                            problem: format!("unreadable manifest: {e}"),
+                        });
+                        continue;
+                    }
+                },
+                Err(StorageError::NotFound(_)) => BTreeSet::new(),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            BTreeSet::new()
+        };
+        for object in objects {
+            if object.name == manifest_name || named.contains(&object.name) || !in_window(&object, since) {
+                continue;
+            }
+            let why = if has_manifest {
+                "the manifest beside it names other objects (left by an earlier, crashed attempt)"
+            } else {
+                "no manifest beside it (a crashed attempt, or a job still running)"
+            };
+            report.orphans.push(Orphan {
+                uri: output.uri(&object.name),
+                size: object.size,
+                updated: rfc3339(object.updated),
+                why: why.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What publishing the unscored objects' notifications did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Published {
+    pub topic: String,
+    pub message_ids: Vec<String>,
+    pub failed: Vec<Problem>,
+}
+
+/// Publishes the OBJECT_FINALIZE notification Cloud Storage would have sent
+/// for each object, a few at a time, carrying on past a failure (each is
+/// reported). The service treats them like any other notification: a file
+/// committed in the meantime is a duplicate.
+pub async fn publish(
+    publisher: &google_cloud_pubsub::client::Publisher,
+    topic: &str,
+    input: &dyn ObjectStore,
+    objects: &[ObjectMeta],
+) -> Published {
+    use google_cloud_pubsub::model::Message;
+    let bucket = input.bucket().to_owned();
+    let results = futures::stream::iter(objects)
+        .map(|object| {
+            let bucket = bucket.clone();
+            async move {
+                let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+                let (data, attributes) = crate::event::finalize_message(
+                    &bucket,
+                    &object.name,
+                    object.generation,
+                    object.size,
+                    &now,
+                    "reconcile",
+                );
+                let sent = publisher
+                    .publish(Message::new().set_data(data).set_attributes(attributes))
+                    .await;
+                (object, sent)
+            }
+        })
+        .buffered(LOOKUPS)
+        .collect::<Vec<_>>()
+        .await;
+    let mut published = Published {
+        topic: topic.to_owned(),
+        ..Published::default()
+    };
+    for (object, sent) in results {
+        match sent {
+            Ok(id) => published.message_ids.push(id),
+            Err(e) => published.failed.push(Problem {
+                uri: input.uri(&object.name),
+                problem: format!("publishing to {topic}: {e}"),
+            }),
+        }
+    }
+    published
+}

@@ -1,0 +1,272 @@
+//! Start-up, apart from serving: settings in, a bound listener out, with
+//! the buckets opened through [`storage::open`] and the model loading (or
+//! fitting) in the background, so tests start the real application on port
+//! 0 and `/ready` tells when it can work.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{ApiKeys, PushAuth};
+use crate::config::{ModelSource, Settings};
+use crate::job::JobRunner;
+use crate::layout::fitted_model;
+use crate::model::Model;
+use crate::model::fit::{self, FitSpec};
+use crate::score::ScoreOptions;
+use crate::server::{AppState, router};
+use crate::storage::gcs::GcsOptions;
+use crate::storage::{self, Location, ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
+use crate::telemetry::Metrics;
+
+/// Largest model artifact or training file loaded at start.
+const MAX_MODEL_BYTES: usize = 64 << 20;
+const MAX_TRAINING_BYTES: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot open bucket {bucket}: {message}")]
+    Bucket { bucket: String, message: String },
+    #[error("cannot load the model ({location}): {message}")]
+    Model { location: String, message: String },
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The service, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: Arc<AppState>,
+    loader: tokio::task::JoinHandle<Result<(), StartError>>,
+    shutdown_grace: Duration,
+}
+
+/// Opens one bucket of a configuration, on its backend.
+async fn open_bucket(settings: &Settings, bucket: &str) -> Result<Arc<dyn ObjectStore>, StartError> {
+    let store = storage::open(&settings.backend, bucket, &settings.gcs)
+        .await
+        .map_err(|e| StartError::Bucket {
+            bucket: bucket.to_owned(),
+            message: e.to_string(),
+        })?;
+    Ok(match &settings.test_faults {
+        Some(plan) => storage::faults::FaultyStore::wrap(store, plan.clone()),
+        None => store,
+    })
+}
+
+impl Application {
+    /// Opens the buckets, binds the listener and starts loading the model;
+    /// serving starts with [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings) -> Result<Application, StartError> {
+        for warning in &settings.warnings {
+            tracing::warn!("{warning}");
+        }
+        let output = open_bucket(&settings, settings.output_bucket.as_str()).await?;
+        let input = match &settings.pushes {
+            Some(pushes) => Some(open_bucket(&settings, pushes.input_bucket.as_str()).await?),
+            None => None,
+        };
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: settings.listen,
+                source,
+            })?;
+        let metrics = Arc::new(Metrics::default());
+        let pushes = settings.pushes.as_ref();
+        let state = Arc::new(AppState {
+            role: settings.role,
+            model: OnceLock::new(),
+            jobs: OnceLock::new(),
+            job_slots: Arc::new(Semaphore::new(pushes.map_or(1, |p| p.max_concurrent_jobs))),
+            push_auth: pushes.and_then(|p| p.auth.clone()).map(PushAuth::new),
+            api_keys: settings.predict_api_keys.as_deref().and_then(ApiKeys::parse),
+            predict_max_rows: settings.predict_max_rows,
+            max_body_bytes: settings.max_body_bytes,
+            metrics: metrics.clone(),
+            project: settings.project.clone(),
+            started: Instant::now(),
+        });
+        let loader = {
+            let state = state.clone();
+            let settings = settings.clone();
+            tokio::spawn(async move {
+                let model = Arc::new(load_model(&settings, output.as_ref()).await?);
+                tracing::info!(model = model.name(), model_version = model.version(), "model ready");
+                if let (Some(pushes), Some(input)) = (&settings.pushes, input) {
+                    let options = ScoreOptions {
+                        chunk_bytes: settings.chunk_bytes,
+                        ..ScoreOptions::default()
+                    };
+                    let runner = JobRunner::new(
+                        input,
+                        output,
+                        model.clone(),
+                        options,
+                        pushes,
+                        metrics,
+                        &settings.revision,
+                    );
+                    let _ = state.jobs.set(Arc::new(runner));
+                }
+                let _ = state.model.set(model);
+                Ok(())
+            })
+        };
+        let router = router(state.clone(), settings.max_body_bytes, settings.body_timeout);
+        Ok(Application {
+            listener,
+            router,
+            state,
+            loader,
+            shutdown_grace: settings.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled; then stops taking requests,
+    /// gives in-flight jobs the grace period, abandons the rest cleanly (no
+    /// partial output; Pub/Sub redelivers) and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        let Application {
+            listener,
+            router,
+            state,
+            loader,
+            shutdown_grace,
+        } = self;
+        let addr = listener.local_addr().map_err(StartError::Serve)?;
+        tracing::info!(%addr, "listening");
+        let grace = {
+            let shutdown = shutdown.clone();
+            let state = state.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tracing::info!(grace_s = shutdown_grace.as_secs_f64(), "shutting down: no new work");
+                tokio::time::sleep(shutdown_grace).await;
+                if let Some(jobs) = state.jobs.get() {
+                    jobs.shutdown.cancel();
+                }
+            })
+        };
+        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future();
+        let mut serve = std::pin::pin!(serve);
+        let mut loader = Some(loader);
+        let result = loop {
+            let loading = async {
+                match loader.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                served = &mut serve => break served.map_err(StartError::Serve),
+                loaded = loading => {
+                    loader = None;
+                    match loaded {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => break Err(e),
+                        Err(e) => break Err(StartError::Model { location: "model loader".into(), message: e.to_string() }),
+                    }
+                }
+            }
+        };
+        grace.abort();
+        result
+    }
+}
+
+/// Loads or fits the model as configured.
+pub async fn load_model(settings: &Settings, output: &dyn ObjectStore) -> Result<Model, StartError> {
+    let source = &settings.model;
+    let fail = |location: &dyn std::fmt::Display, message: String| StartError::Model {
+        location: location.to_string(),
+        message,
+    };
+    match source {
+        ModelSource::Builtin => Model::default_model().map_err(|e| fail(&"built-in data/model.json", e.to_string())),
+        ModelSource::Load(location) => {
+            let named = format!("MODEL_URI={location}");
+            let bytes = read_location(settings, location, MAX_MODEL_BYTES)
+                .await
+                .map_err(|m| fail(&named, m))?;
+            Model::from_json(&bytes).map_err(|e| fail(&named, e.to_string()))
+        }
+        ModelSource::Fit(data_location) => {
+            let named = format!("TRAINING_DATA_URI={data_location}");
+            let location = &named;
+            let data = read_location(settings, data_location, MAX_TRAINING_BYTES)
+                .await
+                .map_err(|m| fail(location, m))?;
+            let base = Model::default_model().map_err(|e| fail(&"built-in model", e.to_string()))?;
+            let spec = FitSpec::like(base.artifact());
+            let name = match data_location {
+                Location::Gcs { name, .. } => name.rsplit('/').next().unwrap_or(name).to_owned(),
+                Location::Local(path) => path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            };
+            let fitted = tokio::task::spawn_blocking(move || fit::fit(&data[..], &name, &spec))
+                .await
+                .map_err(|e| fail(location, e.to_string()))?
+                .map_err(|e| fail(location, e.to_string()))?;
+            // Keep the fitted artifact next to the outputs: every manifest names
+            // its version, and this makes that version retrievable.
+            let object = fitted_model(fitted.model.version());
+            match write_bytes(
+                output,
+                &object,
+                fitted.json.clone(),
+                WriteOptions::create_only("application/json"),
+            )
+            .await
+            {
+                Ok(_) | Err(StorageError::AlreadyExists(_)) => {
+                    tracing::info!(artifact = %output.uri(&object), "fitted model written");
+                }
+                Err(e) => return Err(fail(&output.uri(&object), e.to_string())),
+            }
+            Ok(fitted.model)
+        }
+    }
+}
+
+async fn read_location(settings: &Settings, location: &Location, limit: usize) -> Result<Vec<u8>, String> {
+    match location {
+        Location::Local(path) => tokio::fs::read(path).await.map_err(|e| e.to_string()),
+        Location::Gcs { bucket, name } => {
+            let backend = storage::Backend::Gcs {
+                emulator: settings.storage_emulator().map(str::to_owned),
+            };
+            let store = storage::open(&backend, bucket, &GcsOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            read_all(store.as_ref(), name, limit)
+                .await
+                .map(|(_, b)| b)
+                .map_err(|e| e.to_string())
+        }
+    }
+}

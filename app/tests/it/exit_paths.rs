@@ -1,0 +1,429 @@
+//! The exit-path matrix: every stage of a job crossed with every way a job
+//! can end early, on the real service against fake-gcs-server.
+//!
+//! Stages (where the job is when it ends): `download` (opening the input),
+//! `scoring` (mid-download), `predictions-upload`, `errors-upload` (mid
+//! upload: the upload stalls while the engine fills its channel, the state
+//! that used to commit a prefix), `manifest` (the commit). Endings: SIGTERM
+//! with `SHUTDOWN_GRACE_SECONDS=0`, the lease taken over by another instance,
+//! storage failing permanently, a panic, and the input deleted meanwhile.
+//! The stage is reached deterministically through the service's test-only
+//! fault injection (`SCORER_TEST_FAULTS`, refused on Cloud Run): a `delay`
+//! holds the job there while the test acts, `fail` and `panic` end it there.
+//!
+//! After each case: every object in the output bucket is named by a
+//! committed manifest or byte-identical to a complete output (never a
+//! prefix); every push answered 2xx has a committed manifest; no lease was
+//! renewed after its job ended; and a later delivery finishes the input with
+//! exactly one output set.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::emulators::{FakeGcs, FakeGcsOptions};
+use crate::harness::{SCORER, Server};
+use scorer::storage::gcs::{GcsOptions, GcsStore};
+use scorer::storage::{ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
+
+const INPUT: &str = "exit/flights.csv";
+/// The lease's time to live in these tests: renewals every second.
+const LEASE_TTL_S: u64 = 3;
+/// How long a `delay` fault holds the job at its stage.
+const HOLD: &str = "3s";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Download,
+    Scoring,
+    PredictionsUpload,
+    ErrorsUpload,
+    Manifest,
+}
+
+impl Stage {
+    const ALL: [Stage; 5] = [
+        Stage::Download,
+        Stage::Scoring,
+        Stage::PredictionsUpload,
+        Stage::ErrorsUpload,
+        Stage::Manifest,
+    ];
+
+    fn spec(self) -> &'static str {
+        match self {
+            Stage::Download => "download",
+            Stage::Scoring => "scoring",
+            Stage::PredictionsUpload => "predictions-upload",
+            Stage::ErrorsUpload => "errors-upload",
+            Stage::Manifest => "manifest",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Sigterm,
+    LeaseLost,
+    StorageFails,
+    Panic,
+    InputDeleted,
+}
+
+impl Ending {
+    fn action(self) -> String {
+        match self {
+            Ending::Sigterm | Ending::LeaseLost | Ending::InputDeleted => format!("delay={HOLD}"),
+            Ending::StorageFails => "fail".into(),
+            Ending::Panic => "panic".into(),
+        }
+    }
+}
+
+/// A raw-layout flights file whose every 40th row has an unknown month, so
+/// the errors upload starts early and runs beside the predictions.
+fn input_bytes() -> Vec<u8> {
+    let mut out = String::from(
+        "Fecha-I,Vlo-I,Ori-I,Des-I,Emp-I,Fecha-O,Vlo-O,Ori-O,Des-O,Emp-O,DIA,MES,AÑO,DIANOM,TIPOVUELO,OPERA,SIGLAORI,SIGLADES\n",
+    );
+    let airlines = ["Grupo LATAM", "Sky Airline", "Copa Air", "Avianca"];
+    for i in 0..40_000usize {
+        let month = if i % 40 == 39 { 13 } else { i % 12 + 1 };
+        let kind = if i % 3 == 0 { "I" } else { "N" };
+        out.push_str(&format!(
+            "2017-01-01 10:00:00,{i},SCEL,SAEZ,LAN,2017-01-01 10:05:00,{i},SCEL,SAEZ,LAN,1,{month},2017,Lunes,{kind},{},Santiago,Buenos Aires\n",
+            airlines[i % airlines.len()]
+        ));
+    }
+    out.into_bytes()
+}
+
+/// The complete outputs of a fault-free run: predictions and errors.
+fn complete_outputs(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, bytes).unwrap();
+    let out = dir.path().join("out.csv");
+    let run = std::process::Command::new(SCORER)
+        .args(["score", input.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    (
+        std::fs::read(&out).unwrap(),
+        std::fs::read(dir.path().join("out.errors.csv")).unwrap(),
+    )
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+struct Case {
+    fake: FakeGcs,
+    store: GcsStore,
+    generation: i64,
+    predictions: Vec<u8>,
+    errors: Vec<u8>,
+}
+
+impl Case {
+    async fn new() -> Case {
+        let fake = FakeGcs::start(FakeGcsOptions::default()).await;
+        fake.create_bucket("in-bucket").await;
+        fake.create_bucket("out-bucket").await;
+        let bytes = input_bytes();
+        let (predictions, errors) = complete_outputs(&bytes);
+        let generation = fake.put_object("in-bucket", INPUT, &bytes).await;
+        let store = GcsStore::new(
+            "out-bucket",
+            Some(&fake.endpoint),
+            GcsOptions {
+                retry_budget: Duration::from_secs(5),
+                ..GcsOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        Case {
+            fake,
+            store,
+            generation,
+            predictions,
+            errors,
+        }
+    }
+
+    fn server(&self, faults: Option<&str>) -> Server {
+        let mut env = vec![
+            ("STORAGE_EMULATOR_HOST", self.fake.endpoint.as_str()),
+            ("INPUT_BUCKET", "in-bucket"),
+            ("OUTPUT_BUCKET", "out-bucket"),
+            ("STORAGE_RETRY_SECONDS", "5"),
+            ("SHUTDOWN_GRACE_SECONDS", "0"),
+            ("LEASE_TTL_SECONDS", "3"),
+        ];
+        if let Some(spec) = faults {
+            env.push(("SCORER_TEST_FAULTS", spec));
+        }
+        Server::start(&[], &env)
+    }
+
+    fn envelope(&self) -> Value {
+        scorer::event::finalize_envelope(
+            "in-bucket",
+            INPUT,
+            self.generation,
+            0,
+            "exit-path",
+            "projects/p/subscriptions/s",
+            "2026-01-01T00:00:00Z",
+        )
+    }
+
+    fn lease_prefix(&self) -> String {
+        format!("_leases/{INPUT}/{}/", self.generation)
+    }
+
+    /// Writes the next lease record as another instance, create-only, so the
+    /// job's next renewal finds the lease taken over.
+    async fn take_lease_over(&self) {
+        for _ in 0..20 {
+            let newest = self
+                .store
+                .list(&self.lease_prefix())
+                .await
+                .unwrap()
+                .iter()
+                .filter_map(|o| o.name.rsplit('/').next()?.strip_suffix(".json")?.parse::<u32>().ok())
+                .max()
+                .unwrap_or(0);
+            let record =
+                serde_json::json!({"holder": "another-instance", "expires_at_ms": now_ms() + 2_000, "released": false});
+            let name = format!("{}{:06}.json", self.lease_prefix(), newest + 1);
+            match write_bytes(
+                &self.store,
+                &name,
+                record.to_string().into_bytes(),
+                WriteOptions::create_only("application/json"),
+            )
+            .await
+            {
+                Ok(_) => return,
+                Err(StorageError::AlreadyExists(_)) => continue,
+                Err(e) => panic!("taking the lease over: {e}"),
+            }
+        }
+        panic!("could not take the lease over");
+    }
+
+    /// Objects of the output bucket outside `_leases/`, with their bytes.
+    async fn outputs(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for meta in self.store.list("").await.unwrap() {
+            if meta.name.starts_with("_leases/") {
+                continue;
+            }
+            let (_, bytes) = read_all(&self.store, &meta.name, 1 << 30).await.unwrap();
+            out.push((meta.name, bytes));
+        }
+        out
+    }
+
+    /// The committed manifest, if any.
+    async fn manifest(&self) -> Option<Value> {
+        let name = format!("{INPUT}/{}/manifest.json", self.generation);
+        match read_all(&self.store, &name, 1 << 20).await {
+            Ok((_, bytes)) => Some(serde_json::from_slice(&bytes).unwrap()),
+            Err(StorageError::NotFound(_)) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Every output object is named by the manifest or is a complete output:
+    /// never a prefix. Returns how many objects were inspected.
+    async fn assert_no_partial_objects(&self, label: &str) -> usize {
+        let manifest = self.manifest().await;
+        let named: Vec<String> = manifest
+            .iter()
+            .flat_map(|m| ["predictions", "errors"].map(|k| m["outputs"][k]["name"].as_str().map(str::to_owned)))
+            .flatten()
+            .collect();
+        let outputs = self.outputs().await;
+        for (name, bytes) in &outputs {
+            let file = name.rsplit('/').next().unwrap_or(name);
+            let complete = if file.starts_with("predictions") {
+                *bytes == self.predictions
+            } else if file.starts_with("errors") {
+                *bytes == self.errors || named.contains(name)
+            } else {
+                file == "manifest.json"
+            };
+            assert!(
+                complete,
+                "{label}: {name} ({} bytes) is neither named by a manifest nor complete (predictions {} bytes, errors {} bytes)",
+                bytes.len(),
+                self.predictions.len(),
+                self.errors.len()
+            );
+            if named.contains(name) && file.starts_with("predictions") {
+                assert!(*bytes == self.predictions, "{label}: the committed predictions differ");
+            }
+        }
+        outputs.len()
+    }
+
+    /// No lease record of ours was written after `ended_ms` (renewals carry
+    /// an expiry of their creation time plus the TTL).
+    async fn assert_no_renewal_after(&self, ended_ms: u64, label: &str) {
+        for meta in self.store.list(&self.lease_prefix()).await.unwrap() {
+            let (_, bytes) = read_all(&self.store, &meta.name, 1 << 16).await.unwrap();
+            let record: Value = serde_json::from_slice(&bytes).unwrap();
+            if record["holder"] == "another-instance" || record["released"] == true {
+                continue;
+            }
+            let expires = record["expires_at_ms"].as_u64().unwrap();
+            assert!(
+                expires <= ended_ms + LEASE_TTL_S * 1000 + 250,
+                "{label}: lease {} renewed after the job ended ({record})",
+                meta.name
+            );
+        }
+    }
+}
+
+async fn push(server: &Server, envelope: &Value) -> Option<u16> {
+    reqwest::Client::new()
+        .post(server.url("/"))
+        .json(envelope)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// Runs one cell of the matrix and checks its invariants.
+pub async fn run_case(stage: Stage, ending: Ending) -> usize {
+    let label = format!("{stage:?} x {ending:?}");
+    let case = Case::new().await;
+    let spec = format!("{}:{}", stage.spec(), ending.action());
+    let mut server = case.server(Some(&spec));
+    server.ready().await;
+    let envelope = case.envelope();
+    let first = {
+        let url = server.url("/");
+        let envelope = envelope.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&envelope)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        })
+    };
+    // Stage-dependent faults that never fire (an upload the input does not
+    // need) leave nothing to act on; every stage here is reached.
+    if matches!(ending, Ending::Sigterm | Ending::LeaseLost | Ending::InputDeleted) {
+        server.logs_matching(1, |l| l["message"] == "test fault injected").await;
+        match ending {
+            Ending::Sigterm => server.signal_term(),
+            Ending::LeaseLost => case.take_lease_over().await,
+            Ending::InputDeleted => assert!(case.fake.delete_object("in-bucket", INPUT).await),
+            _ => unreachable!(),
+        }
+    }
+    let status = first.await.unwrap();
+    let ended_ms = now_ms();
+    if ending == Ending::Sigterm {
+        server.exited(Duration::from_secs(30)).await;
+    }
+    if status.is_some_and(|s| (200..300).contains(&s)) {
+        assert!(
+            case.manifest().await.is_some(),
+            "{label}: answered {status:?} without a committed manifest"
+        );
+    }
+    let mut inspected = case.assert_no_partial_objects(&label).await;
+    // Two renewal periods: a renewer still running would have written.
+    tokio::time::sleep(Duration::from_millis(LEASE_TTL_S * 1000 * 2 / 3 + 200)).await;
+    case.assert_no_renewal_after(ended_ms, &label).await;
+
+    // A later delivery (the process restarted when it was stopped; a taken
+    // lease must expire first, so Pub/Sub's retries are played here).
+    if ending == Ending::Sigterm {
+        drop(server);
+        server = case.server(None);
+        server.ready().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = push(&server, &envelope).await;
+        if status == Some(200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{label}: redelivery still answers {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let manifest = case
+        .manifest()
+        .await
+        .unwrap_or_else(|| panic!("{label}: no manifest after redelivery"));
+    let gone = ending == Ending::InputDeleted && stage == Stage::Download;
+    assert_eq!(
+        manifest["status"],
+        if gone { "failed" } else { "scored" },
+        "{label}: {manifest}"
+    );
+    let manifests = case
+        .outputs()
+        .await
+        .iter()
+        .filter(|(n, _)| n.ends_with("manifest.json"))
+        .count();
+    assert_eq!(manifests, 1, "{label}: one output set");
+    inspected += case.assert_no_partial_objects(&label).await;
+    inspected
+}
+
+async fn row(ending: Ending) {
+    let mut inspected = 0;
+    for stage in Stage::ALL {
+        inspected += run_case(stage, ending).await;
+    }
+    eprintln!(
+        "exit paths {ending:?}: {} paths, {inspected} objects inspected, 0 truncated, 0 acknowledged without outputs",
+        Stage::ALL.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_paths_sigterm_at_every_stage() {
+    row(Ending::Sigterm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_paths_lease_lost_at_every_stage() {
+    row(Ending::LeaseLost).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_paths_storage_failing_at_every_stage() {
+    row(Ending::StorageFails).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_paths_panic_at_every_stage() {
+    row(Ending::Panic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_paths_input_deleted_at_every_stage() {
+    row(Ending::InputDeleted).await;
+}
