@@ -7,17 +7,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from conftest import ROOT, TF_DIR, need_tool
-from script_harness import (BUCKETS, PREDICT, PROJECT, PUSH, Env, ok, outputs, state_dependencies, terraform,
-                            write_mirror)
-from tf_mirror import Mirror, read_blocks
+from script_harness import (BUCKETS, PREDICT, PROJECT, PUSH, Env, ok, outputs, real_terraform,
+                            state_dependencies, terraform, tf_env, write_mirror)
+from tf_mirror import Mirror, mirror_address, read_blocks
 
 SETUP = (ROOT / "setup.sh").read_text()
 
@@ -56,8 +53,6 @@ def test_outputs_setup_needs_exist_after_its_targeted_apply(tmp_path):
     tf = write_mirror(tmp_path / "tf")
     targets = setup_targets()
     assert "google_artifact_registry_repository.images" in targets
-    from tf_mirror import mirror_address
-
     terraform(tf, "apply", "-input=false", "-auto-approve", f"-var=project_id={PROJECT}",
               *[f"-target={mirror_address(t)}" for t in targets])
     out = outputs(tf)
@@ -115,10 +110,9 @@ def test_push_concurrency_and_slots_are_one_number(tmp_path):
 
 def outputs_locals(tf: Path, expr: str) -> dict:
     """A local's value, as the real terraform evaluates it against the state (terraform console)."""
-    r = subprocess.run([shutil.which("terraform"), f"-chdir={tf}", "console", f"-var=project_id={PROJECT}",
+    r = subprocess.run([real_terraform(), f"-chdir={tf}", "console", f"-var=project_id={PROJECT}",
                         "-var=image_tag=t", "-var=max_concurrent_jobs=3", "-var=inline_max_bytes=1000000"],
-                       input=f"jsonencode({expr})\n", capture_output=True, text=True,
-                       env={**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"})
+                       input=f"jsonencode({expr})\n", capture_output=True, text=True, env=tf_env(), timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(json.loads(r.stdout.strip()))
 
