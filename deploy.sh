@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
-# deploy.sh: roll the scorer service to a new image, or back to the previous one.
+# deploy.sh: roll the scorer's two Cloud Run services (push and predict, one
+# image) to a new image, or back to their previous revisions.
 #
 # Builds and pushes the image of the current git commit (Cloud Build by default;
-# an image that already exists for the commit is reused), creates a Cloud Run
-# revision with it, sends all traffic to it and prints the new revision.
-# --rollback sends all traffic back to the previous ready revision instead.
-# Every name comes from `terraform output -json`.
+# an image that already exists for the commit is reused), creates a revision of
+# each service with it, sends all traffic to it and prints the new revisions.
+# --rollback sends each service's traffic back to its previous ready revision
+# instead. Every name comes from `terraform output -json`.
 set -euo pipefail
 
 usage() {
   cat <<'EOF'
 Usage: ./deploy.sh [--builder cloudbuild|docker] [--allow-dirty] [--dry-run]
-       ./deploy.sh --rollback [--to REVISION] [--dry-run]
+       ./deploy.sh --rollback [--service push|predict|both] [--to REVISION] [--dry-run]
 
-Deploy: build and push <image_uri>:<git commit> (unless it exists), roll the
-Cloud Run service to it with all traffic, and print the new revision.
-Rollback: send all traffic to the ready revision created before the one that
-serves now (or to --to REVISION).
+Deploy: build and push <image_uri>:<git commit> (unless it exists), roll both
+Cloud Run services (push: the Pub/Sub pushes; predict: POST /predict) to it
+with all traffic, and print "<service> <new revision>" for each.
+Rollback: send each service's traffic to its ready revision created before the
+one that serves now (or to --to REVISION, in the service that has it), and
+print "<service> <revision>" for each. Nothing changes unless every service
+asked for has a revision to go back to.
 
 Options:
   --builder KIND   cloudbuild (default: gcloud builds submit, no local Docker)
@@ -24,7 +28,9 @@ Options:
   --allow-dirty    deploy a work tree with uncommitted changes
                    (tag <commit>-dirty-<UTC time>)
   --rollback       move traffic back instead of deploying
-  --to REVISION    with --rollback: the revision to send all traffic to
+  --service WHICH  with --rollback: push, predict or both (default)
+  --to REVISION    with --rollback: the revision to send all traffic to (its
+                   service alone is rolled back)
   --dry-run        print the commands that would change something instead of
                    running them (read-only lookups still run)
   -h, --help       show this help
@@ -41,6 +47,7 @@ BUILDER="cloudbuild"
 ALLOW_DIRTY=0
 ROLLBACK=0
 TO_REVISION=""
+WHICH="both"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -102,12 +109,16 @@ while (($#)); do
     --rollback) ROLLBACK=1; shift ;;
     --to) TO_REVISION="${2:?--to needs a revision}"; shift 2 ;;
     --to=*) TO_REVISION="${1#*=}"; shift ;;
+    --service) WHICH="${2:?--service needs push, predict or both}"; shift 2 ;;
+    --service=*) WHICH="${1#*=}"; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; printf 'deploy.sh: unknown option: %s\n' "$1" >&2; exit 2 ;;
   esac
 done
 [[ -z "$TO_REVISION" || "$ROLLBACK" == 1 ]] || die "--to only goes with --rollback"
+[[ "$WHICH" == both || "$ROLLBACK" == 1 ]] || die "--service only goes with --rollback (a deploy rolls both services)"
+case "$WHICH" in push | predict | both) ;; *) die "--service must be push, predict or both, not '$WHICH'" ;; esac
 
 # --- preflight -------------------------------------------------------------------
 
@@ -127,46 +138,77 @@ read_outputs
 PROJECT="$(out project_id)"
 [[ -n "$PROJECT" ]] || die "no Google Cloud project: terraform output has no project_id (no state in $TF_DIR?). Run ./setup.sh first, or configure the remote backend (README.md, "Remote state")"
 REGION="$(need_out region)"
-SERVICE="$(need_out service_name)"
+PUSH_SERVICE="$(out push_service_name)"
+PREDICT_SERVICE="$(out predict_service_name)"
+[[ -n "$PUSH_SERVICE" && -n "$PREDICT_SERVICE" ]] ||
+  die "terraform output has no push_service_name / predict_service_name: the state predates the push/predict split (or setup stopped early). Run ./setup.sh first"
 GC=(--project "$PROJECT" --region "$REGION")
 
 # --- rollback ----------------------------------------------------------------------
 
-if ((ROLLBACK)); then
-  SERVICE_JSON="$(gcloud run services describe "$SERVICE" "${GC[@]}" --format=json)" ||
-    die "cannot describe service $SERVICE"
+# rollback_target SERVICE: prints "<revision serving now> <revision to send all
+# traffic to>" ("?" when unknown), or nothing with --to when SERVICE has no
+# such ready revision. Dies when there is nothing to roll back to.
+rollback_target() {
+  local service="$1" service_json revisions_json ready target current
+  service_json="$(gcloud run services describe "$service" "${GC[@]}" --format=json)" ||
+    die "cannot describe service $service"
   # the revision that serves now: the largest traffic share
-  CURRENT="$(jq -r '[.status.traffic[]? | select((.percent // 0) > 0)] | max_by(.percent) | .revisionName // empty' <<<"$SERVICE_JSON")"
-  REVISIONS_JSON="$(gcloud run revisions list --service "$SERVICE" "${GC[@]}" --format=json)" ||
-    die "cannot list the revisions of $SERVICE"
+  current="$(jq -r '[.status.traffic[]? | select((.percent // 0) > 0)] | max_by(.percent) | .revisionName // empty' <<<"$service_json")"
+  revisions_json="$(gcloud run revisions list --service "$service" "${GC[@]}" --format=json)" ||
+    die "cannot list the revisions of $service"
   # ready revisions, newest first
-  READY="$(jq -r '
+  ready="$(jq -r '
       map(select(any(.status.conditions[]?; .type == "Ready" and .status == "True")))
-      | sort_by(.metadata.creationTimestamp) | reverse | .[].metadata.name' <<<"$REVISIONS_JSON")"
+      | sort_by(.metadata.creationTimestamp) | reverse | .[].metadata.name' <<<"$revisions_json")"
 
   if [[ -n "$TO_REVISION" ]]; then
-    grep -qxF -- "$TO_REVISION" <<<"$READY" || die "revision $TO_REVISION is not a ready revision of $SERVICE"
-    TARGET="$TO_REVISION"
-  else
-    [[ -n "$CURRENT" ]] || die "cannot tell which revision of $SERVICE serves now"
-    # the first ready revision older than the current one
-    TARGET="$(jq -r --arg cur "$CURRENT" '
-        (map(select(.metadata.name == $cur)) | .[0].metadata.creationTimestamp) as $t
-        | map(select(any(.status.conditions[]?; .type == "Ready" and .status == "True")))
-        | map(select($t != null and .metadata.creationTimestamp < $t))
-        | sort_by(.metadata.creationTimestamp) | reverse | .[0].metadata.name // empty' <<<"$REVISIONS_JSON")"
-    [[ -n "$TARGET" ]] || die "no ready revision of $SERVICE older than $CURRENT: nothing to roll back to"
+    if grep -qxF -- "$TO_REVISION" <<<"$ready"; then printf '%s %s' "${current:-?}" "$TO_REVISION"; fi
+    return 0
   fi
-  [[ "$TARGET" != "$CURRENT" ]] || die "$TARGET already serves all traffic"
+  [[ -n "$current" ]] || die "cannot tell which revision of $service serves now"
+  # the first ready revision older than the current one
+  target="$(jq -r --arg cur "$current" '
+      (map(select(.metadata.name == $cur)) | .[0].metadata.creationTimestamp) as $t
+      | map(select(any(.status.conditions[]?; .type == "Ready" and .status == "True")))
+      | map(select($t != null and .metadata.creationTimestamp < $t))
+      | sort_by(.metadata.creationTimestamp) | reverse | .[0].metadata.name // empty' <<<"$revisions_json")"
+  [[ -n "$target" ]] || die "no ready revision of $service older than $current: nothing to roll back to (nothing was changed)"
+  printf '%s %s' "$current" "$target"
+}
 
-  say "rolling $SERVICE back: ${CURRENT:-?} -> $TARGET (all traffic)"
-  run gcloud run services update-traffic "$SERVICE" "${GC[@]}" --to-revisions "$TARGET=100"
+if ((ROLLBACK)); then
+  case "$WHICH" in
+    push) SERVICES=("$PUSH_SERVICE") ;;
+    predict) SERVICES=("$PREDICT_SERVICE") ;;
+    both) SERVICES=("$PUSH_SERVICE" "$PREDICT_SERVICE") ;;
+  esac
+  # Every target first, so that nothing moves unless all can.
+  PLAN=()
+  for service in "${SERVICES[@]}"; do
+    line="$(rollback_target "$service")"
+    [[ -n "$line" ]] || continue # --to names a revision of the other service
+    read -r current target <<<"$line"
+    [[ "$target" != "$current" ]] || die "$target already serves all traffic of $service"
+    PLAN+=("$service" "$current" "$target")
+  done
+  if [[ -n "$TO_REVISION" ]] && ((${#PLAN[@]} == 0)); then
+    die "revision $TO_REVISION is not a ready revision of ${SERVICES[*]}"
+  fi
+
+  for ((i = 0; i < ${#PLAN[@]}; i += 3)); do
+    service="${PLAN[i]}" current="${PLAN[i + 1]}" target="${PLAN[i + 2]}"
+    say "rolling $service back: $current -> $target (all traffic)"
+    run gcloud run services update-traffic "$service" "${GC[@]}" --to-revisions "$target=100"
+  done
   if ((DRY_RUN)); then
     say "dry run: nothing was changed"
   else
-    say "all traffic now goes to $TARGET; the next ./deploy.sh sends it to the new revision again"
+    say "traffic moved; the next ./deploy.sh sends it to new revisions again"
   fi
-  printf '%s\n' "$TARGET"
+  for ((i = 0; i < ${#PLAN[@]}; i += 3)); do
+    printf '%s %s\n' "${PLAN[i]}" "${PLAN[i + 2]}"
+  done
   exit 0
 fi
 
@@ -198,17 +240,30 @@ else
   run docker push "$IMAGE"
 fi
 
-say "rolling $SERVICE to $IMAGE"
-# A new revision (waits until it is ready; a revision that fails its startup
-# probe on /ready leaves traffic where it was) ...
-run gcloud run services update "$SERVICE" "${GC[@]}" --image "$IMAGE" --quiet
-# ... and all traffic to it, also after an earlier --rollback pinned traffic.
-run gcloud run services update-traffic "$SERVICE" "${GC[@]}" --to-latest --quiet
+# The push service first: it holds the work. Each update waits until the new
+# revision is ready (a revision that fails its startup probe on /ready leaves
+# traffic where it was and stops the deploy here) ...
+DONE=()
+for service in "$PUSH_SERVICE" "$PREDICT_SERVICE"; do
+  say "rolling $service to $IMAGE"
+  if ! run gcloud run services update "$service" "${GC[@]}" --image "$IMAGE" --quiet; then
+    if ((${#DONE[@]})); then
+      die "$service did not take $IMAGE (see above); ${DONE[*]} already serves it: ./deploy.sh --rollback --service push puts it back"
+    fi
+    die "$service did not take $IMAGE (see above); nothing was changed"
+  fi
+  # ... and all traffic to it, also after an earlier --rollback pinned traffic.
+  run gcloud run services update-traffic "$service" "${GC[@]}" --to-latest --quiet
+  DONE+=("$service")
+done
 
 if ((DRY_RUN)); then
   say "dry run: nothing was changed"
   exit 0
 fi
-REVISION="$(gcloud run services describe "$SERVICE" "${GC[@]}" --format='value(status.latestReadyRevisionName)')"
-say "$SERVICE now serves $REVISION ($IMAGE); undo with ./deploy.sh --rollback"
-printf '%s\n' "$REVISION"
+for service in "$PUSH_SERVICE" "$PREDICT_SERVICE"; do
+  REVISION="$(gcloud run services describe "$service" "${GC[@]}" --format='value(status.latestReadyRevisionName)')"
+  say "$service now serves $REVISION ($IMAGE)"
+  printf '%s %s\n' "$service" "$REVISION"
+done
+say "undo with ./deploy.sh --rollback"

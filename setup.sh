@@ -5,8 +5,13 @@
 # builder first (terraform apply -target), builds and pushes the image once with
 # Cloud Build (tagged with the git commit, no local Docker needed), then applies
 # the whole Terraform configuration. Running it again is harmless: once the
-# service exists its image is deploy.sh's business and nothing is built, an
+# services exist their image is deploy.sh's business and nothing is built, an
 # image that exists is never rebuilt, and Terraform changes only what differs.
+#
+# A fresh project lags: APIs enabled and service accounts created seconds ago
+# are refused for a minute or three, and a new log-based metric is unknown to
+# Cloud Monitoring for up to ten. Those errors (and only those) are retried
+# with a bounded backoff, saying what is awaited (retry_lagging below).
 set -euo pipefail
 
 usage() {
@@ -48,6 +53,7 @@ BUILDER="cloudbuild"
 ALLOW_DIRTY=0
 
 say() { printf '==> %s\n' "$*" >&2; }
+warn() { printf '==> warning: %s\n' "$*" >&2; }
 die() {
   printf 'setup.sh: error: %s\n' "$*" >&2
   exit 1
@@ -72,6 +78,66 @@ need_tools() {
   if ((${#missing[@]})); then
     die "missing tool(s): ${missing[*]}. Install them first (gcloud: https://cloud.google.com/sdk/docs/install; terraform >= 1.5: https://developer.hashicorp.com/terraform/install; jq, git and docker from your package manager)."
   fi
+}
+
+# --- waiting for what a fresh project is known to be slow to see ------------------
+
+# Seconds between retries; the length of each list bounds the retries.
+LAG_DELAYS=(15 30 60 60 60)       # APIs, service accounts, IAM grants: ~4 min
+METRIC_DELAYS=(60 120 120 120 180) # new log-based metrics: ~10 min
+
+# lag_reason KIND FILE: what the error in FILE says we must wait for (empty:
+# a real error, not worth a retry). KIND is apply or build.
+lag_reason() {
+  local kind="$1" file="$2"
+  if [[ "$kind" == build ]] && grep -q 'completed with status' "$file"; then
+    return 0 # the build ran and failed: the code, not propagation
+  fi
+  if grep -qE 'Cannot find metric\(s\)' "$file"; then
+    printf 'the new log-based metrics to reach Cloud Monitoring (up to 10 minutes after they are created)'
+  elif grep -qE 'SERVICE_DISABLED|has not been used in project|enabled this API recently|API .* is disabled' "$file"; then
+    printf 'the APIs enabled moments ago to become usable (a minute or three on a new project)'
+  elif grep -qE '[Ss]ervice [Aa]ccount .*(does not exist|not found)|Gaia id not found|iam\.serviceAccounts\.actAs|permission to act as' "$file"; then
+    printf 'the service accounts created moments ago to be usable in IAM (a minute or three)'
+  elif [[ "$kind" == build ]] && grep -qE 'PERMISSION_DENIED|does not have .*access|[Ff]orbidden|Error 403' "$file"; then
+    printf "the builder account's new grants to reach Cloud Build and Cloud Storage (a minute or three)"
+  fi
+}
+
+# retry_lagging KIND CMD...: run CMD (through run: --dry-run prints it). When
+# it fails with an error that a fresh project is known to give for a while
+# (lag_reason), say what it waits for, wait, and run it again: at most
+# ${#LAG_DELAYS[@]} retries (${#METRIC_DELAYS[@]} for the metrics). Any other
+# failure is returned at once.
+retry_lagging() {
+  local kind="$1" err rc attempt=0 reason delay
+  shift
+  err="$(mktemp "${TMPDIR:-/tmp}/scorer-setup.XXXXXX")"
+  while :; do
+    rc=0
+    run "$@" 2>"$err" || rc=$?
+    cat "$err" >&2
+    if ((rc == 0)); then
+      rm -f "$err"
+      return 0
+    fi
+    reason="$(lag_reason "$kind" "$err")"
+    if [[ -z "$reason" ]]; then
+      rm -f "$err"
+      return "$rc"
+    fi
+    local -a delays=("${LAG_DELAYS[@]}")
+    [[ "$reason" != *metrics* ]] || delays=("${METRIC_DELAYS[@]}")
+    if ((attempt >= ${#delays[@]})); then
+      say "gave up waiting for $reason after $attempt retries"
+      rm -f "$err"
+      return "$rc"
+    fi
+    delay="${delays[$attempt]}"
+    attempt=$((attempt + 1))
+    say "waiting for $reason: retry $attempt of ${#delays[@]} in ${delay}s"
+    sleep "$delay"
+  done
 }
 
 # Outputs of the Terraform state as JSON ({} when there is no state yet).
@@ -161,6 +227,8 @@ run gcloud services enable serviceusage.googleapis.com cloudresourcemanager.goog
 say "terraform init"
 run terraform -chdir="$TF_DIR" init -input=false
 
+# (project_id is written by the first apply below, targeted or not: it derives
+# from the Artifact Registry repository, see terraform/outputs.tf)
 read_outputs
 STATE_PROJECT="$(out project_id)"
 if [[ -n "$STATE_PROJECT" && "$STATE_PROJECT" != "$PROJECT" ]]; then
@@ -169,21 +237,20 @@ fi
 
 # --- 3. What the image build needs, before the service ------------------------------
 
+# The Pub/Sub service agent, which signs the pushes and moves dead letters, is
+# made sure to exist by Terraform (google_project_service_identity.pubsub).
 say "terraform apply: APIs, Artifact Registry repository, image builder"
-run terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_FLAGS[@]}"} "${TF_VARS[@]}" \
+retry_lagging apply terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_FLAGS[@]}"} "${TF_VARS[@]}" \
   -target=google_project_service.apis \
   -target=google_artifact_registry_repository.images \
   -target=google_artifact_registry_repository_iam_member.builder_pushes_images \
   -target=google_storage_bucket_iam_member.builder_reads_sources \
-  -target=google_project_iam_member.builder_writes_logs
+  -target=google_project_iam_member.builder_writes_logs ||
+  die "the first apply failed (see above). It is safe to run ./setup.sh again"
 
-# Pub/Sub's service agent signs the pushes and moves dead letters; some
-# projects create it only on first use, so make sure it exists before
-# Terraform grants it roles.
-if ! run gcloud beta services identity create --service=pubsub.googleapis.com --project "$PROJECT" --quiet; then
-  say "warning: could not make sure the Pub/Sub service agent exists ('gcloud beta' missing?). If the apply below fails on service-...@gcp-sa-pubsub.iam.gserviceaccount.com, run 'gcloud components install beta' and ./setup.sh again"
-fi
-
+# Only outputs that derive from the resources just targeted are in the state
+# now (terraform/outputs.tf): region, image_uri, build_service_account,
+# build_bucket. The project is $PROJECT.
 read_outputs
 REGION_OUT="$(need_out region)"
 IMAGE_URI="$(need_out image_uri)"
@@ -191,13 +258,14 @@ TFVARS_FILE="$TF_DIR/image.auto.tfvars.json"
 
 # --- 4. The image, once ---------------------------------------------------------------
 
-if [[ -n "$(out service_url)" ]]; then
-  # The service exists: new code reaches it through deploy.sh, and Terraform
-  # ignores its image. Keep the tag it was created with.
+# (service_url: the single service of earlier versions, now the push service)
+if [[ -n "$(out push_service_url)$(out service_url)" ]]; then
+  # The services exist: new code reaches them through deploy.sh, and Terraform
+  # ignores their image. Keep the tag they were created with.
   TAG=""
   [[ -f "$TFVARS_FILE" ]] && TAG="$(jq -r '.image_tag // empty' "$TFVARS_FILE" 2>/dev/null || true)"
   [[ -n "$TAG" ]] || TAG="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
-  say "service $(out service_name) exists: not building (roll out new code with ./deploy.sh)"
+  say "the services exist: not building (roll out new code with ./deploy.sh)"
 else
   TAG="$(image_tag)"
   COMMIT="${TAG%%-dirty-*}"
@@ -209,14 +277,16 @@ else
     say "building $IMAGE with Cloud Build (a few minutes)"
     BUILD_SA="$(need_out build_service_account)"
     BUILD_BUCKET="$(need_out build_bucket)"
-    run gcloud builds submit "$ROOT" \
+    # The builder account and its grants were created moments ago: Cloud Build
+    # may refuse them for a minute or three (retried, see retry_lagging).
+    retry_lagging build gcloud builds submit "$ROOT" \
       --project "$PROJECT" \
       --region "$REGION_OUT" \
       --config "$ROOT/cloudbuild.yaml" \
       --substitutions "_IMAGE=$IMAGE,_GIT_COMMIT=$COMMIT" \
       --service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA" \
       --gcs-source-staging-dir "gs://$BUILD_BUCKET/source" ||
-      die "the build failed. Right after the first apply this can be IAM still propagating: wait a minute and run ./setup.sh again (it is safe to repeat)"
+      die "the build failed (see above); fix it and run ./setup.sh again (it is safe to repeat)"
   else
     say "building $IMAGE with the local Docker"
     run gcloud auth configure-docker "${IMAGE_URI%%/*}" --quiet
@@ -236,8 +306,12 @@ fi
 
 # --- 5. Everything else ----------------------------------------------------------------
 
-say "terraform apply: buckets, Pub/Sub, Cloud Run service, IAM, monitoring"
-run terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_FLAGS[@]}"} "${TF_VARS[@]}" -var "image_tag=$TAG"
+# The first time, this creates the log-based metrics, then pauses (time_sleep,
+# log_metric_propagation_seconds) before the SLOs and alerts that read them;
+# should Cloud Monitoring still answer 404 for them, the apply is retried.
+say "terraform apply: buckets, Pub/Sub, the push and predict services, IAM, monitoring (the first time: ~5 min)"
+retry_lagging apply terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_FLAGS[@]}"} "${TF_VARS[@]}" -var "image_tag=$TAG" ||
+  die "the apply failed (see above). It is safe to run ./setup.sh again: Terraform creates only what is missing"
 
 if ((DRY_RUN)); then
   say "dry run: nothing was changed"
@@ -245,13 +319,17 @@ if ((DRY_RUN)); then
 fi
 
 read_outputs
+if [[ "$(jq -r '(.alert_notification_channels.value // []) | length' <<<"$TF_OUT")" == 0 ]]; then
+  warn "no alert channel is configured: the SLO, dead-letter and failed-file alerts fire, but nobody is told. Set alert_email (or notification_channels) in $TF_DIR/terraform.tfvars and run ./setup.sh again"
+fi
 cat <<EOF
 
-The scorer is set up in project $(out project_id) ($(out region)).
-  service:        $(out service_name)  $(out service_url)
-  input bucket:   gs://$(out input_bucket)/
-  output bucket:  gs://$(out output_bucket)/
-  dead letters:   $(out dead_letter_subscription)
+The scorer is set up in project $PROJECT ($(out region)).
+  push service:    $(out push_service_name)  $(out push_service_url)
+  predict service: $(out predict_service_name)  $(out predict_service_url)/predict
+  input bucket:    gs://$(out input_bucket)/
+  output bucket:   gs://$(out output_bucket)/
+  dead letters:    $(out dead_letter_subscription)
 
 Try it:
   gsutil cp data/scl_flights_2017.csv gs://$(out input_bucket)/

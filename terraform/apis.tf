@@ -13,7 +13,7 @@ locals {
       "run.googleapis.com",
       "storage.googleapis.com",
     ],
-    var.github_repository != "" ? ["sts.googleapis.com"] : [],
+    var.github_repository_id != "" ? ["sts.googleapis.com"] : [],
     var.predict_api_keys_secret != "" ? ["secretmanager.googleapis.com"] : [],
   )
 }

@@ -1,14 +1,19 @@
 # Continuous deployment from GitHub Actions without long-lived keys: the
-# workflow on the main branch of var.github_repository exchanges its OIDC token
-# for this deployer account (Workload Identity Federation). Nothing here exists
-# while github_repository is empty.
+# workflow on the main branch of the repository var.github_repository_id
+# exchanges its OIDC token for this deployer account (Workload Identity
+# Federation). Nothing here exists while github_repository_id is empty.
+#
+# The trust is keyed on the repository's numeric ID (the token's
+# repository_id claim), not on its name: a name can be freed (rename,
+# transfer, deletion) and claimed by someone else, an ID never.
 #
 # Note: a deleted workload identity pool is kept (soft-deleted) for 30 days and
 # its ID cannot be reused meanwhile; after destroy.sh, undelete it with
 # `gcloud iam workload-identity-pools undelete` or pick another service_name.
 
 locals {
-  github_enabled = var.github_repository != "" ? 1 : 0
+  github_enabled = var.github_repository_id != "" ? 1 : 0
+  github_label   = var.github_repository != "" ? var.github_repository : "repository ${var.github_repository_id}"
 }
 
 resource "google_iam_workload_identity_pool" "github" {
@@ -16,13 +21,13 @@ resource "google_iam_workload_identity_pool" "github" {
 
   workload_identity_pool_id = "${var.service_name}-github"
   display_name              = "${var.service_name} GitHub Actions"
-  description               = "GitHub Actions of ${var.github_repository}"
+  description               = "GitHub Actions of ${local.github_label}"
 
   depends_on = [google_project_service.apis]
 }
 
 resource "google_iam_workload_identity_pool_provider" "github" {
-  #checkov:skip=CKV_GCP_125:The condition pins assertion.sub to "repo:<var.github_repository>:ref:refs/heads/main"; checkov evaluates it with the variable's empty default and sees no repository.
+  #checkov:skip=CKV_GCP_125:The condition pins assertion.repository_id (the numeric id, which a renamed, transferred or re-created repository does not carry over) and assertion.ref to main; this check only recognises name-based assertion.sub == "repo:owner/name:..." conditions.
   count = local.github_enabled
 
   workload_identity_pool_id          = google_iam_workload_identity_pool.github[0].workload_identity_pool_id
@@ -30,14 +35,15 @@ resource "google_iam_workload_identity_pool_provider" "github" {
   display_name                       = "GitHub Actions OIDC"
 
   attribute_mapping = {
-    "google.subject"       = "assertion.sub"
-    "attribute.repository" = "assertion.repository"
-    "attribute.ref"        = "assertion.ref"
+    "google.subject"          = "assertion.sub"
+    "attribute.repository"    = "assertion.repository"
+    "attribute.repository_id" = "assertion.repository_id"
+    "attribute.ref"           = "assertion.ref"
   }
 
-  # Only workflow runs on this repository's main branch can use the pool at
-  # all (the subject of a job without an `environment:` on a push to main).
-  attribute_condition = "assertion.sub == \"repo:${var.github_repository}:ref:refs/heads/main\""
+  # Only workflow runs of this repository (by ID) on its main branch can use
+  # the pool at all.
+  attribute_condition = "assertion.repository_id == \"${var.github_repository_id}\" && assertion.ref == \"refs/heads/main\""
 
   oidc {
     issuer_uri = "https://token.actions.githubusercontent.com"
@@ -49,7 +55,7 @@ resource "google_service_account" "deployer" {
 
   account_id   = "${var.service_name}-deploy"
   display_name = "scorer deployer (GitHub Actions)"
-  description  = "Pushes images and rolls the scorer service from ${var.github_repository}@main."
+  description  = "Pushes images and rolls the scorer services from ${local.github_label}@main."
 
   depends_on = [google_project_service.apis]
 }
@@ -59,7 +65,7 @@ resource "google_service_account_iam_member" "github_impersonates_deployer" {
 
   service_account_id = google_service_account.deployer[0].name
   role               = "roles/iam.workloadIdentityUser"
-  member             = "principalSet://iam.googleapis.com/${google_iam_workload_identity_pool.github[0].name}/attribute.repository/${var.github_repository}"
+  member             = "principalSet://iam.googleapis.com/${google_iam_workload_identity_pool.github[0].name}/attribute.repository_id/${var.github_repository_id}"
 }
 
 resource "google_artifact_registry_repository_iam_member" "deployer_pushes_images" {
@@ -71,17 +77,26 @@ resource "google_artifact_registry_repository_iam_member" "deployer_pushes_image
   member     = google_service_account.deployer[0].member
 }
 
-# Update this one service (new revision, traffic) ...
+# Update these two services (new revision, traffic) ...
 resource "google_cloud_run_v2_service_iam_member" "deployer_develops_service" {
   count = local.github_enabled
 
-  name     = google_cloud_run_v2_service.scorer.name
-  location = google_cloud_run_v2_service.scorer.location
+  name     = google_cloud_run_v2_service.push.name
+  location = google_cloud_run_v2_service.push.location
   role     = "roles/run.developer"
   member   = google_service_account.deployer[0].member
 }
 
-# ... whose revisions run as the runtime account.
+resource "google_cloud_run_v2_service_iam_member" "deployer_develops_predict" {
+  count = local.github_enabled
+
+  name     = google_cloud_run_v2_service.predict.name
+  location = google_cloud_run_v2_service.predict.location
+  role     = "roles/run.developer"
+  member   = google_service_account.deployer[0].member
+}
+
+# ... whose revisions run as the runtime accounts.
 resource "google_service_account_iam_member" "deployer_acts_as_runtime" {
   count = local.github_enabled
 
@@ -90,9 +105,17 @@ resource "google_service_account_iam_member" "deployer_acts_as_runtime" {
   member             = google_service_account.deployer[0].member
 }
 
+resource "google_service_account_iam_member" "deployer_acts_as_predict" {
+  count = local.github_enabled
+
+  service_account_id = google_service_account.predict.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.deployer[0].member
+}
+
 # deploy.sh reads `terraform output`, which is in the remote state.
 resource "google_storage_bucket_iam_member" "deployer_reads_state" {
-  count = var.github_repository != "" && var.tf_state_bucket != "" ? 1 : 0
+  count = var.github_repository_id != "" && var.tf_state_bucket != "" ? 1 : 0
 
   bucket = var.tf_state_bucket
   role   = "roles/storage.objectViewer"

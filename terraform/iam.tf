@@ -1,11 +1,32 @@
 # Service accounts and what they may do. No primitive roles, no public members,
 # and the runtime account holds bucket-level object roles only.
 
-# The service itself.
+# The push service (scores the input files).
 resource "google_service_account" "runtime" {
   account_id   = "${var.service_name}-run"
-  display_name = "scorer Cloud Run runtime"
-  description  = "Runs the scorer: reads input objects, reads and creates output objects. Nothing else."
+  display_name = "scorer Cloud Run runtime (push)"
+  description  = "Runs the push service: reads input objects, reads and creates output objects. Nothing else."
+
+  depends_on = [google_project_service.apis]
+}
+
+# The predict service (online POST /predict): reads the model, nothing else.
+resource "google_service_account" "predict" {
+  account_id   = "${var.service_name}-predict"
+  display_name = "scorer Cloud Run runtime (predict)"
+  description  = "Runs the predict service: reads the model (MODEL_URI / TRAINING_DATA_URI). No input or output data."
+
+  depends_on = [google_project_service.apis]
+}
+
+# Pub/Sub's service agent signs the pushes and moves dead letters. Some
+# projects create it only on first use: this makes sure it exists before the
+# grants below name it (google 6.50 has no such resource; google-beta has).
+resource "google_project_service_identity" "pubsub" {
+  provider = google-beta
+
+  project = var.project_id
+  service = "pubsub.googleapis.com"
 
   depends_on = [google_project_service.apis]
 }
@@ -51,35 +72,59 @@ resource "google_storage_bucket_iam_member" "runtime_reads_model" {
   member = google_service_account.runtime.member
 }
 
-# --- runtime: the optional PREDICT_API_KEYS secret ---------------------------
+# --- predict: the model, and the optional PREDICT_API_KEYS secret ------------
 
-resource "google_secret_manager_secret_iam_member" "runtime_reads_api_keys" {
+resource "google_storage_bucket_iam_member" "predict_reads_model" {
+  for_each = local.model_uri_buckets
+
+  bucket = each.key
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.predict.member
+}
+
+# A model fitted at start from TRAINING_DATA_URI is written to
+# OUTPUT_BUCKET/_models/: only that prefix, and only when fitting is on.
+resource "google_storage_bucket_iam_member" "predict_creates_models" {
+  count = var.training_data_uri != "" ? 1 : 0
+
+  bucket = google_storage_bucket.output.name
+  role   = "roles/storage.objectCreator"
+  member = google_service_account.predict.member
+
+  condition {
+    title       = "fitted models only"
+    description = "The predict service may create objects under _models/ only."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${local.output_bucket}/objects/_models/\")"
+  }
+}
+
+resource "google_secret_manager_secret_iam_member" "predict_reads_api_keys" {
   count = var.predict_api_keys_secret != "" ? 1 : 0
 
   secret_id = var.predict_api_keys_secret
   role      = "roles/secretmanager.secretAccessor"
-  member    = google_service_account.runtime.member
+  member    = google_service_account.predict.member
 
   depends_on = [google_project_service.apis]
 }
 
 # --- invokers -----------------------------------------------------------------
 
-# Pub/Sub pushes as the push account.
+# Only Pub/Sub (as the push account) may invoke the push service.
 resource "google_cloud_run_v2_service_iam_member" "push_invoker" {
-  name     = google_cloud_run_v2_service.scorer.name
-  location = google_cloud_run_v2_service.scorer.location
+  name     = google_cloud_run_v2_service.push.name
+  location = google_cloud_run_v2_service.push.location
   role     = "roles/run.invoker"
   member   = google_service_account.push.member
 }
 
-# Callers of the online /predict API (none by default). They cannot submit
-# work: POST / checks that the token belongs to the push account.
+# Callers of the online /predict API (none by default) invoke the predict
+# service only; they cannot submit work to the push service.
 resource "google_cloud_run_v2_service_iam_member" "predict_invokers" {
   for_each = toset(var.predict_invokers)
 
-  name     = google_cloud_run_v2_service.scorer.name
-  location = google_cloud_run_v2_service.scorer.location
+  name     = google_cloud_run_v2_service.predict.name
+  location = google_cloud_run_v2_service.predict.location
   role     = "roles/run.invoker"
   member   = each.key
 }

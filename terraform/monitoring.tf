@@ -1,5 +1,5 @@
 # Log-based metrics, SLOs with burn-rate alerts, the dead-letter alert and a
-# dashboard. Everything here reads what the service already emits: Cloud Run's
+# dashboard. Everything here reads what the services already emit: Cloud Run's
 # request metrics, Pub/Sub's subscription metrics, and the one "job summary"
 # log entry per input object generation.
 
@@ -79,30 +79,65 @@ resource "google_logging_metric" "job_duration" {
   depends_on = [google_project_service.apis]
 }
 
+# --- the metrics reach Cloud Monitoring minutes after they exist ---------------
+
+# Cloud Monitoring answers 404 "Cannot find metric(s) ... it could take up to
+# 10 minutes to become available" to an SLO or alert policy that names a
+# log-based metric created moments before (a known provider issue). Whatever
+# reads a log-based metric takes its name from this pause's triggers, so
+# Terraform creates it only after the pause; the pause runs on the apply that
+# creates (or renames) the metrics, never again. setup.sh also retries that
+# 404 with a bounded backoff, for the rare project where it lasts longer.
+resource "time_sleep" "log_metrics" {
+  create_duration = "${var.log_metric_propagation_seconds}s"
+
+  triggers = {
+    jobs         = google_logging_metric.jobs.name
+    rows_scored  = google_logging_metric.rows_scored.name
+    job_duration = google_logging_metric.job_duration.name
+  }
+}
+
+locals {
+  # The only way to name a log-based metric below: through the pause.
+  metric_jobs         = "logging.googleapis.com/user/${time_sleep.log_metrics.triggers["jobs"]}"
+  metric_rows_scored  = time_sleep.log_metrics.triggers["rows_scored"]
+  metric_job_duration = "logging.googleapis.com/user/${time_sleep.log_metrics.triggers["job_duration"]}"
+}
+
 # --- SLOs ----------------------------------------------------------------------
 
 resource "google_monitoring_custom_service" "scorer" {
-  service_id   = var.service_name
-  display_name = "scorer (Cloud Storage -> Pub/Sub -> Cloud Run)"
+  service_id   = local.push_service_name
+  display_name = "scorer push (Cloud Storage -> Pub/Sub -> Cloud Run ${local.push_service_name})"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_monitoring_custom_service" "predict" {
+  service_id   = local.predict_service_name
+  display_name = "scorer online predictions (Cloud Run ${local.predict_service_name})"
 
   depends_on = [google_project_service.apis]
 }
 
 locals {
-  run_requests = join(" AND ", [
+  run_request_count = join(" AND ", [
     "metric.type=\"run.googleapis.com/request_count\"",
     "resource.type=\"cloud_run_revision\"",
-    "resource.labels.service_name=\"${var.service_name}\"",
   ])
+  # Requests of one service each: the push service sees only pushes, the
+  # predict service only online predictions.
+  run_requests     = "${local.run_request_count} AND resource.labels.service_name=\"${local.push_service_name}\""
+  predict_requests = "${local.run_request_count} AND resource.labels.service_name=\"${local.predict_service_name}\""
+  scored_files     = "metric.type=\"${local.metric_jobs}\" AND resource.type=\"cloud_run_revision\" AND metric.labels.outcome=\"scored\""
 }
 
 # Availability: 99.5 % of pushes answered 2xx. Good = 2xx, bad = 5xx, and the
-# 4xx are left out on purpose: 429 is the service's back-pressure, expected
-# whenever more files arrive than job slots (Pub/Sub retries it, and a file that
-# keeps getting 429 ends on the dead-letter topic, which alerts separately);
-# 400/401 are malformed or unauthenticated callers, not unavailability.
-# Cloud Run's request_count has no path label, so online /predict calls (none
-# unless predict_invokers is set) are counted alongside the pushes.
+# 4xx are left out on purpose: a 429 is Cloud Run's "no free instance" during
+# a burst (Pub/Sub retries it, and a file that keeps getting it ends on the
+# dead-letter topic, which alerts separately); 400/401 are malformed or
+# unauthenticated callers, not unavailability.
 resource "google_monitoring_slo" "push_availability" {
   service             = google_monitoring_custom_service.scorer.service_id
   slo_id              = "push-availability"
@@ -130,11 +165,50 @@ resource "google_monitoring_slo" "file_latency" {
   request_based_sli {
     distribution_cut {
       distribution_filter = join(" AND ", [
-        "metric.type=\"logging.googleapis.com/user/${google_logging_metric.job_duration.name}\"",
+        "metric.type=\"${local.metric_job_duration}\"",
         "resource.type=\"cloud_run_revision\"",
       ])
       range {
         max = var.file_latency_budget_ms
+      }
+    }
+  }
+}
+
+# Online predictions: answered 2xx (among 2xx + 5xx; a 400 is a caller's bad
+# flight, a 401/403 a caller without rights) ...
+resource "google_monitoring_slo" "predict_availability" {
+  service             = google_monitoring_custom_service.predict.service_id
+  slo_id              = "predict-availability"
+  display_name        = "Predictions answered 2xx (${format("%.1f", var.predict_availability_slo_goal * 100)} %, 28 days)"
+  goal                = var.predict_availability_slo_goal
+  rolling_period_days = 28
+
+  request_based_sli {
+    good_total_ratio {
+      good_service_filter = "${local.predict_requests} AND metric.labels.response_code_class=\"2xx\""
+      bad_service_filter  = "${local.predict_requests} AND metric.labels.response_code_class=\"5xx\""
+    }
+  }
+}
+
+# ... and fast (Cloud Run's request latency, every response class).
+resource "google_monitoring_slo" "predict_latency" {
+  service             = google_monitoring_custom_service.predict.service_id
+  slo_id              = "predict-latency"
+  display_name        = "Predictions within ${var.predict_latency_threshold_ms} ms (${format("%.1f", var.predict_latency_slo_goal * 100)} %, 28 days)"
+  goal                = var.predict_latency_slo_goal
+  rolling_period_days = 28
+
+  request_based_sli {
+    distribution_cut {
+      distribution_filter = join(" AND ", [
+        "metric.type=\"run.googleapis.com/request_latencies\"",
+        "resource.type=\"cloud_run_revision\"",
+        "resource.labels.service_name=\"${local.predict_service_name}\"",
+      ])
+      range {
+        max = var.predict_latency_threshold_ms
       }
     }
   }
@@ -154,46 +228,107 @@ resource "google_monitoring_notification_channel" "email" {
   depends_on = [google_project_service.apis]
 }
 
-# Multi-window burn-rate alerts (28-day budget): 14.4x over 1 h spends 2 % of
-# the budget in an hour (page); 6x over 6 h spends 5 % in six hours (ticket).
-resource "google_monitoring_alert_policy" "slo_burn" {
-  for_each = {
-    availability = google_monitoring_slo.push_availability.name
-    latency      = google_monitoring_slo.file_latency.name
+# Multi-window, multi-burn-rate alerts on each SLO (the SRE workbook's
+# pattern, 28-day budget). Each alert ANDs three conditions:
+#   - the long window burns the budget at the rate (14.4x over 1 h spends 2 %
+#     of the budget in an hour: page; 6x over 6 h spends 5 % in six hours:
+#     ticket),
+#   - the short window (1/12 of the long one: 5 min, 30 min) burns at the same
+#     rate, so the alert stops soon after the burning stops and a burst that
+#     is already over does not fire,
+#   - the long window holds at least slo_alert_min_events events (requests,
+#     or scored files for the file-latency SLO), so a trickle cannot page:
+#     one slow file out of three is a 33 % error rate, but not an incident.
+locals {
+  slo_alerts = {
+    push-availability = {
+      slo    = google_monitoring_slo.push_availability.name
+      events = local.run_requests
+      what   = "pushes answered 2xx"
+      look   = "5xx answers of the ${local.push_service_name} service and its job summaries"
+    }
+    file-latency = {
+      slo    = google_monitoring_slo.file_latency.name
+      events = local.scored_files
+      what   = "files scored within ${var.file_latency_budget_ms / 1000} s"
+      look   = "job summaries with a large duration_ms (resource.labels.service_name=\"${local.push_service_name}\" jsonPayload.message=\"job summary\")"
+    }
+    predict-availability = {
+      slo    = google_monitoring_slo.predict_availability.name
+      events = local.predict_requests
+      what   = "predictions answered 2xx"
+      look   = "5xx answers of the ${local.predict_service_name} service"
+    }
+    predict-latency = {
+      slo    = google_monitoring_slo.predict_latency.name
+      events = local.predict_requests
+      what   = "predictions within ${var.predict_latency_threshold_ms} ms"
+      look   = "request latencies and instance counts of the ${local.predict_service_name} service"
+    }
   }
 
-  display_name          = "scorer: ${each.key} SLO burning its error budget"
-  combiner              = "OR"
-  severity              = "ERROR"
+  burn_windows = {
+    fast = { long = 3600, short = 300, rate = 14.4, severity = "CRITICAL", kind = "page" }
+    slow = { long = 21600, short = 1800, rate = 6, severity = "WARNING", kind = "ticket" }
+  }
+
+  burn_alerts = {
+    for pair in setproduct(keys(local.slo_alerts), keys(local.burn_windows)) :
+    "${pair[0]}-${pair[1]}" => merge(local.slo_alerts[pair[0]], local.burn_windows[pair[1]], { name = pair[0] })
+  }
+}
+
+resource "google_monitoring_alert_policy" "slo_burn" {
+  for_each = local.burn_alerts
+
+  display_name          = "scorer: ${each.value.name} SLO burning its error budget (${each.value.kind})"
+  combiner              = "AND"
+  severity              = each.value.severity
   notification_channels = local.notification_channels
 
   conditions {
-    display_name = "fast burn (14.4x over 1 h)"
+    display_name = "burn rate over ${each.value.long / 3600} h above ${each.value.rate}x"
     condition_threshold {
-      filter          = "select_slo_burn_rate(\"${each.value}\", \"3600s\")"
+      filter          = "select_slo_burn_rate(\"${each.value.slo}\", \"${each.value.long}s\")"
       comparison      = "COMPARISON_GT"
-      threshold_value = 14.4
+      threshold_value = each.value.rate
       duration        = "0s"
     }
   }
 
   conditions {
-    display_name = "slow burn (6x over 6 h)"
+    display_name = "burn rate over ${each.value.short / 60} min above ${each.value.rate}x"
     condition_threshold {
-      filter          = "select_slo_burn_rate(\"${each.value}\", \"21600s\")"
+      filter          = "select_slo_burn_rate(\"${each.value.slo}\", \"${each.value.short}s\")"
       comparison      = "COMPARISON_GT"
-      threshold_value = 6
+      threshold_value = each.value.rate
       duration        = "0s"
+    }
+  }
+
+  conditions {
+    display_name = "at least ${var.slo_alert_min_events} events in ${each.value.long / 3600} h"
+    condition_threshold {
+      filter = each.value.events
+      # counts are whole numbers: more than N - 1 is at least N
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.slo_alert_min_events - 1
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "${each.value.long}s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
     }
   }
 
   documentation {
     mime_type = "text/markdown"
     content   = <<-EOT
-      The scorer's ${each.key} SLO is spending its 28-day error budget too fast.
-      Look at the job summaries in Logs Explorer:
-      `resource.type="cloud_run_revision" resource.labels.service_name="${var.service_name}" jsonPayload.message="job summary"`
-      and at 5xx responses of the service. A bad release is undone with `./deploy.sh --rollback`.
+      The scorer's SLO "${each.value.what}" is spending its 28-day error budget
+      ${each.value.rate} times too fast, over the last ${each.value.long / 3600} h and the last
+      ${each.value.short / 60} min, with at least ${var.slo_alert_min_events} events.
+      Look at the ${each.value.look}. A bad release is undone with `./deploy.sh --rollback`.
     EOT
   }
 }
@@ -248,7 +383,7 @@ resource "google_monitoring_alert_policy" "failed_files" {
     display_name = "job summaries with outcome=failed"
     condition_threshold {
       filter = join(" AND ", [
-        "metric.type=\"logging.googleapis.com/user/${google_logging_metric.jobs.name}\"",
+        "metric.type=\"${local.metric_jobs}\"",
         "resource.type=\"cloud_run_revision\"",
         "metric.labels.outcome=\"failed\"",
       ])
@@ -272,7 +407,7 @@ resource "google_monitoring_alert_policy" "failed_files" {
     content   = <<-EOT
       At least one input file could not be scored. Its errors.csv and manifest.json
       are in the output bucket under `<input object>/<generation>/`; the job summary says why:
-      `resource.type="cloud_run_revision" resource.labels.service_name="${var.service_name}" jsonPayload.message="job summary" jsonPayload.outcome="failed"`
+      `resource.type="cloud_run_revision" resource.labels.service_name="${local.push_service_name}" jsonPayload.message="job summary" jsonPayload.outcome="failed"`
     EOT
   }
 }
@@ -280,9 +415,10 @@ resource "google_monitoring_alert_policy" "failed_files" {
 # --- dashboard ---------------------------------------------------------------------
 
 locals {
-  jobs_metric    = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.jobs.name}\" resource.type=\"cloud_run_revision\""
-  dlq_metric     = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" resource.type=\"pubsub_subscription\" resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letters.name}\""
-  latency_metric = "metric.type=\"run.googleapis.com/request_latencies\" resource.type=\"cloud_run_revision\" resource.labels.service_name=\"${var.service_name}\""
+  jobs_metric            = "metric.type=\"${local.metric_jobs}\" resource.type=\"cloud_run_revision\""
+  dlq_metric             = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" resource.type=\"pubsub_subscription\" resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letters.name}\""
+  latency_metric         = "metric.type=\"run.googleapis.com/request_latencies\" resource.type=\"cloud_run_revision\" resource.labels.service_name=\"${local.push_service_name}\""
+  predict_latency_metric = "metric.type=\"run.googleapis.com/request_latencies\" resource.type=\"cloud_run_revision\" resource.labels.service_name=\"${local.predict_service_name}\""
 }
 
 resource "google_monitoring_dashboard" "scorer" {
@@ -321,7 +457,7 @@ resource "google_monitoring_dashboard" "scorer" {
               dataSets = [{
                 plotType = "STACKED_BAR"
                 timeSeriesQuery = {
-                  prometheusQuery = "sum(increase(logging_googleapis_com:user_${google_logging_metric.rows_scored.name}_sum{monitored_resource=\"cloud_run_revision\"}[5m]))"
+                  prometheusQuery = "sum(increase(logging_googleapis_com:user_${local.metric_rows_scored}_sum{monitored_resource=\"cloud_run_revision\"}[5m]))"
                 }
               }]
             }
@@ -351,7 +487,7 @@ resource "google_monitoring_dashboard" "scorer" {
         {
           xPos = 6, yPos = 4, width = 6, height = 4
           widget = {
-            title = "Responses by class (pushes and /predict)"
+            title = "Push responses by class"
             xyChart = {
               dataSets = [{
                 plotType = "STACKED_AREA"
@@ -393,7 +529,7 @@ resource "google_monitoring_dashboard" "scorer" {
         {
           xPos = 6, yPos = 8, width = 6, height = 4
           widget = {
-            title = "Request latency p50 / p99"
+            title = "Push request latency p50 / p99"
             xyChart = {
               dataSets = [
                 {
@@ -414,6 +550,64 @@ resource "google_monitoring_dashboard" "scorer" {
                   timeSeriesQuery = {
                     timeSeriesFilter = {
                       filter = local.latency_metric
+                      aggregation = {
+                        alignmentPeriod    = "60s"
+                        perSeriesAligner   = "ALIGN_DELTA"
+                        crossSeriesReducer = "REDUCE_PERCENTILE_99"
+                      }
+                    }
+                  }
+                },
+              ]
+            }
+          }
+        },
+        {
+          xPos = 0, yPos = 12, width = 6, height = 4
+          widget = {
+            title = "Predict responses by class"
+            xyChart = {
+              dataSets = [{
+                plotType = "STACKED_AREA"
+                timeSeriesQuery = {
+                  timeSeriesFilter = {
+                    filter = local.predict_requests
+                    aggregation = {
+                      alignmentPeriod    = "60s"
+                      perSeriesAligner   = "ALIGN_RATE"
+                      crossSeriesReducer = "REDUCE_SUM"
+                      groupByFields      = ["metric.label.response_code_class"]
+                    }
+                  }
+                }
+              }]
+            }
+          }
+        },
+        {
+          xPos = 6, yPos = 12, width = 6, height = 4
+          widget = {
+            title = "Predict latency p50 / p99"
+            xyChart = {
+              dataSets = [
+                {
+                  plotType = "LINE"
+                  timeSeriesQuery = {
+                    timeSeriesFilter = {
+                      filter = local.predict_latency_metric
+                      aggregation = {
+                        alignmentPeriod    = "60s"
+                        perSeriesAligner   = "ALIGN_DELTA"
+                        crossSeriesReducer = "REDUCE_PERCENTILE_50"
+                      }
+                    }
+                  }
+                },
+                {
+                  plotType = "LINE"
+                  timeSeriesQuery = {
+                    timeSeriesFilter = {
+                      filter = local.predict_latency_metric
                       aggregation = {
                         alignmentPeriod    = "60s"
                         perSeriesAligner   = "ALIGN_DELTA"

@@ -1,13 +1,21 @@
 # Read by setup.sh, deploy.sh and destroy.sh (`terraform output -json`).
+#
+# Terraform writes an output after `terraform apply -target=...` only when the
+# output depends on a targeted resource: an output whose value is only a
+# variable (`value = var.region`) is missing from the state until the first
+# full apply. So everything setup.sh reads between its targeted apply and the
+# full apply (project_id, region, image_uri, build_service_account,
+# build_bucket) derives from a resource that targeted apply creates
+# (tests/infra/test_scripts_terraform.py checks this with the real terraform).
 
 output "project_id" {
   description = "Project that holds everything."
-  value       = var.project_id
+  value       = google_artifact_registry_repository.images.project
 }
 
 output "region" {
-  description = "Region of the service, the repository and the builds."
-  value       = var.region
+  description = "Region of the services, the repository and the builds."
+  value       = google_artifact_registry_repository.images.location
 }
 
 output "input_bucket" {
@@ -25,14 +33,29 @@ output "image_uri" {
   value       = local.image_uri
 }
 
-output "service_name" {
-  description = "Cloud Run service."
-  value       = google_cloud_run_v2_service.scorer.name
+output "push_service_name" {
+  description = "Cloud Run service that scores the input files (Pub/Sub pushes to POST /)."
+  value       = google_cloud_run_v2_service.push.name
 }
 
-output "service_url" {
-  description = "URL of the service (POST /predict with an identity token of a predict invoker)."
-  value       = google_cloud_run_v2_service.scorer.uri
+output "push_service_url" {
+  description = "URL of the push service (only the push service account may invoke it)."
+  value       = google_cloud_run_v2_service.push.uri
+}
+
+output "predict_service_name" {
+  description = "Cloud Run service of the online API (POST /predict)."
+  value       = google_cloud_run_v2_service.predict.name
+}
+
+output "predict_service_url" {
+  description = "URL of the online API: POST <predict_service_url>/predict with an identity token of a predict invoker."
+  value       = google_cloud_run_v2_service.predict.uri
+}
+
+output "push_request_timeout_seconds" {
+  description = "Longest a push request (one file's job) can run: the push service's request timeout, which is also the subscription's ack deadline. destroy.sh drains this long."
+  value       = google_pubsub_subscription.push.ack_deadline_seconds
 }
 
 output "topic" {
@@ -80,17 +103,22 @@ output "build_bucket" {
   value       = google_storage_bucket.build_staging.name
 }
 
+output "alert_notification_channels" {
+  description = "Where the alerts go (alert_email, notification_channels). Empty: alerts fire silently (setup.sh warns)."
+  value       = local.notification_channels
+}
+
 output "dashboard" {
   description = "Cloud Monitoring dashboard."
   value       = "https://console.cloud.google.com/monitoring/dashboards/builder/${element(split("/", google_monitoring_dashboard.scorer.id), 3)}?project=${var.project_id}"
 }
 
 output "github_workload_identity_provider" {
-  description = "For the workflow's GCP_WORKLOAD_IDENTITY_PROVIDER variable (empty without github_repository)."
-  value       = var.github_repository != "" ? google_iam_workload_identity_pool_provider.github[0].name : ""
+  description = "For the workflow's GCP_WORKLOAD_IDENTITY_PROVIDER secret (empty without github_repository_id)."
+  value       = local.github_enabled == 1 ? google_iam_workload_identity_pool_provider.github[0].name : ""
 }
 
 output "github_deployer_service_account" {
-  description = "For the workflow's GCP_DEPLOY_SERVICE_ACCOUNT variable (empty without github_repository)."
-  value       = var.github_repository != "" ? google_service_account.deployer[0].email : ""
+  description = "For the workflow's GCP_DEPLOY_SERVICE_ACCOUNT secret (empty without github_repository_id)."
+  value       = local.github_enabled == 1 ? google_service_account.deployer[0].email : ""
 }

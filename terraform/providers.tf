@@ -1,7 +1,4 @@
-provider "google" {
-  project = var.project_id
-  region  = var.region
-
+locals {
   # Every resource that takes labels carries these (plus var.labels), so the
   # scorer's resources can be found and costed together.
   default_labels = merge(
@@ -13,8 +10,17 @@ provider "google" {
   )
 }
 
-data "google_project" "this" {
-  project_id = var.project_id
+provider "google" {
+  project        = var.project_id
+  region         = var.region
+  default_labels = local.default_labels
+}
+
+# Only for google_project_service_identity (iam.tf).
+provider "google-beta" {
+  project        = var.project_id
+  region         = var.region
+  default_labels = local.default_labels
 }
 
 # The Cloud Storage service agent publishes the bucket notifications.

@@ -47,9 +47,11 @@ resource "google_pubsub_subscription" "push" {
   name  = "${var.service_name}-push"
   topic = google_pubsub_topic.input_events.id
 
-  # A push request lasts as long as its job: the ack deadline is the longest
-  # Pub/Sub allows, and the service's request timeout is the same 600 s.
-  ack_deadline_seconds = 600
+  # For a push subscription the ack deadline is how long Pub/Sub waits for the
+  # HTTP answer. A push request lasts as long as its job, so this is the push
+  # service's request timeout: one variable (at most 600 s, Pub/Sub's limit)
+  # feeds both, and they cannot disagree.
+  ack_deadline_seconds = var.request_timeout_seconds
 
   message_retention_duration = "604800s"
 
@@ -59,7 +61,7 @@ resource "google_pubsub_subscription" "push" {
   }
 
   push_config {
-    push_endpoint = "${google_cloud_run_v2_service.scorer.uri}/"
+    push_endpoint = "${google_cloud_run_v2_service.push.uri}/"
 
     # Signed by Google for the push service account, with a fixed audience
     # that the service checks (PUSH_AUDIENCE, PUSH_SERVICE_ACCOUNT) and Cloud
@@ -70,17 +72,19 @@ resource "google_pubsub_subscription" "push" {
     }
   }
 
-  # 429 (over capacity, or the job runs elsewhere) and 5xx are retried with
-  # exponential backoff: 10 s, 20 s, 40 s, ... up to 600 s between attempts.
+  # 429 (Cloud Run had no free instance: max_instances reached and the queue
+  # full; or the job runs elsewhere) and 5xx are retried with exponential
+  # backoff: 10 s, 20 s, 40 s, ... up to 600 s between attempts.
   retry_policy {
     minimum_backoff = "${var.retry_minimum_backoff_seconds}s"
     maximum_backoff = "${var.retry_maximum_backoff_seconds}s"
   }
 
   # How max_delivery_attempts (default 50) was chosen: every delivery counts,
-  # including the 429s an overloaded service answers by design while its job
-  # slots are full, so a small number would dead-letter healthy files during a
-  # backlog. With the backoff above, attempts 1-7 are spread over about 10
+  # including the 429s Cloud Run answers when a burst finds every instance
+  # busy at max_instances (the app itself no longer refuses: its request
+  # concurrency equals its job slots), so a small number would dead-letter
+  # healthy files during a backlog. With the backoff above, attempts 1-7 are spread over about 10
   # minutes (10+20+...+320 s) and each later one waits 600 s, so 50 attempts
   # keep a notification alive for about 7.5 hours (more when Pub/Sub slows its
   # push rate after errors): a backlog that keeps every instance busy for a

@@ -9,6 +9,7 @@
 
 resource "google_storage_bucket" "input" {
   #checkov:skip=CKV_GCP_62:Object access is audited with Cloud Audit Logs (Data Access logs for storage.googleapis.com), not legacy usage-log buckets.
+  #checkov:skip=CKV_GCP_78:Input versioning is opt-in (var.input_versioning): outputs are keyed by the input's generation, and versions plus soft delete would store a re-uploaded file up to three times.
   name          = local.input_bucket
   location      = local.bucket_location
   storage_class = "STANDARD"
@@ -17,14 +18,16 @@ resource "google_storage_bucket" "input" {
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
 
-  # A replaced or deleted input stays recoverable: as a noncurrent version for
-  # noncurrent_version_retention_days, then soft-deleted for 7 more days.
+  # Opt-in (input_versioning, input_soft_delete_days): each upload is scored
+  # under its own generation, so old versions only cost storage. With
+  # versioning on, a replaced or deleted input stays a noncurrent version for
+  # noncurrent_version_retention_days; with soft delete, that long again.
   versioning {
-    enabled = true
+    enabled = var.input_versioning
   }
 
   soft_delete_policy {
-    retention_duration_seconds = 604800
+    retention_duration_seconds = var.input_soft_delete_days * 86400
   }
 
   lifecycle_rule {
@@ -147,6 +150,12 @@ resource "google_storage_notification" "input_finalize" {
   event_types    = ["OBJECT_FINALIZE"]
 
   # Creating the notification fails unless the Cloud Storage service agent may
-  # already publish to the topic.
-  depends_on = [google_pubsub_topic_iam_member.gcs_publishes_input_events]
+  # already publish to the topic. And it is created only once the push
+  # subscription exists: a file uploaded in between would be announced on a
+  # topic with no subscription, and that notification would be lost.
+  # (destroy.sh deletes it first, before the subscription, for the same reason.)
+  depends_on = [
+    google_pubsub_topic_iam_member.gcs_publishes_input_events,
+    google_pubsub_subscription.push,
+  ]
 }

@@ -25,14 +25,14 @@ variable "bucket_location" {
 }
 
 variable "service_name" {
-  description = "Cloud Run service name; also the prefix of the service accounts, topics and subscriptions."
+  description = "Name of the push Cloud Run service; also the prefix of the predict service (<service_name>-predict), the service accounts, topics, subscriptions and default bucket names."
   type        = string
   default     = "scorer"
 
   validation {
-    # service accounts are named "<service_name>-deploy": at most 30 characters
-    condition     = can(regex("^[a-z][a-z0-9-]{2,21}[a-z0-9]$", var.service_name))
-    error_message = "service_name must be 4-23 lowercase letters, digits or hyphens, starting with a letter."
+    # service accounts are named "<service_name>-predict": at most 30 characters
+    condition     = can(regex("^[a-z][a-z0-9-]{2,20}[a-z0-9]$", var.service_name))
+    error_message = "service_name must be 4-22 lowercase letters, digits or hyphens, starting with a letter."
   }
 }
 
@@ -47,13 +47,13 @@ variable "labels" {
 # ---------------------------------------------------------------------------
 
 variable "input_bucket_name" {
-  description = "Input bucket (CSV files land here); empty means \"<project_id>-scorer-input\"."
+  description = "Input bucket (CSV files land here); empty means \"<project_id>-<service_name>-input\"."
   type        = string
   default     = ""
 }
 
 variable "output_bucket_name" {
-  description = "Output bucket (predictions, manifests, errors); empty means \"<project_id>-scorer-output\". Must differ from the input bucket."
+  description = "Output bucket (predictions, manifests, errors); empty means \"<project_id>-<service_name>-output\". Must differ from the input bucket."
   type        = string
   default     = ""
 }
@@ -91,8 +91,25 @@ variable "input_retention_days" {
   }
 }
 
+variable "input_versioning" {
+  description = "Keep replaced or deleted input files as noncurrent versions (for noncurrent_version_retention_days). Off by default: outputs are keyed by the input's generation already, and a versioned, soft-deleting input bucket stores a re-uploaded file up to three times."
+  type        = bool
+  default     = false
+}
+
+variable "input_soft_delete_days" {
+  description = "Soft delete of the input bucket: a deleted or replaced input stays restorable this many days (7-90), billed as stored. 0 (the default) turns soft delete off."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.input_soft_delete_days == 0 || (var.input_soft_delete_days >= 7 && var.input_soft_delete_days <= 90 && floor(var.input_soft_delete_days) == var.input_soft_delete_days)
+    error_message = "input_soft_delete_days must be 0 (off) or a whole number of days from 7 to 90 (Cloud Storage's limits)."
+  }
+}
+
 variable "noncurrent_version_retention_days" {
-  description = "Both buckets keep object versions; a replaced or deleted version is removed for good after this many days."
+  description = "The output bucket (and the input bucket with input_versioning) keeps object versions; a replaced or deleted version is removed for good after this many days."
   type        = number
   default     = 7
 
@@ -141,25 +158,19 @@ variable "image_keep_count" {
 # ---------------------------------------------------------------------------
 
 variable "cpu" {
-  description = "vCPUs per instance."
+  description = "vCPUs per push-service instance."
   type        = string
   default     = "2"
 }
 
 variable "memory" {
-  description = "Memory per instance (the engine streams with flat memory: 160-330 MiB measured from 100k to 10M-row files, bench/deadline.sh)."
+  description = "Memory per push-service instance (the engine streams with flat memory: 160-330 MiB measured from 100k to 10M-row files, bench/deadline.sh)."
   type        = string
   default     = "1Gi"
 }
 
-variable "container_concurrency" {
-  description = "Requests per instance. Online predictions share instances with push jobs; jobs themselves are capped by max_concurrent_jobs."
-  type        = number
-  default     = 16
-}
-
 variable "request_timeout_seconds" {
-  description = "Request timeout of the service. A push request lasts as long as its job, so this matches the subscription's 600 s ack deadline."
+  description = "Request timeout of the push service, and the push subscription's ack deadline (one value, so they always agree): a push request lasts as long as its job."
   type        = number
   default     = 600
 
@@ -170,21 +181,37 @@ variable "request_timeout_seconds" {
 }
 
 variable "min_instances" {
-  description = "Minimum instances (0 scales to zero)."
+  description = "Minimum instances of the push service (0 scales to zero)."
   type        = number
   default     = 0
 }
 
 variable "max_instances" {
-  description = "Maximum instances."
+  description = "Maximum instances of the push service: at most max_instances x max_concurrent_jobs files are scored at once."
   type        = number
   default     = 10
 }
 
 variable "max_concurrent_jobs" {
-  description = "MAX_CONCURRENT_JOBS: jobs one instance runs at once; a push beyond it answers 429 and Pub/Sub retries later."
+  description = "Job slots of one push-service instance. The same number is the service's request concurrency (max_instance_request_concurrency) and its MAX_CONCURRENT_JOBS, so Cloud Run queues extra pushes and adds instances instead of the app refusing them with 429."
   type        = number
   default     = 2
+
+  validation {
+    condition     = var.max_concurrent_jobs >= 1 && var.max_concurrent_jobs <= 1000 && floor(var.max_concurrent_jobs) == var.max_concurrent_jobs
+    error_message = "max_concurrent_jobs must be a whole number from 1 to 1000 (Cloud Run's request concurrency limit)."
+  }
+}
+
+variable "inline_max_bytes" {
+  description = "INLINE_MAX_BYTES: largest input (bytes) scored inside its push request; a larger one gets a committed failure report naming the limit (answered 2xx, never retried). null leaves the binary's default, which is sized for the 600 s request timeout; lower it with request_timeout_seconds (docs/DEPLOY.md, \"Size admission\")."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.inline_max_bytes == null ? true : var.inline_max_bytes >= 1 && floor(var.inline_max_bytes) == var.inline_max_bytes
+    error_message = "inline_max_bytes must be null (the binary's default) or a whole number of bytes >= 1."
+  }
 }
 
 variable "lease_ttl_seconds" {
@@ -200,7 +227,7 @@ variable "log_level" {
 }
 
 variable "ingress" {
-  description = "Who can reach the service over the network (IAM still decides who may call it). Pub/Sub push works with INGRESS_TRAFFIC_INTERNAL_ONLY too, but then /predict is reachable only from inside the project's VPC."
+  description = "Who can reach the push service over the network (IAM still decides who may call it). Pub/Sub push works with INGRESS_TRAFFIC_INTERNAL_ONLY too."
   type        = string
   default     = "INGRESS_TRAFFIC_ALL"
 
@@ -211,7 +238,7 @@ variable "ingress" {
 }
 
 variable "deletion_protection" {
-  description = "Protect the Cloud Run service from terraform destroy (destroy.sh then fails until it is set to false and applied)."
+  description = "Protect both Cloud Run services from terraform destroy (destroy.sh then fails until it is set to false and applied)."
   type        = bool
   default     = false
 }
@@ -245,11 +272,72 @@ variable "predict_api_keys_secret" {
 }
 
 # ---------------------------------------------------------------------------
-# Who may call the service
+# The predict service (POST /predict): same image, its own scaling
+# ---------------------------------------------------------------------------
+
+variable "predict_concurrency" {
+  description = "Requests per instance of the predict service (short CPU-bound requests: many at once)."
+  type        = number
+  default     = 80
+
+  validation {
+    condition     = var.predict_concurrency >= 1 && var.predict_concurrency <= 1000
+    error_message = "predict_concurrency must be 1..1000."
+  }
+}
+
+variable "predict_cpu" {
+  description = "vCPUs per predict-service instance."
+  type        = string
+  default     = "1"
+}
+
+variable "predict_memory" {
+  description = "Memory per predict-service instance."
+  type        = string
+  default     = "512Mi"
+}
+
+variable "predict_min_instances" {
+  description = "Minimum instances of the predict service (1 or more avoids cold starts for online callers)."
+  type        = number
+  default     = 0
+}
+
+variable "predict_max_instances" {
+  description = "Maximum instances of the predict service."
+  type        = number
+  default     = 10
+}
+
+variable "predict_request_timeout_seconds" {
+  description = "Request timeout of the predict service."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.predict_request_timeout_seconds >= 1 && var.predict_request_timeout_seconds <= 3600
+    error_message = "predict_request_timeout_seconds must be 1..3600."
+  }
+}
+
+variable "predict_ingress" {
+  description = "Who can reach the predict service over the network (IAM still decides who may call it)."
+  type        = string
+  default     = "INGRESS_TRAFFIC_ALL"
+
+  validation {
+    condition     = contains(["INGRESS_TRAFFIC_ALL", "INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"], var.predict_ingress)
+    error_message = "predict_ingress must be INGRESS_TRAFFIC_ALL, INGRESS_TRAFFIC_INTERNAL_ONLY or INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Who may call the services
 # ---------------------------------------------------------------------------
 
 variable "push_audience" {
-  description = "Fixed audience of the push OIDC tokens: set on the subscription, in the service's custom audiences and in its PUSH_AUDIENCE."
+  description = "Fixed audience of the push OIDC tokens: set on the subscription, in the push service's custom audiences and in its PUSH_AUDIENCE."
   type        = string
   default     = "scorer-push"
 
@@ -260,7 +348,7 @@ variable "push_audience" {
 }
 
 variable "predict_invokers" {
-  description = "Members allowed to call the online POST /predict API (e.g. \"group:analysts@example.com\"). The push endpoint still accepts only the push service account's token."
+  description = "Members allowed to invoke the predict service (POST /predict), e.g. \"group:analysts@example.com\". Only the push service account may invoke the push service."
   type        = list(string)
   default     = []
 
@@ -312,6 +400,41 @@ variable "availability_slo_goal" {
   default     = 0.995
 }
 
+variable "predict_availability_slo_goal" {
+  description = "Share of predict-service requests answered 2xx (among 2xx + 5xx) over 28 days."
+  type        = number
+  default     = 0.999
+}
+
+variable "predict_latency_slo_goal" {
+  description = "Share of predict-service requests answered within predict_latency_threshold_ms over 28 days."
+  type        = number
+  default     = 0.99
+}
+
+variable "predict_latency_threshold_ms" {
+  description = "Latency threshold of the predict SLO (ms, Cloud Run's request_latencies)."
+  type        = number
+  default     = 300
+}
+
+variable "slo_alert_min_events" {
+  description = "A burn-rate alert fires only when its long window holds at least this many events (requests, or scored files for the file-latency SLO): a trickle of traffic, or one slow file, cannot page."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.slo_alert_min_events >= 1
+    error_message = "slo_alert_min_events must be >= 1."
+  }
+}
+
+variable "log_metric_propagation_seconds" {
+  description = "Pause between creating the log-based metrics and creating the SLOs and alerts that read them (Cloud Monitoring answers 404 for a new log-based metric for minutes). Only on the apply that creates the metrics; setup.sh also retries that 404 with a bounded backoff."
+  type        = number
+  default     = 180
+}
+
 variable "latency_slo_goal" {
   description = "Share of scored files whose job finished within file_latency_budget_ms over 28 days."
   type        = number
@@ -345,8 +468,19 @@ variable "notification_channels" {
 # Continuous deployment (GitHub Actions through Workload Identity Federation)
 # ---------------------------------------------------------------------------
 
+variable "github_repository_id" {
+  description = "Numeric ID of the GitHub repository whose main branch may deploy (gh api repos/OWNER/NAME --jq .id). The trust is keyed on this ID, which a renamed, transferred or re-created repository does not carry over. Empty creates no workload identity pool or deployer account."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^([0-9]+)?$", var.github_repository_id))
+    error_message = "github_repository_id must be empty or the repository's numeric ID (gh api repos/OWNER/NAME --jq .id), not its name."
+  }
+}
+
 variable "github_repository" {
-  description = "\"owner/name\" of the GitHub repository whose main branch may deploy; empty creates no workload identity pool or deployer account."
+  description = "\"owner/name\" of that repository: only a label in descriptions (the trust is keyed on github_repository_id)."
   type        = string
   default     = ""
 

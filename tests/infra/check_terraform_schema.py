@@ -10,11 +10,17 @@ every required argument and block must be there. References
 something declared, with an attribute the type really exports, and
 lifecycle.ignore_changes must name real attributes.
 
-The schema comes from the npm package @cdktf/provider-google (16.12.1 is
-generated from hashicorp/google 6.50.0, the version versions.tf pins); see
-tf_schema.py.
+The schemas come from the npm packages @cdktf/provider-google and
+@cdktf/provider-google-beta (16.12.1, generated from hashicorp/google and
+google-beta 6.50.0, the version versions.tf pins) and @cdktf/provider-time
+(11.0.1, from hashicorp/time 0.13.1); see tf_schema.py. A resource belongs to
+the provider its `provider =` names, else to the one its type's prefix names
+(google_..., time_...); every provider used must be in required_providers as
+hashicorp/<name>, and a type the google provider lacks but google-beta has is
+reported with that hint.
 
-usage: check_terraform_schema.py --provider-package DIR [--cache FILE] [TF_DIR]
+usage: check_terraform_schema.py --provider-package DIR [--provider NAME=DIR ...]
+                                 [--cache FILE] [TF_DIR]
 """
 
 from __future__ import annotations
@@ -34,8 +40,11 @@ RESOURCE_META_ARGS = {"count", "for_each", "depends_on", "provider", "lifecycle"
 TERRAFORM_KEYWORDS = {"each", "count", "self", "path", "terraform"}
 
 _REF = re.compile(
-    r"(?<![\w.\"'])(data\.)?(google_[a-z0-9_]+)\.([A-Za-z_][\w-]*)(?:\[[^\]]*\])?(?:\.([A-Za-z_]\w*))?"
+    r"(?<![\w.\"'])(data\.)?((?:google|time)_[a-z0-9_]+)\.([A-Za-z_][\w-]*)(?:\[[^\]]*\])?(?:\.([A-Za-z_]\w*))?"
 )
+# the provider's minimum number of resource types (a changed package layout
+# yields far fewer)
+MIN_RESOURCES = {"google": 500, "google-beta": 500, "time": 3}
 _VAR = re.compile(r"(?<![\w.])var\.([A-Za-z_][\w-]*)")
 _LOCAL = re.compile(r"(?<![\w.])local\.([A-Za-z_][\w-]*)")
 
@@ -49,11 +58,24 @@ def line_of(body) -> str:
     return str(body.get("__start_line__", "?")) if isinstance(body, dict) else "?"
 
 
+def provider_of(rtype: str, body: dict) -> str:
+    """The provider (local name) of a resource: its `provider =`, else its type's prefix."""
+    explicit = body.get("provider")
+    if explicit:
+        return re.sub(r"^\$\{|\}$", "", str(explicit)).split(".")[0]
+    return rtype.split("_", 1)[0]
+
+
 class Checker:
-    def __init__(self, schema: dict):
-        self.schema = schema
+    def __init__(self, schemas: dict):
+        # {provider local name: schema}; "google" is required
+        self.schemas = schemas
+        self.schema = schemas["google"]
         self.errors: list[str] = []
         self.declared: dict[tuple[str, str], set] = {}  # (kind, type) -> names
+        self.provider_of: dict[tuple[str, str, str], str] = {}  # (kind, type, name) -> provider
+        self.required_providers: dict[str, str] = {}  # local name -> source
+        self.used_providers: set[str] = set()
         self.variables: set[str] = set()
         self.locals: set[str] = set()
         self.counts = {"resources": 0, "data": 0, "types": set()}
@@ -133,8 +155,16 @@ class Checker:
             for kind in ("resource", "data"):
                 for entry in doc.get(kind, []):
                     for rtype, named in entry.items():
-                        for name in named:
+                        for name, body in named.items():
+                            if name in META:
+                                continue
                             self.declared.setdefault((kind, rtype), set()).add(name)
+                            self.provider_of[(kind, rtype, name)] = provider_of(rtype, body)
+            for tf in doc.get("terraform", []):
+                for rp in tf.get("required_providers", []):
+                    for pname, spec in rp.items():
+                        if pname not in META and isinstance(spec, dict):
+                            self.required_providers[pname] = spec.get("source", "")
             for entry in doc.get("variable", []):
                 self.variables.update(k for k in entry if k not in META)
             for entry in doc.get("locals", []):
@@ -150,9 +180,19 @@ class Checker:
                     for rtype, named in entry.items():
                         for name, body in named.items():
                             where = f"{rel}:{line_of(body)} {'data.' if kind == 'data' else ''}{rtype}.{name}"
-                            sch = self.schema[table].get(rtype)
+                            pname = provider_of(rtype, body)
+                            self.used_providers.add(pname)
+                            if pname not in self.schemas:
+                                self.err(where, f"provider \"{pname}\" is not known to the schema check "
+                                                f"(known: {', '.join(sorted(self.schemas))})")
+                                continue
+                            sch = self.schemas[pname][table].get(rtype)
                             if sch is None:
-                                self.err(where, f"the google provider has no {kind} type \"{rtype}\"")
+                                hint = ""
+                                beta = self.schemas.get("google-beta")
+                                if pname == "google" and beta and rtype in beta[table]:
+                                    hint = ": it exists only in google-beta (set provider = google-beta)"
+                                self.err(where, f"the {pname} provider has no {kind} type \"{rtype}\"{hint}")
                                 continue
                             self.counts[table if kind == "resource" else "data"] += 1
                             self.counts["types"].add(rtype)
@@ -160,11 +200,21 @@ class Checker:
                             self.check_lifecycle(body, sch, where)
             for entry in doc.get("provider", []):
                 for pname, body in entry.items():
-                    if pname == "google":
-                        self.check_body(body, self.schema["provider"], f"{rel}:{line_of(body)} provider.google", True)
+                    if pname in META:
+                        continue
+                    self.used_providers.add(pname)
+                    if pname in self.schemas:
+                        self.check_body(body, self.schemas[pname]["provider"],
+                                        f"{rel}:{line_of(body)} provider.{pname}", True)
                     else:
                         self.err(rel, f"unexpected provider \"{pname}\"")
             self.check_refs(doc, rel)
+        for pname in sorted(self.used_providers):
+            source = self.required_providers.get(pname)
+            if source is None:
+                self.err(str(tf_dir), f"provider \"{pname}\" is used but not in terraform.required_providers")
+            elif source != f"hashicorp/{pname}":
+                self.err(str(tf_dir), f"required_providers.{pname}.source is \"{source}\", not \"hashicorp/{pname}\"")
 
     def check_lifecycle(self, body: dict, sch: dict, where: str) -> None:
         for lc in body.get("lifecycle", []):
@@ -185,6 +235,14 @@ class Checker:
                 yield from self.strings(v)
 
     def check_refs(self, doc: dict, rel: str) -> None:
+        # a moved block's `from` names an address that no longer exists; its
+        # `to` must be declared
+        for mv in doc.get("moved", []):
+            to = re.sub(r"^\$\{|\}$", "", str(mv.get("to", "")))
+            parts = to.split(".")
+            if len(parts) != 2 or parts[1] not in self.declared.get(("resource", parts[0]), set()):
+                self.err(rel, f"moved block points at undeclared {to}")
+        doc = {k: v for k, v in doc.items() if k != "moved"}
         for s in self.strings(doc):
             for m in _REF.finditer(s):
                 is_data, rtype, name, attr = m.group(1), m.group(2), m.group(3), m.group(4)
@@ -193,7 +251,8 @@ class Checker:
                 if name not in self.declared.get((kind, rtype), set()):
                     self.err(rel, f"reference to undeclared {label}")
                     continue
-                sch = self.schema[table].get(rtype)
+                pname = self.provider_of.get((kind, rtype, name), "google")
+                sch = self.schemas.get(pname, {}).get(table, {}).get(rtype)
                 if sch is None or attr is None:
                     continue
                 known = set(sch["attributes"]) | set(sch["blocks"]) | set(sch.get("computed", [])) | {"id"}
@@ -211,20 +270,34 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--provider-package", required=True, type=Path,
                     help="node_modules/@cdktf/provider-google directory")
-    ap.add_argument("--cache", type=Path, help="JSON cache of the extracted schema")
+    ap.add_argument("--provider", action="append", default=[], metavar="NAME=DIR",
+                    help="another provider's package, e.g. google-beta=node_modules/@cdktf/provider-google-beta")
+    ap.add_argument("--cache", type=Path, help="JSON cache of the extracted google schema "
+                    "(the others are cached beside it as <name>-provider-schema.json)")
     ap.add_argument("tf_dir", nargs="?", type=Path, default=Path(__file__).resolve().parents[2] / "terraform")
     args = ap.parse_args(argv)
 
+    packages = {"google": args.provider_package}
+    for spec in args.provider:
+        name, sep, directory = spec.partition("=")
+        if not sep or not name or not directory:
+            ap.error(f"--provider takes NAME=DIR, not {spec!r}")
+        packages[name] = Path(directory)
+    schemas = {}
     try:
-        if args.cache:
-            schema = tf_schema.cached_provider_schema(args.provider_package, args.cache)
-        else:
-            schema = tf_schema.load_provider_schema(args.provider_package)
+        for name, package in packages.items():
+            minimum = MIN_RESOURCES.get(name, 1)
+            if args.cache:
+                cache = args.cache if name == "google" else args.cache.with_name(f"{name}-provider-schema.json")
+                schemas[name] = tf_schema.cached_provider_schema(package, cache, minimum)
+            else:
+                schemas[name] = tf_schema.load_provider_schema(package, minimum)
     except (OSError, tf_schema.SchemaError) as e:
         print(f"schema check: cannot read the provider schema: {e}", file=sys.stderr)
         return 2
+    schema = schemas["google"]
 
-    checker = Checker(schema)
+    checker = Checker(schemas)
     checker.check(args.tf_dir)
     if checker.errors:
         print(f"schema check: {len(checker.errors)} problem(s) in {args.tf_dir}:", file=sys.stderr)
@@ -233,7 +306,7 @@ def main(argv=None) -> int:
         return 1
     print(f"schema check: {checker.counts['resources']} resources and {checker.counts['data']} data sources "
           f"({len(checker.counts['types'])} types) match the google provider schema "
-          f"({len(schema['resources'])} resource types known)")
+          f"({len(schema['resources'])} resource types known; providers checked: {', '.join(sorted(schemas))})")
     return 0
 
 

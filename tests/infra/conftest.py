@@ -40,6 +40,7 @@ class TfConfig:
         self.locals: dict[str, object] = {}
         self.terraform: list[dict] = []
         self.providers: dict[str, dict] = {}
+        self.moved: list[dict] = []
         for f in self.files:
             with f.open(encoding="utf-8") as fh:
                 doc = strip_meta(hcl2.load(fh, with_meta=True))
@@ -59,6 +60,7 @@ class TfConfig:
             self.terraform.extend(doc.get("terraform", []))
             for entry in doc.get("provider", []):
                 self.providers.update(entry)
+            self.moved.extend(doc.get("moved", []))
 
     def resource(self, rtype: str, name: str) -> dict:
         assert rtype in self.resources and name in self.resources[rtype], f"terraform/ declares no {rtype}.{name}"
@@ -99,3 +101,25 @@ def need_env_path(var: str, what: str) -> Path:
         pytest.fail(f"{var} does not point at {what}: run these tests through .ci/infra-checks.sh, "
                     f"which installs it and sets {var}", pytrace=False)
     return Path(value)
+
+
+# --- the script tests' mirror of terraform/ (script_harness.py) ------------------------
+
+
+@pytest.fixture(scope="session")
+def mirror_template(tmp_path_factory) -> Path:
+    """terraform/ mirrored (tf_mirror.py) and initialised by the real terraform; no state."""
+    from script_harness import write_mirror
+
+    return write_mirror(tmp_path_factory.mktemp("mirror") / "tf")
+
+
+@pytest.fixture(scope="session")
+def deployed_template(tmp_path_factory, mirror_template) -> Path:
+    """The mirror after a full apply (as setup.sh leaves it), by the real terraform."""
+    from script_harness import PROJECT, terraform
+
+    out = tmp_path_factory.mktemp("deployed") / "tf"
+    shutil.copytree(mirror_template, out, symlinks=True)
+    terraform(out, "apply", "-input=false", "-auto-approve", f"-var=project_id={PROJECT}", "-var=image_tag=0ld")
+    return out

@@ -1,7 +1,8 @@
 """The schema check (check_terraform_schema.py) passes on terraform/ and
 catches what `terraform validate` would: unknown types, misspelt arguments
 and blocks, missing required ones, blocks written as arguments, references to
-undeclared things or to attributes a type does not export."""
+undeclared things or to attributes a type does not export; for the google,
+google-beta and time providers."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ def provider():
 def check(provider: Path, tf_dir: Path) -> subprocess.CompletedProcess:
     cache = Path(__import__("os").environ.get("SCORER_SCHEMA_CACHE", "")) or None
     args = [sys.executable, str(CHECKER), "--provider-package", str(provider)]
+    for name in ("google-beta", "time"):
+        package = provider.parent / f"provider-{name}"
+        if not package.is_dir():
+            pytest.fail(f"{package} is missing: run these tests through .ci/infra-checks.sh, which installs "
+                        f"@cdktf/provider-{name}", pytrace=False)
+        args += ["--provider", f"{name}={package}"]
     if cache:
         args += ["--cache", str(cache)]
     return subprocess.run(args + [str(tf_dir)], capture_output=True, text=True)
@@ -40,11 +47,11 @@ MUTATIONS = {
     "unknown resource type": ("cloud_run.tf", 'resource "google_cloud_run_v2_service"',
                               'resource "google_cloud_run_v3_service"',
                               'no resource type "google_cloud_run_v3_service"'),
-    "misspelt argument": ("pubsub.tf", "ack_deadline_seconds = 600", "ack_deadline_secs = 600",
+    "misspelt argument": ("pubsub.tf", "ack_deadline_seconds = var.", "ack_deadline_secs = var.",
                           'unknown argument or block "ack_deadline_secs" (did you mean "ack_deadline_seconds"?)'),
     "misspelt nested block": ("pubsub.tf", "oidc_token {", "oidc_tokens {",
                               'push_config: unknown argument or block "oidc_tokens"'),
-    "misspelt dynamic block content": ("cloud_run.tf", 'name  = "MODEL_URI"', 'nam   = "MODEL_URI"',
+    "misspelt dynamic block content": ("cloud_run.tf", 'name = "PREDICT_API_KEYS"', 'nam = "PREDICT_API_KEYS"',
                                        'containers > env: unknown argument or block "nam"'),
     "missing required argument": ("cloud_run.tf", 'image = "${local.image_uri}:${var.image_tag}"', "",
                                   'template > containers: required argument "image" is missing'),
@@ -55,8 +62,17 @@ MUTATIONS = {
                                          'google_service_account.push has no attribute "members"'),
     "undeclared resource": ("pubsub.tf", "= google_pubsub_topic.dead_letters.id", "= google_pubsub_topic.dlq.id",
                             "reference to undeclared google_pubsub_topic.dlq"),
-    "undeclared variable": ("cloud_run.tf", "var.container_concurrency", "var.concurrency",
+    "undeclared variable": ("cloud_run.tf", "var.predict_concurrency", "var.concurrency",
                             "undeclared variable var.concurrency"),
+    "google-beta resource without its provider": ("iam.tf", "provider = google-beta", "",
+                                                  "it exists only in google-beta (set provider = google-beta)"),
+    "provider from elsewhere": ("versions.tf", 'source  = "hashicorp/time"', 'source  = "example/time"',
+                                'required_providers.time.source is "example/time", not "hashicorp/time"'),
+    "misspelt time_sleep argument": ("monitoring.tf", "create_duration =", "create_durations =",
+                                     'unknown argument or block "create_durations"'),
+    "moved to nowhere": ("cloud_run.tf", "to   = google_cloud_run_v2_service.push",
+                         "to   = google_cloud_run_v2_service.pusher",
+                         "moved block points at undeclared google_cloud_run_v2_service.pusher"),
 }
 
 

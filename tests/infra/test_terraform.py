@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import re
 
-from conftest import TF_DIR, block
+from conftest import ROOT, TF_DIR, block
 
 REQUIRED_OUTPUTS = {
-    "project_id", "region", "input_bucket", "output_bucket", "image_uri", "service_name",
-    "service_url", "topic", "dead_letter_topic", "dead_letter_subscription",
+    "project_id", "region", "input_bucket", "output_bucket", "image_uri", "push_service_name",
+    "push_service_url", "predict_service_name", "predict_service_url", "topic", "dead_letter_topic",
+    "dead_letter_subscription", "push_request_timeout_seconds", "alert_notification_channels",
+    "build_service_account", "build_bucket",
 }
-SERVICE_ENV = {
-    "INPUT_BUCKET", "OUTPUT_BUCKET", "PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT", "MAX_CONCURRENT_JOBS",
-    "LEASE_TTL_SECONDS", "LOG_FORMAT", "RUST_LOG", "GOOGLE_CLOUD_PROJECT",
-}
-OPTIONAL_ENV = {"MODEL_URI", "TRAINING_DATA_URI", "PREDICT_API_KEYS"}
+COMMON_ENV = {"OUTPUT_BUCKET", "LOG_FORMAT", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "SERVICE_ROLE"}
+PUSH_ENV = COMMON_ENV | {"INPUT_BUCKET", "PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT", "MAX_CONCURRENT_JOBS",
+                         "LEASE_TTL_SECONDS"}
+PREDICT_ENV = COMMON_ENV
+OPTIONAL_ENV = {"MODEL_URI", "TRAINING_DATA_URI"}
 PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
 PUBLIC_MEMBERS = {"allUsers", "allAuthenticatedUsers"}
 RUNTIME = "google_service_account.runtime"
@@ -68,23 +70,37 @@ def test_no_backend_or_credentials_in_the_config(tf):
 # --- buckets ----------------------------------------------------------------------------
 
 
-def test_bucket_names_come_from_variables_with_a_project_derived_default(tf):
+def test_bucket_names_come_from_variables_with_a_project_and_service_derived_default(tf):
+    """Issue 18, defect 9: a second deployment (another service_name) in the same
+    project gets its own buckets."""
     assert tf.default("input_bucket_name") == "" and tf.default("output_bucket_name") == ""
     for bucket, var in (("input", "input_bucket_name"), ("output", "output_bucket_name")):
         expr = tf.locals[f"{bucket}_bucket"]
-        assert f"var.{var}" in expr and "var.project_id" in expr
+        assert f"var.{var}" in expr and "${var.project_id}-${var.service_name}-" + bucket in expr
         assert tf.resource("google_storage_bucket", bucket)["name"] == f"${{local.{bucket}_bucket}}"
 
 
-def test_buckets_are_private_uniform_and_recoverable(tf):
+def test_buckets_are_private_and_uniform(tf):
     for name in ("input", "output", "build_staging"):
         b = tf.resource("google_storage_bucket", name)
         assert b["uniform_bucket_level_access"] is True, name
         assert b["public_access_prevention"] == "enforced", name
-    for name in ("input", "output"):
-        b = tf.resource("google_storage_bucket", name)
-        assert block(b, "versioning")["enabled"] is True
-        assert block(b, "soft_delete_policy")["retention_duration_seconds"] >= 604800
+
+
+def test_outputs_are_recoverable(tf):
+    b = tf.resource("google_storage_bucket", "output")
+    assert block(b, "versioning")["enabled"] is True
+    assert block(b, "soft_delete_policy")["retention_duration_seconds"] >= 604800
+
+
+def test_input_versioning_and_soft_delete_are_opt_in(tf):
+    """Issue 18, defect 9: versions plus soft delete stored a re-uploaded input up
+    to three times, while outputs are keyed by the input's generation anyway."""
+    b = tf.resource("google_storage_bucket", "input")
+    assert block(b, "versioning")["enabled"] == "${var.input_versioning}"
+    assert tf.default("input_versioning") is False
+    assert block(b, "soft_delete_policy")["retention_duration_seconds"] == "${var.input_soft_delete_days * 86400}"
+    assert tf.default("input_soft_delete_days") == 0
 
 
 def _rules(bucket: dict) -> list[dict]:
@@ -124,8 +140,11 @@ def test_notification_is_object_finalize_json_api_v1_on_the_input_bucket(tf):
     assert n["payload_format"] == "JSON_API_V1"
     assert n["bucket"] == "${google_storage_bucket.input.name}"
     assert n["topic"] == "${google_pubsub_topic.input_events.id}"
-    # the Cloud Storage service agent may publish before the notification is made
+    # the Cloud Storage service agent may publish before the notification is made,
+    # and the push subscription exists (issue 18, defect 6; the real terraform's
+    # order: test_scripts_terraform.py)
     assert "${google_pubsub_topic_iam_member.gcs_publishes_input_events}" in n["depends_on"]
+    assert "${google_pubsub_subscription.push}" in n["depends_on"]
     pub = tf.resource("google_pubsub_topic_iam_member", "gcs_publishes_input_events")
     assert pub["role"] == "roles/pubsub.publisher"
     assert pub["topic"] == "${google_pubsub_topic.input_events.id}"
@@ -143,10 +162,10 @@ def test_no_notification_on_the_output_bucket(tf):
 def test_push_subscription_authenticates_retries_and_dead_letters(tf):
     sub = tf.resource("google_pubsub_subscription", "push")
     assert sub["topic"] == "${google_pubsub_topic.input_events.id}"
-    assert sub["ack_deadline_seconds"] == 600
+    assert sub["ack_deadline_seconds"] == "${var.request_timeout_seconds}"
 
     push = block(sub, "push_config")
-    assert push["push_endpoint"] == "${google_cloud_run_v2_service.scorer.uri}/"
+    assert push["push_endpoint"] == "${google_cloud_run_v2_service.push.uri}/"
     oidc = block(push, "oidc_token")
     assert oidc["audience"] == "${var.push_audience}"
     assert oidc["service_account_email"] == "${google_service_account.push.email}"
@@ -170,9 +189,18 @@ def test_max_delivery_attempts_is_explained(tf):
     assert "429" in comment and "hours" in comment
 
 
+def test_pubsub_service_agent_is_made_by_terraform(tf):
+    """Issue 18, defect 9: google_project_service_identity (google-beta: google 6.50
+    lacks it), not a `gcloud beta` call in setup.sh."""
+    agent = tf.resource("google_project_service_identity", "pubsub")
+    assert agent["provider"] == "${google-beta}" and agent["service"] == "pubsub.googleapis.com"
+    assert tf.locals["pubsub_service_agent"] == "${google_project_service_identity.pubsub.member}"
+    google_beta = [t["required_providers"][0]["google-beta"] for t in tf.terraform if "required_providers" in t]
+    assert google_beta == [{"source": "hashicorp/google-beta", "version": "~> 6.50"}]
+    assert "gcloud beta" not in (ROOT / "setup.sh").read_text()
+
+
 def test_pubsub_service_agent_can_dead_letter(tf):
-    agent = tf.locals["pubsub_service_agent"]
-    assert "gcp-sa-pubsub.iam.gserviceaccount.com" in agent and "data.google_project.this.number" in agent
     pub = tf.resource("google_pubsub_topic_iam_member", "pubsub_agent_publishes_dead_letters")
     assert pub["topic"] == "${google_pubsub_topic.dead_letters.id}"
     assert pub["role"] == "roles/pubsub.publisher" and pub["member"] == "${local.pubsub_service_agent}"
@@ -202,82 +230,160 @@ def test_artifact_registry_repository_for_the_image(tf):
     assert "google_artifact_registry_repository.images" in tf.locals["image_uri"]
 
 
-def _service(tf):
-    return tf.resource("google_cloud_run_v2_service", "scorer")
+def _service(tf, name: str = "push"):
+    return tf.resource("google_cloud_run_v2_service", name)
 
 
-def _container(tf):
-    return block(block(_service(tf), "template"), "containers")
+def _container(tf, name: str = "push"):
+    return block(block(_service(tf, name), "template"), "containers")
 
 
-def test_service_settings_come_from_variables(tf):
-    svc = _service(tf)
-    tmpl = block(svc, "template")
+def test_push_service_settings_come_from_variables(tf):
+    tmpl = block(_service(tf), "template")
     limits = block(_container(tf), "resources")["limits"]
     assert limits == {"cpu": "${var.cpu}", "memory": "${var.memory}"}
-    assert tmpl["max_instance_request_concurrency"] == "${var.container_concurrency}"
     assert tmpl["timeout"] == "${var.request_timeout_seconds}s"
     scaling = block(tmpl, "scaling")
     assert scaling == {"min_instance_count": "${var.min_instances}", "max_instance_count": "${var.max_instances}"}
     assert _container(tf)["image"] == "${local.image_uri}:${var.image_tag}"
-    defaults = {v: tf.default(v) for v in ("cpu", "memory", "container_concurrency", "request_timeout_seconds",
+    defaults = {v: tf.default(v) for v in ("cpu", "memory", "max_concurrent_jobs", "request_timeout_seconds",
                                            "min_instances", "max_instances")}
-    assert defaults == {"cpu": "2", "memory": "1Gi", "container_concurrency": 16, "request_timeout_seconds": 600,
+    assert defaults == {"cpu": "2", "memory": "1Gi", "max_concurrent_jobs": 2, "request_timeout_seconds": 600,
                         "min_instances": 0, "max_instances": 10}
 
 
-def test_request_timeout_matches_the_ack_deadline(tf):
+def test_push_concurrency_equals_its_job_slots_by_construction(tf):
+    """Issue 18, defect 4: 16 requests per instance for 2 job slots made the app
+    answer 429 to 14 of them (burning delivery attempts) while Cloud Run saw no
+    reason to scale. One variable now feeds both."""
+    tmpl = block(_service(tf), "template")
+    assert tmpl["max_instance_request_concurrency"] == "${var.max_concurrent_jobs}"
+    assert _env(tf)["MAX_CONCURRENT_JOBS"]["value"] == "${tostring(var.max_concurrent_jobs)}"
+    assert "container_concurrency" not in tf.variables, "no second knob for the push service's concurrency"
+    assert "${var.max_concurrent_jobs}" not in str(block(_service(tf, "predict"), "template"))
+
+
+def test_predict_has_its_own_service_from_the_same_image(tf):
+    """Issue 18, defect 4: /predict (high concurrency, low latency) no longer shares
+    instances with the jobs."""
+    push, predict = _service(tf), _service(tf, "predict")
+    tmpl = block(predict, "template")
+    assert predict["name"] == "${local.predict_service_name}" and push["name"] == "${local.push_service_name}"
+    assert tf.locals["predict_service_name"] == "${var.service_name}-predict"
+    assert _container(tf, "predict")["image"] == _container(tf)["image"]
+    assert tmpl["max_instance_request_concurrency"] == "${var.predict_concurrency}"
+    assert tf.default("predict_concurrency") >= 40
+    assert block(tmpl, "scaling") == {"min_instance_count": "${var.predict_min_instances}",
+                                      "max_instance_count": "${var.predict_max_instances}"}
+    assert tmpl["service_account"] == "${google_service_account.predict.email}"
+    assert "custom_audiences" not in predict, "callers use the service URL as audience"
+    moved = [m for m in tf.moved if m["to"] == "${google_cloud_run_v2_service.push}"]
+    assert moved and moved[0]["from"] == "${google_cloud_run_v2_service.scorer}", "no replacement of the old service"
+
+
+def test_long_jobs_cannot_outlive_their_request(tf):
+    """Issue 18, defect 5: the request timeout and the ack deadline are one value;
+    CPU only during requests is kept, with the reason written down, and inputs
+    too large to finish inline are refused by size (INLINE_MAX_BYTES)."""
+    tmpl = block(_service(tf), "template")
     sub = tf.resource("google_pubsub_subscription", "push")
-    assert tf.default("request_timeout_seconds") == sub["ack_deadline_seconds"] == 600
+    assert tmpl["timeout"] == "${var.request_timeout_seconds}s"
+    assert sub["ack_deadline_seconds"] == "${var.request_timeout_seconds}"
+    validation = block(tf.variables["request_timeout_seconds"], "validation")["condition"]
+    assert "<= 600" in validation, "Pub/Sub's ack deadline is at most 600 s"
+    resources = block(_container(tf), "resources")
+    assert resources["cpu_idle"] is True
+    text = tf.text["cloud_run.tf"]
+    reason = text[text.index("# CPU only while requests are in flight"):text.index("cpu_idle          = true")]
+    assert "never outlives its request" in reason and "INLINE_MAX_BYTES" in reason
+    assert "INLINE_MAX_BYTES" in tf.locals["push_env"] and "var.inline_max_bytes" in tf.locals["push_env"]
+    assert tf.default("inline_max_bytes") is None, "null: the binary's own measured default"
 
 
-def test_service_is_not_public_and_accepts_the_push_audience(tf):
+def test_request_timeout_matches_the_ack_deadline(tf):
+    assert tf.default("request_timeout_seconds") == 600
+
+
+def test_services_are_not_public(tf):
+    for name in ("push", "predict"):
+        assert _service(tf, name).get("invoker_iam_disabled", False) is False, name
     svc = _service(tf)
-    assert svc.get("invoker_iam_disabled", False) is False
     assert svc["custom_audiences"] == ["${var.push_audience}"]
     assert block(svc, "template")["service_account"] == f"${{{RUNTIME}.email}}"
 
 
-def _env(tf) -> dict[str, dict]:
-    container = _container(tf)
+def _env(tf, name: str = "push") -> dict[str, dict]:
+    """The container's environment: the static env blocks, the map the dynamic
+    "env" block iterates (a local: its keys), and dynamic single-value blocks."""
+    container = _container(tf, name)
     env = {e["name"]: e for e in container.get("env", [])}
     for dyn in container.get("dynamic", []):
-        if "env" in dyn:
-            content = block(dyn["env"], "content")
-            env[content["name"]] = dict(content, __dynamic__=dyn["env"]["for_each"])
+        if "env" not in dyn:
+            continue
+        source = dyn["env"]["for_each"]
+        content = block(dyn["env"], "content")
+        if content["name"] == "${env.key}":
+            local = re.fullmatch(r"\$\{local\.(\w+)\}", source).group(1)
+            env.update(_local_env(tf, local))
+        else:
+            env[content["name"]] = dict(content, __dynamic__=source)
     return env
 
 
+def _local_env(tf, local: str) -> dict[str, dict]:
+    """NAME -> {"value": expression} of a local built with merge() from maps (text-level)."""
+    text = tf.text["cloud_run.tf"]
+    body = text[text.index(f"  {local} = merge("):]
+    body = body[:body.index("\n  )\n") if "\n  )\n" in body else body.index("})")]
+    out = {}
+    for m in re.finditer(r"^\s+([A-Z_]+)\s*=\s*(.+)$", body, re.M):
+        out[m.group(1)] = {"value": "${" + m.group(2).strip() + "}" if not m.group(2).startswith('"')
+                           else m.group(2).strip().strip('"')}
+    for m in re.finditer(r"local\.(\w+_env)\b", body):
+        if m.group(1) != local:
+            out.update({k: v for k, v in _local_env(tf, m.group(1)).items() if k not in out})
+    for m in re.finditer(r"\{ ([A-Z_]+) = ([^}]+) \}", body):
+        out[m.group(1)] = {"value": "${" + m.group(2).strip() + "}", "__dynamic__": True}
+    return out
+
+
 def test_service_environment(tf):
-    env = _env(tf)
-    assert SERVICE_ENV | OPTIONAL_ENV == set(env), f"unexpected or missing: {set(env) ^ (SERVICE_ENV | OPTIONAL_ENV)}"
-    assert env["INPUT_BUCKET"]["value"] == "${google_storage_bucket.input.name}"
-    assert env["OUTPUT_BUCKET"]["value"] == "${google_storage_bucket.output.name}"
-    assert env["PUSH_AUDIENCE"]["value"] == "${var.push_audience}"
-    assert env["PUSH_SERVICE_ACCOUNT"]["value"] == "${google_service_account.push.email}"
-    assert env["MAX_CONCURRENT_JOBS"]["value"] == "${tostring(var.max_concurrent_jobs)}"
-    assert env["LOG_FORMAT"]["value"] == "json"
-    assert env["RUST_LOG"]["value"] == "${var.log_level}"
-    assert env["LEASE_TTL_SECONDS"]["value"] == "${tostring(var.lease_ttl_seconds)}"
-    assert "PORT" not in env, "Cloud Run sets PORT itself"
-    for name in OPTIONAL_ENV:
-        assert "__dynamic__" in env[name], f"{name} is set only when configured"
-    secret = block(block(env["PREDICT_API_KEYS"], "value_source"), "secret_key_ref")
+    push, predict = _env(tf, "push"), _env(tf, "predict")
+    assert PUSH_ENV | OPTIONAL_ENV | {"INLINE_MAX_BYTES"} == set(push), \
+        f"unexpected or missing: {set(push) ^ (PUSH_ENV | OPTIONAL_ENV | {'INLINE_MAX_BYTES'})}"
+    assert PREDICT_ENV | OPTIONAL_ENV | {"PREDICT_API_KEYS"} == set(predict), \
+        f"unexpected or missing: {set(predict) ^ (PREDICT_ENV | OPTIONAL_ENV | {'PREDICT_API_KEYS'})}"
+    assert push["SERVICE_ROLE"]["value"] == "push" and predict["SERVICE_ROLE"]["value"] == "predict"
+    assert push["INPUT_BUCKET"]["value"] == "${google_storage_bucket.input.name}"
+    for env in (push, predict):
+        assert env["OUTPUT_BUCKET"]["value"] == "${google_storage_bucket.output.name}"
+        assert env["LOG_FORMAT"]["value"] == "json"
+        assert env["RUST_LOG"]["value"] == "${var.log_level}"
+        assert "PORT" not in env, "Cloud Run sets PORT itself"
+        for name in OPTIONAL_ENV:
+            assert env[name].get("__dynamic__"), f"{name} is set only when configured"
+    assert push["PUSH_AUDIENCE"]["value"] == "${var.push_audience}"
+    assert push["PUSH_SERVICE_ACCOUNT"]["value"] == "${google_service_account.push.email}"
+    assert push["LEASE_TTL_SECONDS"]["value"] == "${tostring(var.lease_ttl_seconds)}"
+    assert push["INLINE_MAX_BYTES"]["value"] == "${tostring(var.inline_max_bytes)}"
+    secret = block(block(predict["PREDICT_API_KEYS"], "value_source"), "secret_key_ref")
     assert secret["version"] == "latest"
     assert tf.default("predict_api_keys_secret") == "" and tf.default("model_uri") == ""
 
 
 def test_probes(tf):
-    c = _container(tf)
-    assert block(block(c, "startup_probe"), "http_get")["path"] == "/ready"
-    assert block(block(c, "liveness_probe"), "http_get")["path"] == "/health"
-    assert block(c, "ports")["container_port"] == 8080
+    for name in ("push", "predict"):
+        c = _container(tf, name)
+        assert block(block(c, "startup_probe"), "http_get")["path"] == "/ready"
+        assert block(block(c, "liveness_probe"), "http_get")["path"] == "/health"
+        assert block(c, "ports")["container_port"] == 8080
 
 
 def test_terraform_leaves_deployed_images_and_traffic_to_deploy_sh(tf):
-    lc = block(_service(tf), "lifecycle")
-    ignored = {str(x).strip("${}") for x in lc["ignore_changes"]}
-    assert {"template[0].containers[0].image", "traffic"} <= ignored
+    for name in ("push", "predict"):
+        lc = block(_service(tf, name), "lifecycle")
+        ignored = {str(x).strip("${}") for x in lc["ignore_changes"]}
+        assert {"template[0].containers[0].image", "traffic"} <= ignored, name
 
 
 # --- IAM --------------------------------------------------------------------------------------
@@ -304,13 +410,17 @@ def test_no_primitive_roles_and_no_public_members(tf):
                 assert not any(p in line for p in PUBLIC_MEMBERS), f"{name}: {line.strip()}"
 
 
-def test_runtime_account_holds_exactly_its_bucket_roles(tf):
+def _grants(tf, account: str) -> set:
     grants = set()
     for rtype, name, body in _iam(tf):
-        if RUNTIME in str(body.get("member", "")) + str(body.get("members", "")):
+        if account in str(body.get("member", "")) + str(body.get("members", "")):
             target = body.get("bucket") or body.get("secret_id") or body.get("project") or body.get("service_account_id")
             grants.add((rtype, name, target, body["role"]))
-    assert grants == {
+    return grants
+
+
+def test_runtime_account_holds_exactly_its_bucket_roles(tf):
+    assert _grants(tf, RUNTIME) == {
         ("google_storage_bucket_iam_member", "runtime_reads_input", "${google_storage_bucket.input.name}",
          "roles/storage.objectViewer"),
         ("google_storage_bucket_iam_member", "runtime_reads_output", "${google_storage_bucket.output.name}",
@@ -318,12 +428,25 @@ def test_runtime_account_holds_exactly_its_bucket_roles(tf):
         ("google_storage_bucket_iam_member", "runtime_creates_output", "${google_storage_bucket.output.name}",
          "roles/storage.objectCreator"),
         ("google_storage_bucket_iam_member", "runtime_reads_model", "${each.key}", "roles/storage.objectViewer"),
-        ("google_secret_manager_secret_iam_member", "runtime_reads_api_keys", "${var.predict_api_keys_secret}",
-         "roles/secretmanager.secretAccessor"),
     }
     model = tf.resource("google_storage_bucket_iam_member", "runtime_reads_model")
     assert model["for_each"] == "${local.model_buckets}"
-    secret = tf.resource("google_secret_manager_secret_iam_member", "runtime_reads_api_keys")
+
+
+def test_predict_account_reads_the_model_and_nothing_else(tf):
+    assert _grants(tf, "google_service_account.predict") == {
+        ("google_storage_bucket_iam_member", "predict_reads_model", "${each.key}", "roles/storage.objectViewer"),
+        ("google_storage_bucket_iam_member", "predict_creates_models", "${google_storage_bucket.output.name}",
+         "roles/storage.objectCreator"),
+        ("google_secret_manager_secret_iam_member", "predict_reads_api_keys", "${var.predict_api_keys_secret}",
+         "roles/secretmanager.secretAccessor"),
+    }
+    assert tf.resource("google_storage_bucket_iam_member", "predict_reads_model")["for_each"] == \
+        "${local.model_uri_buckets}"
+    fitted = tf.resource("google_storage_bucket_iam_member", "predict_creates_models")
+    assert fitted["count"] == '${var.training_data_uri != "" ? 1 : 0}'
+    assert "/objects/_models/" in block(fitted, "condition")["expression"]
+    secret = tf.resource("google_secret_manager_secret_iam_member", "predict_reads_api_keys")
     assert secret["count"] == '${var.predict_api_keys_secret != "" ? 1 : 0}'
 
 
@@ -334,10 +457,13 @@ def test_runtime_account_has_no_project_level_role(tf):
 
 
 def test_invokers_are_the_push_account_and_the_optional_predict_list(tf):
+    """Only the push account may invoke the push service; predict_invokers invoke the predict service."""
     invokers = {name: body for name, body in tf.resources["google_cloud_run_v2_service_iam_member"].items()
                 if body["role"] == "roles/run.invoker"}
     assert set(invokers) == {"push_invoker", "predict_invokers"}
     assert invokers["push_invoker"]["member"] == "${google_service_account.push.member}"
+    assert invokers["push_invoker"]["name"] == "${google_cloud_run_v2_service.push.name}"
+    assert invokers["predict_invokers"]["name"] == "${google_cloud_run_v2_service.predict.name}"
     assert invokers["predict_invokers"]["for_each"] == "${toset(var.predict_invokers)}"
     assert tf.default("predict_invokers") == []
     validation = block(tf.variables["predict_invokers"], "validation")
@@ -346,32 +472,80 @@ def test_invokers_are_the_push_account_and_the_optional_predict_list(tf):
 
 def test_dedicated_service_accounts(tf):
     accounts = tf.resources["google_service_account"]
-    assert {"runtime", "push", "builder"} <= set(accounts)
-    assert accounts["runtime"]["account_id"] != accounts["push"]["account_id"]
+    assert {"runtime", "predict", "push", "builder"} <= set(accounts)
+    assert len({a["account_id"] for a in accounts.values()}) == len(accounts)
 
 
 # --- monitoring ---------------------------------------------------------------------------------
 
 
-def test_slos_with_burn_rate_alerts(tf):
+def test_slos(tf):
     avail = tf.resource("google_monitoring_slo", "push_availability")
     ratio = block(block(avail, "request_based_sli"), "good_total_ratio")
-    assert "run.googleapis.com/request_count" in tf.locals["run_requests"]
+    assert "run.googleapis.com/request_count" in tf.locals["run_request_count"]
+    assert "local.push_service_name" in tf.locals["run_requests"]
     assert 'response_code_class="2xx"' in ratio["good_service_filter"]
     assert 'response_code_class="5xx"' in ratio["bad_service_filter"]
     assert avail["goal"] == "${var.availability_slo_goal}" and tf.default("availability_slo_goal") == 0.995
 
     lat = tf.resource("google_monitoring_slo", "file_latency")
     cut = block(block(lat, "request_based_sli"), "distribution_cut")
-    assert "google_logging_metric.job_duration.name" in cut["distribution_filter"]
+    assert "local.metric_job_duration" in cut["distribution_filter"]
     assert block(cut, "range")["max"] == "${var.file_latency_budget_ms}"
     assert lat["goal"] == "${var.latency_slo_goal}" and tf.default("latency_slo_goal") == 0.99
 
+    # the predict service's own SLOs
+    pavail = tf.resource("google_monitoring_slo", "predict_availability")
+    assert pavail["service"] == "${google_monitoring_custom_service.predict.service_id}"
+    assert "local.predict_requests" in str(pavail)
+    plat = tf.resource("google_monitoring_slo", "predict_latency")
+    pcut = block(block(plat, "request_based_sli"), "distribution_cut")
+    assert "run.googleapis.com/request_latencies" in pcut["distribution_filter"]
+    assert "local.predict_service_name" in pcut["distribution_filter"]
+
+
+def test_burn_rate_alerts_are_multi_window_with_a_minimum_of_events(tf):
+    """Issue 18, defect 8: single-window conditions paged on noise, and one slow
+    file of three could page the latency SLO."""
     burn = tf.resource("google_monitoring_alert_policy", "slo_burn")
-    slos = str(burn["for_each"])
-    assert "google_monitoring_slo.push_availability.name" in slos and "google_monitoring_slo.file_latency.name" in slos
-    filters = [block(c, "condition_threshold")["filter"] for c in burn["conditions"]]
-    assert len(filters) == 2 and all("select_slo_burn_rate" in f for f in filters)
+    assert burn["for_each"] == "${local.burn_alerts}" and burn["combiner"] == "AND"
+    slos = str(tf.locals["slo_alerts"])
+    for slo in ("push_availability", "file_latency", "predict_availability", "predict_latency"):
+        assert f"google_monitoring_slo.{slo}.name" in slos
+    windows = tf.text["monitoring.tf"]
+    assert re.search(r"fast = \{ long = 3600, short = 300, rate = 14\.4", windows)
+    assert re.search(r"slow = \{ long = 21600, short = 1800, rate = 6,", windows)
+    conds = [block(c, "condition_threshold") for c in burn["conditions"]]
+    assert len(conds) == 3
+    long_, short, events = conds
+    assert long_["filter"] == 'select_slo_burn_rate("${each.value.slo}", "${each.value.long}s")'
+    assert short["filter"] == 'select_slo_burn_rate("${each.value.slo}", "${each.value.short}s")'
+    assert long_["threshold_value"] == short["threshold_value"] == "${each.value.rate}"
+    # the minimum of events, over the long window
+    assert events["filter"] == "${each.value.events}"
+    assert events["threshold_value"] == "${var.slo_alert_min_events - 1}"
+    assert block(events, "aggregations")["alignment_period"] == "${each.value.long}s"
+    assert tf.default("slo_alert_min_events") >= 10
+    # the file-latency SLO counts scored files, the others requests of their own service
+    assert "local.scored_files" in slos
+    assert tf.locals["scored_files"].endswith('metric.labels.outcome="scored"')
+
+
+def test_log_based_metrics_are_read_only_through_the_pause(tf):
+    """Issue 18, defect 2: an SLO or alert that names a log-based metric created in
+    the same apply gets 404 for minutes; everything reads the metric names from
+    the time_sleep's triggers, so it is created after the pause (the real
+    terraform's order: test_scripts_terraform.py)."""
+    pause = tf.resource("time_sleep", "log_metrics")
+    assert pause["create_duration"] == "${var.log_metric_propagation_seconds}s"
+    assert set(pause["triggers"]) == {"jobs", "rows_scored", "job_duration"}
+    for name, text in tf.text.items():
+        for m in re.finditer(r"google_logging_metric\.\w+\.name", text):
+            line = text[:m.start()].count("\n") + 1
+            assert name == "monitoring.tf" and "triggers" in text[text.rfind("time_sleep", 0, m.start()):m.start()], \
+                f"{name}:{line} reads a log-based metric without the pause"
+    time = [t["required_providers"][0]["time"] for t in tf.terraform if "required_providers" in t]
+    assert time == [{"source": "hashicorp/time", "version": "~> 0.13"}]
 
 
 def test_log_based_metrics_for_jobs_and_rows(tf):
@@ -409,13 +583,22 @@ def test_required_apis_are_enabled(tf):
 def test_outputs_used_by_the_scripts(tf):
     assert REQUIRED_OUTPUTS <= set(tf.outputs)
     assert tf.outputs["image_uri"]["value"] == "${local.image_uri}"
-    assert tf.outputs["service_url"]["value"] == "${google_cloud_run_v2_service.scorer.uri}"
+    assert tf.outputs["push_service_url"]["value"] == "${google_cloud_run_v2_service.push.uri}"
+    assert tf.outputs["predict_service_url"]["value"] == "${google_cloud_run_v2_service.predict.uri}"
     assert tf.outputs["dead_letter_subscription"]["value"] == "${google_pubsub_subscription.dead_letters.id}"
 
 
 def test_github_deployment_is_keyless_and_scoped(tf):
-    cond = tf.resource("google_iam_workload_identity_pool_provider", "github")["attribute_condition"]
-    assert "assertion.sub" in cond and "repo:${var.github_repository}:ref:refs/heads/main" in cond
+    """Issue 18, defect 9: the trust is keyed on the repository's numeric id, which
+    a renamed or re-created repository cannot take over."""
+    provider = tf.resource("google_iam_workload_identity_pool_provider", "github")
+    cond = provider["attribute_condition"]
+    assert cond == 'assertion.repository_id == "${var.github_repository_id}" && assertion.ref == "refs/heads/main"'
+    assert provider["attribute_mapping"]["attribute.repository_id"] == "assertion.repository_id"
+    member = tf.resource("google_service_account_iam_member", "github_impersonates_deployer")["member"]
+    assert member.endswith("/attribute.repository_id/${var.github_repository_id}")
+    assert "var.github_repository}" not in str(provider) + member, "the name is only a label"
+    assert "regex" in block(tf.variables["github_repository_id"], "validation")["condition"]
     assert not tf.resources.get("google_service_account_key"), "no long-lived keys"
     dev = tf.resource("google_cloud_run_v2_service_iam_member", "deployer_develops_service")
     assert dev["role"] == "roles/run.developer"

@@ -4,6 +4,7 @@ run in .ci/infra-checks.sh; here they are also shown to catch mistakes."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,17 @@ def test_shellcheck_of_run_scripts_reports_mistakes(tmp_path):
     r = subprocess.run([sys.executable, str(HERE / "shellcheck_workflow_runs.py"), str(bad)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "SC2086" in r.stderr, r.stderr
+
+
+def test_actions_are_pinned_to_commit_shas():
+    """Issue 18, defect 9: a tag can be moved to other code; the deploy job can mint
+    Google credentials (id-token: write). Every action is pinned to a full commit
+    SHA, with the tag it was read from in a comment."""
+    doc, _ = load()
+    text = WORKFLOW.read_text()
+    for name, job in doc["jobs"].items():
+        for ref in uses(job):
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref), f"{name}: {ref} is not pinned to a commit SHA"
+            assert re.search(re.escape(ref) + r" # v\d+(\.\d+)*\s*$", text, re.M), f"{name}: {ref} names no tag"
+    deploy = doc["jobs"]["deploy"]
+    assert deploy["permissions"]["id-token"] == "write" and uses(deploy)

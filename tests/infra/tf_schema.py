@@ -86,7 +86,7 @@ def parse_lib_dir(lib_dir: Path) -> tuple[str, dict]:
     # the resource's own config interface: the one that extends TerraformMetaArguments
     top_iface = re.search(r"^export interface (\w+Config) extends cdktf\.TerraformMetaArguments", dts, re.M)
     if not top_iface and lib_dir.name == "provider":
-        top_iface = re.search(r"^export interface (GoogleProviderConfig) \{", dts, re.M)
+        top_iface = re.search(r"^export interface (\w*ProviderConfig) \{", dts, re.M)
     if not top_iface:
         raise SchemaError(f"{lib_dir}: no config interface")
 
@@ -116,8 +116,11 @@ def parse_lib_dir(lib_dir: Path) -> tuple[str, dict]:
     return tf_type, schema
 
 
-def load_provider_schema(package_dir: Path) -> dict:
-    """{"resources": {type: schema}, "data": {type: schema}, "provider": schema}."""
+def load_provider_schema(package_dir: Path, min_resources: int = 500) -> dict:
+    """{"resources": {type: schema}, "data": {type: schema}, "provider": schema}.
+
+    min_resources guards against a changed package layout (google and
+    google-beta have over 500 resource types, time has 4)."""
     lib = package_dir / "lib"
     if not lib.is_dir():
         raise SchemaError(f"{package_dir} has no lib/: is @cdktf/provider-google installed there?")
@@ -130,12 +133,12 @@ def load_provider_schema(package_dir: Path) -> dict:
             out["data"][tf_type] = schema
         else:
             out["resources"][tf_type] = schema
-    if len(out["resources"]) < 500 or out["provider"] is None:
+    if len(out["resources"]) < min_resources or out["provider"] is None:
         raise SchemaError(f"only {len(out['resources'])} resources read from {lib}: the layout changed?")
     return out
 
 
-def cached_provider_schema(package_dir: Path, cache_file: Path) -> dict:
+def cached_provider_schema(package_dir: Path, cache_file: Path, min_resources: int = 500) -> dict:
     """The schema, cached as JSON next to the package (rebuilt when missing or stale)."""
     stamp = str((package_dir / "package.json").stat().st_mtime_ns)
     if cache_file.is_file():
@@ -145,7 +148,7 @@ def cached_provider_schema(package_dir: Path, cache_file: Path) -> dict:
                 return data["schema"]
         except (ValueError, KeyError):
             pass
-    schema = load_provider_schema(package_dir)
+    schema = load_provider_schema(package_dir, min_resources)
     tmp = cache_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"stamp": stamp, "schema": schema}))
     tmp.replace(cache_file)

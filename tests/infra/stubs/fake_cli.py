@@ -1,20 +1,31 @@
-"""Stand-ins for terraform, gcloud and docker in the script tests.
+"""Stand-ins for gcloud, docker and sleep in the script tests; the real
+terraform runs (see ./terraform and ../tf_mirror.py).
 
 Each call is appended to $STUB_STATE/calls.jsonl as {"tool", "argv", "cwd"},
 and answered from files in $STUB_STATE that the test writes:
 
-  outputs.json          what `terraform output -json` prints (else "{}")
-  outputs.apply.json    copied to outputs.json by `terraform apply` (a targeted
-                        apply only copies TARGETED_OUTPUTS; a fresh project has
-                        outputs only after the first apply)
-  gcloud_project        what `gcloud config get-value project` prints
-  images                one image reference a line: the ones that exist in
-                        Artifact Registry (`builds submit` / `docker push` add theirs)
-  build_fails           if present, `gcloud builds submit` fails
-  service.json          `gcloud run services describe --format=json`
-  latest_revision       `gcloud run services describe --format=value(...)`
-  revisions.json        `gcloud run revisions list --format=json`
-  buckets/<name>        `gcloud storage ls gs://<name>` prints this (absent: no bucket)
+  gcloud_project           what `gcloud config get-value project` prints
+  images                   one image reference a line: the ones that exist in
+                           Artifact Registry (`builds submit` / `docker push` add theirs)
+  build_fails              JSON {"times": N, "message": M}: the next N
+                           `gcloud builds submit` fail, printing M (no file: they succeed)
+  service.<name>.json      `gcloud run services describe <name> --format=json`
+  latest_revision.<name>   `gcloud run services describe <name> --format=value(...)`
+  revisions.<name>.json    `gcloud run revisions list --service <name> --format=json`
+  update_fails.<name>      if present, `gcloud run services update <name>` fails
+  buckets/<name>           `gcloud storage ls gs://<name>` prints this (absent: no bucket)
+
+What these stand-ins still assume, and why it is safe:
+  - gcloud's answers (the JSON shapes of `run services describe` and `run
+    revisions list`, the error texts of a failing build or of a fresh project's
+    propagation delay) are Google's API behaviour, which nothing here can
+    reach; they are written from the documented v1 (Knative) resource shape and
+    from errors seen on real projects. That every command line the scripts
+    send is one gcloud accepts is checked with the real gcloud's parser
+    (test_gcloud_command_lines_parse).
+  - `sleep` returns at once and records its argument: the tests check how long
+    the scripts would wait (backoff, drain) without waiting.
+  - docker only records: no container engine runs here.
 """
 
 from __future__ import annotations
@@ -45,34 +56,24 @@ def _flag(argv: list[str], name: str) -> str | None:
     return None
 
 
-TARGETED_OUTPUTS = {"project_id", "region", "image_uri", "build_service_account", "build_bucket"}
+def _positional(argv: list[str]) -> list[str]:
+    """Words that are not flags or flag values (gcloud's flags here all take one value unless listed)."""
+    bare = {"--quiet", "--all-versions", "--recursive", "--to-latest"}
+    words, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a.startswith("--"):
+            skip = "=" not in a and a not in bare
+            continue
+        words.append(a)
+    return words
 
 
-def terraform(argv: list[str], st: Path) -> int:
-    args = [a for a in argv if not a.startswith("-chdir=")]
-    cmd = args[0] if args else ""
-    if cmd == "output":
-        if (st / "output_fails").exists():
-            print("Error: Backend initialization required", file=sys.stderr)
-            return 1
-        print(_read(st / "outputs.json", "{}"))
-        return 0
-    if cmd == "apply":
-        if (st / "outputs.apply.json").exists():
-            after = json.loads((st / "outputs.apply.json").read_text())
-            if any(a.startswith("-target") for a in args):
-                # Terraform updates only the outputs derived from targeted
-                # resources alone: these, for setup.sh's targets
-                before = json.loads(_read(st / "outputs.json", "{}"))
-                after = {**before, **{k: v for k, v in after.items() if k in TARGETED_OUTPUTS}}
-            (st / "outputs.json").write_text(json.dumps(after))
-        print("Apply complete!")
-        return 0
-    if cmd == "destroy":
-        (st / "outputs.json").unlink(missing_ok=True)
-        print("Destroy complete!")
-        return 0
-    return 0
+def record(tool: str, argv: list[str]) -> None:
+    with (_state() / "calls.jsonl").open("a") as fh:
+        fh.write(json.dumps({"tool": tool, "argv": argv, "cwd": os.getcwd()}) + "\n")
 
 
 def _add_image(st: Path, image: str) -> None:
@@ -81,7 +82,7 @@ def _add_image(st: Path, image: str) -> None:
 
 
 def gcloud(argv: list[str], st: Path) -> int:
-    words = [a for a in argv if not a.startswith("-")]
+    words = _positional(argv)
     if words[:3] == ["config", "get-value", "project"]:
         print(_read(st / "gcloud_project").strip())
         return 0
@@ -93,21 +94,34 @@ def gcloud(argv: list[str], st: Path) -> int:
         print(f"ERROR: (gcloud.artifacts.docker.images.describe) NOT_FOUND: {image}", file=sys.stderr)
         return 1
     if words[:2] == ["builds", "submit"]:
-        if (st / "build_fails").exists():
-            print("ERROR: (gcloud.builds.submit) build failed", file=sys.stderr)
-            return 1
+        fails = st / "build_fails"
+        if fails.exists():
+            spec = json.loads(fails.read_text())
+            if spec["times"] > 0:
+                spec["times"] -= 1
+                fails.write_text(json.dumps(spec))
+                print(spec["message"], file=sys.stderr)
+                return 1
         subs = dict(kv.split("=", 1) for kv in (_flag(argv, "--substitutions") or "").split(",") if "=" in kv)
         _add_image(st, subs["_IMAGE"])
         return 0
     if words[:3] == ["run", "services", "describe"]:
+        name = words[3]
         fmt = _flag(argv, "--format") or ""
         if fmt == "json":
-            print(_read(st / "service.json", "{}"))
+            print(_read(st / f"service.{name}.json", "{}"))
         else:
-            print(_read(st / "latest_revision", "scorer-00002-new").strip())
+            print(_read(st / f"latest_revision.{name}", f"{name}-00002-new").strip())
+        return 0
+    if words[:3] == ["run", "services", "update"]:
+        if (st / f"update_fails.{words[3]}").exists():
+            print(f"ERROR: (gcloud.run.services.update) Revision '{words[3]}-00009-bad' is not ready "
+                  "and cannot serve traffic. The user-provided container failed the configured startup probe "
+                  "checks.", file=sys.stderr)
+            return 1
         return 0
     if words[:3] == ["run", "revisions", "list"]:
-        print(_read(st / "revisions.json", "[]"))
+        print(_read(st / f"revisions.{_flag(argv, '--service')}.json", "[]"))
         return 0
     if words[:2] == ["storage", "ls"]:
         bucket = next(w for w in words[2:] if w.startswith("gs://"))[5:].strip("/")
@@ -126,8 +140,10 @@ def docker(argv: list[str], st: Path) -> int:
     return 0
 
 
+def sleep(argv: list[str], st: Path) -> int:
+    return 0
+
+
 def main(tool: str, argv: list[str]) -> int:
-    st = _state()
-    with (st / "calls.jsonl").open("a") as fh:
-        fh.write(json.dumps({"tool": tool, "argv": argv, "cwd": os.getcwd()}) + "\n")
-    return {"terraform": terraform, "gcloud": gcloud, "docker": docker}[tool](argv, st)
+    record(tool, argv)
+    return {"gcloud": gcloud, "docker": docker, "sleep": sleep}[tool](argv, _state())
