@@ -86,12 +86,6 @@ impl ObjectName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// Whether the name says CSV (`.csv` or `.csv.gz`, any case).
-    pub fn is_csv(&self) -> bool {
-        let lower = self.0.to_ascii_lowercase();
-        lower.ends_with(".csv") || lower.ends_with(".csv.gz")
-    }
 }
 
 impl fmt::Display for ObjectName {
@@ -438,7 +432,6 @@ mod tests {
         assert_eq!(d.event.object.generation.get(), 17);
         assert_eq!(d.event.size, Some(99));
         assert!(d.event.is_finalize());
-        assert!(d.event.object.name.is_csv());
     }
 
     #[test]
@@ -513,18 +506,5 @@ mod tests {
             .encode(br#"{"bucket":"other-bucket","name":"a/b.csv","generation":"1700000000000001"}"#);
         let err = parse_push(&envelope(attrs(), Some(&data))).unwrap_err();
         assert_eq!(err, EnvelopeError::Inconsistent("bucketId"));
-    }
-
-    #[test]
-    fn csv_names() {
-        for (name, csv) in [
-            ("a.csv", true),
-            ("A.CSV", true),
-            ("x/y.csv.gz", true),
-            ("a.csv.tmp", false),
-            ("a.json", false),
-        ] {
-            assert_eq!(ObjectName::parse(name).unwrap().is_csv(), csv, "{name}");
-        }
     }
 }

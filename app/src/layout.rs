@@ -13,8 +13,9 @@
 //!
 //! The input name is kept whole and followed by `/G/`, so outputs of two
 //! different inputs or generations can never collide, and a re-upload gets
-//! fresh outputs. An input name too long (or too odd) to lead its outputs'
-//! names is replaced by `_by-hash/<SHA-256 of the name>`. Should a crashed
+//! fresh outputs. An input name too long (or too odd, or in the service's
+//! own `_`-prefixed namespace) to lead its outputs' names is replaced by
+//! `_by-hash/<SHA-256 of the name>`. Should a crashed
 //! attempt have left a predictions or errors object without a manifest, the
 //! next attempt writes `predictions.2.csv` (and so on): the manifest always
 //! names the objects it commits.
@@ -98,9 +99,12 @@ impl OutputNames {
 }
 
 /// Whether every `/`-separated segment of `name` could be a directory or
-/// file name, and the name would stay inside its bucket.
+/// file name, the name would stay inside its bucket, and it does not start
+/// in the service's own namespace (a first segment beginning with `_`:
+/// `_leases/`, `_models/`, ..., which lifecycle rules clean up).
 fn portable(name: &str) -> bool {
     !name.starts_with('/')
+        && !name.starts_with('_')
         && !name.chars().any(char::is_control)
         // `.scorer-tmp` is the local backend's directory of writes in progress.
         && name.split('/').all(|s| !matches!(s, "" | "." | ".." | ".scorer-tmp") && s.len() <= 200)
@@ -128,7 +132,14 @@ mod tests {
     #[test]
     fn long_and_odd_names_get_a_short_deterministic_prefix() {
         let long = "d/".repeat(460) + "x.csv";
-        for name in [long.as_str(), "a//b.csv", "../up.csv", "a/./b.csv"] {
+        for name in [
+            long.as_str(),
+            "a//b.csv",
+            "../up.csv",
+            "a/./b.csv",
+            "_leases/q.csv",
+            "_models/m.csv",
+        ] {
             let n = OutputNames::new(&ObjectName::parse(name).unwrap(), Generation::new(9).unwrap());
             assert!(n.prefix().starts_with(HASHED_PREFIX), "{name}: {}", n.prefix());
             assert!(n.lease(999_999).len() <= 1024);

@@ -98,7 +98,8 @@ pub async fn acquire(
     match create(store.as_ref(), names, next, &record(holder, ttl, false)).await? {
         Created::Ours => {}
         Created::Theirs(winner) => {
-            // Lost the race for this number: whoever won holds it.
+            // Lost the race for this number: whoever won holds it (even a
+            // release of ours still on its way: retry later).
             return Ok(Acquired::HeldElsewhere(HeldElsewhere {
                 holder: winner.holder,
                 expires_in: ttl,
@@ -168,11 +169,21 @@ impl Drop for Held {
     }
 }
 
-/// Best effort: an unreleased lease simply expires.
+/// Best effort: an unreleased lease simply expires. A number taken by a
+/// record of our own (a renewal whose request was still on its way when the
+/// renewer stopped) is passed over; one taken by another holder means the
+/// lease is theirs now, and there is nothing to release.
 async fn release(store: Arc<dyn ObjectStore>, names: OutputNames, holder: String, next: Arc<tokio::sync::Mutex<u32>>) {
     let mut next = next.lock().await;
-    if let Ok(Created::Ours) = create(store.as_ref(), &names, *next, &record(&holder, Duration::ZERO, true)).await {
-        *next += 1;
+    for _ in 0..3 {
+        match create(store.as_ref(), &names, *next, &record(&holder, Duration::ZERO, true)).await {
+            Ok(Created::Ours) => {
+                *next += 1;
+                return;
+            }
+            Ok(Created::Theirs(other)) if other.holder == holder => *next += 1,
+            _ => return,
+        }
     }
 }
 
@@ -199,6 +210,10 @@ async fn renew(
 ) {
     let _lost_on_panic = LostOnPanic(lost.clone());
     let period = ttl / 3;
+    // A renewal that failed is retried with the very same record: if its
+    // write went through and only the answer was lost, the retry finds
+    // identical bytes there and knows it is ours.
+    let mut pending: Option<(u32, LeaseRecord)> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -208,7 +223,11 @@ async fn renew(
         if stop.is_cancelled() {
             return;
         }
-        match create(store.as_ref(), &names, *seq, &record(&holder, ttl, false)).await {
+        let renewal = match pending.take() {
+            Some((at, record)) if at == *seq => record,
+            _ => record(&holder, ttl, false),
+        };
+        match create(store.as_ref(), &names, *seq, &renewal).await {
             Ok(Created::Ours) => *seq += 1,
             Ok(Created::Theirs(other)) => {
                 tracing::warn!(
@@ -219,7 +238,10 @@ async fn renew(
                 lost.cancel();
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, lease = %names.lease(*seq), "lease renewal failed; will retry"),
+            Err(e) => {
+                tracing::warn!(error = %e, lease = %names.lease(*seq), "lease renewal failed; will retry");
+                pending = Some((*seq, renewal));
+            }
         }
     }
 }
@@ -249,15 +271,19 @@ async fn latest(store: &dyn ObjectStore, names: &OutputNames) -> Result<(u32, Op
 
 async fn read(store: &dyn ObjectStore, names: &OutputNames, seq: u32) -> Result<Option<LeaseRecord>, StorageError> {
     match read_all(store, &names.lease(seq), 64 * 1024).await {
-        Ok((_, bytes)) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or(LeaseRecord {
-            // An unreadable lease counts as expired and released.
-            holder: String::new(),
-            expires_at_ms: 0,
-            released: true,
-        }))),
+        Ok((_, bytes)) => Ok(Some(parse_record(&bytes))),
         Err(StorageError::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// A lease record; an unreadable one counts as expired and released.
+fn parse_record(bytes: &[u8]) -> LeaseRecord {
+    serde_json::from_slice(bytes).unwrap_or(LeaseRecord {
+        holder: String::new(),
+        expires_at_ms: 0,
+        released: true,
+    })
 }
 
 /// Who a create-only lease record belongs to.
@@ -266,10 +292,10 @@ enum Created {
     Theirs(LeaseRecord),
 }
 
-/// Creates lease record `seq`. If it already exists in our holder's name,
-/// an earlier write of ours went through and only its answer was lost (or a
-/// retry wrote it with a later expiry): it is ours. Holder names are unique
-/// per process, so the holder decides, not the exact bytes.
+/// Creates lease record `seq`. If it already exists with exactly these
+/// bytes, this write went through and only its answer was lost: it is ours.
+/// Anything else there is someone else's record, or one of our own other
+/// writes (the caller tells those apart by the holder).
 async fn create(
     store: &dyn ObjectStore,
     names: &OutputNames,
@@ -278,13 +304,14 @@ async fn create(
 ) -> Result<Created, StorageError> {
     let bytes = serde_json::to_vec(record).map_err(|e| StorageError::Permanent(e.to_string()))?;
     let options = WriteOptions::create_only("application/json");
-    match write_bytes(store, &names.lease(seq), bytes, options).await {
+    match write_bytes(store, &names.lease(seq), bytes.clone(), options).await {
         Ok(_) => Ok(Created::Ours),
-        Err(StorageError::AlreadyExists(name)) => match read(store, names, seq).await? {
-            Some(there) if there.holder == record.holder => Ok(Created::Ours),
-            Some(there) => Ok(Created::Theirs(there)),
+        Err(StorageError::AlreadyExists(name)) => match read_all(store, &names.lease(seq), 64 * 1024).await {
+            Ok((_, there)) if there == bytes => Ok(Created::Ours),
+            Ok((_, there)) => Ok(Created::Theirs(parse_record(&there))),
             // Created and gone again: only a lifecycle rule deletes leases.
-            None => Err(StorageError::Transient(format!("{name} vanished after a conflict"))),
+            Err(StorageError::NotFound(_)) => Err(StorageError::Transient(format!("{name} vanished after a conflict"))),
+            Err(e) => Err(e),
         },
         Err(e) => Err(e),
     }
@@ -453,6 +480,32 @@ mod tests {
         }
         assert!(!a.lost().is_cancelled());
         a.release().await;
+    }
+
+    /// A renewal of ours that lands after the renewer stopped holds the
+    /// number the release meant to take: the release goes to the next one.
+    #[tokio::test]
+    async fn a_release_passes_over_a_late_renewal_of_its_own() {
+        let (_d, store, names) = setup();
+        let a = held(
+            acquire(store.clone(), &names, "a", Duration::from_secs(60))
+                .await
+                .unwrap(),
+        );
+        let late = record("a", Duration::from_secs(60), false);
+        assert!(matches!(
+            create(store.as_ref(), &names, 2, &late).await.unwrap(),
+            Created::Ours
+        ));
+        a.release().await;
+        let (next, current) = latest(store.as_ref(), &names).await.unwrap();
+        assert_eq!(next, 4);
+        assert!(current.unwrap().released, "the lease was left live");
+        held(
+            acquire(store.clone(), &names, "b", Duration::from_secs(60))
+                .await
+                .unwrap(),
+        );
     }
 
     #[tokio::test]

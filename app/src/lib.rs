@@ -43,12 +43,12 @@ pub mod job;
 pub mod layout;
 pub mod lease;
 pub mod manifest;
-pub mod model;
 pub mod notifier;
 pub mod operator;
-pub mod score;
 pub mod server;
 pub mod shutdown;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+
+pub use scorer_engine::{format, model, score};

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::event::ObjectRef;
-use crate::model::{Metrics, Model};
+use crate::model::{Evaluation, Model};
 use crate::score::{InputFormat, Summary};
 use crate::storage::ObjectMeta;
 
@@ -35,7 +35,7 @@ pub struct Manifest {
     pub rows: Rows,
     pub model: ModelInfo,
     pub labelled_rows: u64,
-    pub metrics: Option<Metrics>,
+    pub metrics: Option<Evaluation>,
     pub failure: Option<String>,
     pub timings: Timings,
 }

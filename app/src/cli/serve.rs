@@ -28,6 +28,7 @@ pub async fn serve(args: ServeArgs) -> Result<Exit, Failed> {
             .unwrap_or_else(|| LogFormat::detect(args.k_service.is_some())),
         "info",
     );
+    log_panics();
     let settings = Settings::from_args(&args).map_err(|e| Failed::new(Exit::Usage, e))?;
     let stop = scorer::shutdown::on_signal();
     let app = Application::build(settings.clone()).await?;
@@ -59,6 +60,22 @@ pub async fn serve(args: ServeArgs) -> Result<Exit, Failed> {
     result?;
     tracing::info!("stopped");
     Ok(Exit::Ok)
+}
+
+/// A panic anywhere (a job, an upload task, a scoring thread) is logged as
+/// an ERROR entry with where it happened, so Cloud Logging shows it; the
+/// job that met it answers 500 or 503 and its input is retried.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned());
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        tracing::error!(panic = %message, location, "a thread panicked");
+    }));
 }
 
 pub async fn demo(args: DemoArgs) -> Result<Exit, Failed> {

@@ -70,6 +70,7 @@ impl JobRunner {
         enum Role {
             Leader(tokio::task::JoinHandle<Result<Outcome, JobError>>),
             Follower(Finished),
+            NoSlot,
         }
         let role = {
             let Ok(mut running) = self.running.lock() else {
@@ -78,30 +79,33 @@ impl JobRunner {
             match running.get(&key) {
                 Some(finished) => Role::Follower(finished.clone()),
                 None => {
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        return Handled::NoFreeSlot;
-                    };
-                    let (tx, rx) = watch::channel(None);
-                    running.insert(key.clone(), rx);
-                    let runner = self.clone();
-                    let object = object.clone();
-                    // The job's logs belong to the request that started it
-                    // (its trace groups them in Logs Explorer).
-                    let job = async move {
-                        let _permit = permit;
-                        let _running = Running {
-                            runner: runner.clone(),
-                            key,
-                        };
-                        let result = runner.run(&object).await;
-                        let _ = tx.send(Some(result.clone()));
-                        result
-                    };
-                    Role::Leader(tokio::spawn(job.instrument(tracing::Span::current())))
+                    match slots.clone().try_acquire_owned() {
+                        Err(_) => Role::NoSlot,
+                        Ok(permit) => {
+                            let (tx, rx) = watch::channel(None);
+                            running.insert(key.clone(), rx);
+                            let runner = self.clone();
+                            let object = object.clone();
+                            // The job's logs belong to the request that started it
+                            // (its trace groups them in Logs Explorer).
+                            let job = async move {
+                                let _permit = permit;
+                                let _running = Running {
+                                    runner: runner.clone(),
+                                    key,
+                                };
+                                let result = runner.run(&object).await;
+                                let _ = tx.send(Some(result.clone()));
+                                result
+                            };
+                            Role::Leader(tokio::spawn(job.instrument(tracing::Span::current())))
+                        }
+                    }
                 }
             }
         };
         match role {
+            Role::NoSlot => self.no_free_slot(object, started).await,
             Role::Leader(task) => Handled::Finished(
                 task.await
                     .unwrap_or_else(|e| Err(JobError::Internal(format!("job task: {e}")))),
@@ -122,6 +126,21 @@ impl JobRunner {
                 summary::record(self, object, &result, started.elapsed());
                 Handled::Finished(result)
             }
+        }
+    }
+
+    /// Every slot is taken. The job of this very input may have committed
+    /// and left the running map since the first look: a committed input is
+    /// still acknowledged.
+    async fn no_free_slot(&self, object: &ObjectRef, started: Instant) -> Handled {
+        let names = OutputNames::new(&object.name, object.generation);
+        match self.find_manifest(&names).await {
+            Ok(Some(manifest)) => {
+                let result = Ok(Outcome::Duplicate(Box::new(manifest)));
+                summary::record(self, object, &result, started.elapsed());
+                Handled::Finished(result)
+            }
+            _ => Handled::NoFreeSlot,
         }
     }
 

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Pushes;
 use crate::event::StorageEvent;
+use crate::format::Format;
 use crate::lease::HeldElsewhere;
 use crate::manifest::{Manifest, Status};
 use crate::model::Model;
@@ -144,8 +145,8 @@ impl JobRunner {
         if !event.is_finalize() {
             return Err(format!("{} events are not work", event.event_type));
         }
-        if !event.object.name.is_csv() {
-            return Err(format!("{} is not a .csv or .csv.gz object", event.object.name));
+        if Format::for_object(event.object.name.as_str()).is_none() {
+            return Err(format!("{} is not a {} object", event.object.name, Format::ACCEPTED));
         }
         Ok(())
     }

@@ -47,6 +47,15 @@ impl Failure {
     }
 }
 
+/// Aborts a helper task when the job that needs it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl JobRunner {
     /// The sequence for one input generation (the module doc of `job`).
     pub(super) async fn sequence(&self, object: &ObjectRef) -> Result<Outcome, JobError> {
@@ -63,16 +72,17 @@ impl JobRunner {
             return Ok(Outcome::Duplicate(Box::new(manifest)));
         }
         let cancel = self.shutdown.child_token();
-        let watcher = {
+        // Losing the lease cancels the job; the watcher goes with the job,
+        // however it ends.
+        let _watcher = {
             let lost = held.lost();
             let cancel = cancel.clone();
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 lost.cancelled().await;
                 cancel.cancel();
-            })
+            }))
         };
         let result = self.score_and_commit(object, &names, cancel).await;
-        watcher.abort();
         let result = match result {
             Err(_) if held.lost().is_cancelled() => Ok(Outcome::InProgress(HeldElsewhere {
                 holder: "another instance (took the lease over)".into(),
@@ -193,17 +203,15 @@ impl JobRunner {
                 self.report_failure(object, names, Some(&meta), Failure::Rejected(rejection), started_at)
                     .await
             }
-            Err(ScoreError::Read(e)) | Err(ScoreError::Write(e)) => {
-                match e.get_ref().and_then(|inner| inner.downcast_ref::<StorageError>()) {
-                    Some(StorageError::NotFound(what)) => {
-                        let failure = Failure::Gone(format!("the input vanished while it was read: {what}"));
-                        self.report_failure(object, names, Some(&meta), failure, started_at)
-                            .await
-                    }
-                    Some(storage) => Err(storage.clone().into()),
-                    None => Err(JobError::Transient(e.to_string())),
+            Err(ScoreError::Read(e)) | Err(ScoreError::Write(e)) => match StorageError::find(&e) {
+                Some(StorageError::NotFound(what)) => {
+                    let failure = Failure::Gone(format!("the input vanished while it was read: {what}"));
+                    self.report_failure(object, names, Some(&meta), failure, started_at)
+                        .await
                 }
-            }
+                Some(storage) => Err(storage.clone().into()),
+                None => Err(JobError::Transient(e.to_string())),
+            },
             Err(ScoreError::Engine(e)) => Err(JobError::Internal(e.to_string())),
         }
     }

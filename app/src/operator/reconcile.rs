@@ -3,8 +3,10 @@
 //!
 //! Unscored inputs come from notifications that were lost (uploaded before
 //! the subscription existed), dead-lettered and expired, or a bucket that
-//! held files before the service. Only objects updated inside the window are
-//! considered: by default the outputs' retention (`OUTPUT_RETENTION_DAYS`),
+//! held files before the service. Only objects created inside the window are
+//! considered (their generation's creation: a metadata change does not
+//! bring an old input back): by default the outputs' retention
+//! (`OUTPUT_RETENTION_DAYS`),
 //! since older inputs had their outputs deleted on purpose and re-scoring
 //! them would redo years of work with today's model. Orphans are complete
 //! objects under an output prefix that no manifest names (a crash between
@@ -55,7 +57,7 @@ pub struct Problem {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
-    /// Objects updated before this were not considered (RFC 3339).
+    /// Objects created before this were not considered (RFC 3339).
     pub window_start: Option<String>,
     pub unscored: Vec<Unscored>,
     pub orphans: Vec<Orphan>,
@@ -70,15 +72,15 @@ fn rfc3339(t: Option<SystemTime>) -> Option<String> {
 }
 
 fn in_window(object: &ObjectMeta, since: Option<SystemTime>) -> bool {
-    match (since, object.updated) {
-        (Some(since), Some(updated)) => updated >= since,
+    match (since, object.created.or(object.updated)) {
+        (Some(since), Some(created)) => created >= since,
         _ => true,
     }
 }
 
 /// Whether an input object name is one the service scores.
 fn is_input(name: &str) -> bool {
-    ObjectName::parse(name).is_ok_and(|n| n.is_csv())
+    crate::format::Format::for_object(name).is_some()
 }
 
 /// Scans both buckets. Storage trouble (unreachable, refused) is an error;
@@ -164,6 +166,11 @@ async fn orphans(
     }
     for (dir, objects) in dirs {
         let manifest_name = format!("{dir}/manifest.json");
+        // Only a directory with an output inside the window can hold an
+        // orphan to report: others cost no manifest read.
+        if !objects.iter().any(|o| o.name != manifest_name && in_window(o, since)) {
+            continue;
+        }
         let has_manifest = objects.iter().any(|o| o.name == manifest_name);
         let named: BTreeSet<String> = if has_manifest {
             match read_all(output, &manifest_name, 16 << 20).await {

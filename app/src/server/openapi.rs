@@ -25,7 +25,7 @@ use utoipa::OpenApi;
         super::push::PushReply,
         super::health::Health,
         super::health::Readiness,
-        crate::model::Contribution,
+        super::predict::ContributionSchema,
     ))
 )]
 pub struct ApiDoc;

@@ -53,7 +53,20 @@ pub struct PredictResponse {
     pub model_version: String,
     /// Per row, the features that moved the logit most (when asked).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<ContributionSchema>>>)]
     pub explanations: Option<Vec<Vec<Contribution>>>,
+}
+
+/// One feature's share of a row's logit (the schema of
+/// [`Contribution`], which the engine defines without OpenAPI).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Contribution)]
+#[allow(dead_code)]
+pub struct ContributionSchema {
+    pub feature: String,
+    pub value: String,
+    /// Added to the logit; positive pushes the probability up.
+    pub contribution: f64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -56,7 +56,19 @@ impl Read for StreamReader {
             if self.cancel.is_cancelled() {
                 return Err(cancelled());
             }
-            match self.handle.block_on(self.stream.next()) {
+            // Waiting on storage must not make the job deaf to a stop.
+            let cancel = &self.cancel;
+            let stream = &mut self.stream;
+            let next = self.handle.block_on(async {
+                tokio::select! {
+                    _ = cancel.cancelled() => None,
+                    item = stream.next() => Some(item),
+                }
+            });
+            let Some(next) = next else {
+                return Err(cancelled());
+            };
+            match next {
                 None => {
                     self.ended = true;
                     return Ok(0);
@@ -81,11 +93,13 @@ pub struct UploadWriter {
     crc32c: u32,
     size: u64,
     cancel: CancellationToken,
+    handle: Handle,
 }
 
 impl UploadWriter {
-    /// The writer and the body to hand to [`super::ObjectStore::write`].
-    pub fn new(cancel: CancellationToken) -> (UploadWriter, WriteBody) {
+    /// The writer and the body to hand to [`super::ObjectStore::write`]; the
+    /// writer is for a blocking thread, `handle` the runtime the upload runs on.
+    pub fn new(cancel: CancellationToken, handle: Handle) -> (UploadWriter, WriteBody) {
         let (tx, mut rx) = mpsc::channel(4);
         let body: WriteBody = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
         (
@@ -95,21 +109,28 @@ impl UploadWriter {
                 crc32c: 0,
                 size: 0,
                 cancel,
+                handle,
             },
             body,
         )
     }
 
     fn send(&mut self, part: BodyPart) -> io::Result<()> {
-        if self.cancel.is_cancelled() {
-            return Err(cancelled());
-        }
         let tx = self
             .tx
             .as_ref()
             .ok_or_else(|| io::Error::other("upload already finished"))?;
-        tx.blocking_send(Ok(part))
-            .map_err(|_| StorageError::Abandoned("the upload stopped".into()).into_io())
+        // A stalled upload must not make the job deaf to a stop.
+        let cancel = &self.cancel;
+        self.handle.block_on(async {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(cancelled()),
+                sent = tx.send(Ok(part)) => {
+                    sent.map_err(|_| StorageError::Abandoned("the upload stopped".into()).into_io())
+                }
+            }
+        })
     }
 
     /// Sends what is buffered and the end marker. Returns the CRC32C and
@@ -172,7 +193,7 @@ impl Upload {
         options: WriteOptions,
         cancel: CancellationToken,
     ) -> Upload {
-        let (writer, body) = UploadWriter::new(cancel);
+        let (writer, body) = UploadWriter::new(cancel, handle.clone());
         let target = name.clone();
         let task = handle.spawn(async move { store.write(&target, body, options).await });
         Upload { name, writer, task }
@@ -211,7 +232,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new("b", dir.path()).unwrap();
         for finish in [false, true] {
-            let (mut writer, body) = UploadWriter::new(CancellationToken::new());
+            let (mut writer, body) = UploadWriter::new(CancellationToken::new(), Handle::current());
             let name = format!("f{finish}.csv");
             let upload = {
                 let store = store.clone();
@@ -237,7 +258,7 @@ mod tests {
     async fn a_writer_dropped_while_the_upload_lags_commits_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new("b", dir.path()).unwrap();
-        let (mut writer, body) = UploadWriter::new(CancellationToken::new());
+        let (mut writer, body) = UploadWriter::new(CancellationToken::new(), Handle::current());
         let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
         // The consumer starts reading only after the writer is gone.
         let lagging: WriteBody = Box::pin(
@@ -271,6 +292,27 @@ mod tests {
         assert!(store.stat("lag.csv").await.unwrap().is_none(), "a prefix was committed");
     }
 
+    /// A stop reaches a writer whose upload has stalled (channel full).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_reaches_a_writer_blocked_on_a_stalled_upload() {
+        let cancel = CancellationToken::new();
+        let (mut writer, _body) = UploadWriter::new(cancel.clone(), Handle::current());
+        let blocked = tokio::task::spawn_blocking(move || {
+            // Nobody reads the body: the fifth piece blocks.
+            for _ in 0..8 {
+                writer.write_all(&vec![b'x'; PIECE])?;
+            }
+            Ok::<_, io::Error>(())
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        cancel.cancel();
+        let result = tokio::time::timeout(std::time::Duration::from_secs(5), blocked)
+            .await
+            .expect("the writer stayed blocked after the stop")
+            .unwrap();
+        assert!(result.is_err());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reader_yields_the_stream_and_storage_errors_stay_recognisable() {
         let stream: ByteStream = Box::pin(futures::stream::iter(vec![
@@ -288,6 +330,6 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(text, b"abcdef");
-        assert!(err.get_ref().unwrap().is::<StorageError>());
+        assert!(StorageError::find(&err).is_some());
     }
 }

@@ -180,6 +180,8 @@ struct JsonObject {
     size: String,
     crc32c: Option<String>,
     updated: Option<String>,
+    #[serde(rename = "timeCreated")]
+    time_created: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -204,6 +206,7 @@ impl JsonObject {
             size: self.size.parse().unwrap_or_default(),
             crc32c,
             updated: self.updated.and_then(|u| humantime::parse_rfc3339_weak(&u).ok()),
+            created: self.time_created.and_then(|u| humantime::parse_rfc3339_weak(&u).ok()),
         }
     }
 }
@@ -284,6 +287,7 @@ impl GcsStore {
             size: u64::try_from(object.size).unwrap_or_default(),
             crc32c: object.checksums.and_then(|c| c.crc32c),
             updated: None,
+            created: None,
         })
     }
 }
@@ -305,7 +309,7 @@ impl ObjectStore for GcsStore {
             encode_path_segment(&self.bucket),
             encode_path_segment(name)
         );
-        let fields = [("fields", "name,generation,size,crc32c,updated")];
+        let fields = [("fields", "name,generation,size,crc32c,updated,timeCreated")];
         match self.json.get(&self.uri(name), &url, &fields).await? {
             None => Ok(None),
             Some(body) => serde_json::from_slice::<JsonObject>(&body)
@@ -327,6 +331,7 @@ impl ObjectStore for GcsStore {
             size: u64::try_from(highlights.size).unwrap_or_default(),
             crc32c: highlights.checksums.as_ref().and_then(|c| c.crc32c),
             updated: None,
+            created: None,
         };
         if meta.size == 0 {
             // The client takes the size from `x-goog-stored-content-length`,
@@ -371,7 +376,10 @@ impl ObjectStore for GcsStore {
         loop {
             let mut query = vec![
                 ("prefix", prefix),
-                ("fields", "items(name,generation,size,crc32c,updated),nextPageToken"),
+                (
+                    "fields",
+                    "items(name,generation,size,crc32c,updated,timeCreated),nextPageToken",
+                ),
             ];
             if let Some(t) = &token {
                 query.push(("pageToken", t.as_str()));

@@ -66,6 +66,9 @@ impl LocalStore {
             size: md.len(),
             crc32c: None,
             updated,
+            // A file's generation is its modification time: a rewrite is a
+            // new generation, created then.
+            created: updated,
         }
     }
 }

@@ -46,19 +46,27 @@ pub fn body_of(bytes: Bytes) -> WriteBody {
 /// body stops without it. Every backend writes through this, so "no end
 /// marker, no object" holds for all of them.
 pub fn until_end(body: WriteBody) -> ByteStream {
+    /// Where the body is: going on, or failed (and failed it stays: a
+    /// consumer that polls again after an error must never see a clean end,
+    /// which would finalise a prefix). After the end marker the stream is
+    /// over, and fused: polled again, it says so again.
+    enum Body {
+        Flowing(WriteBody),
+        Failed(StorageError),
+    }
     Box::pin(
-        futures::stream::unfold(Some(body), |body| async move {
-            let mut body = body?;
-            match body.next().await {
-                Some(Ok(BodyPart::Data(bytes))) => Some((Ok(bytes), Some(body))),
-                Some(Ok(BodyPart::End)) => None,
-                Some(Err(e)) => Some((Err(e), None)),
-                None => Some((
-                    Err(StorageError::Abandoned(
-                        "the writer stopped before the end of the object".into(),
-                    )),
-                    None,
-                )),
+        futures::stream::unfold(Body::Flowing(body), |state| async move {
+            match state {
+                Body::Failed(e) => Some((Err(e.clone()), Body::Failed(e))),
+                Body::Flowing(mut body) => match body.next().await {
+                    Some(Ok(BodyPart::Data(bytes))) => Some((Ok(bytes), Body::Flowing(body))),
+                    Some(Ok(BodyPart::End)) => None,
+                    Some(Err(e)) => Some((Err(e.clone()), Body::Failed(e))),
+                    None => {
+                        let e = StorageError::Abandoned("the writer stopped before the end of the object".into());
+                        Some((Err(e.clone()), Body::Failed(e)))
+                    }
+                },
             }
         })
         .fuse(),
@@ -90,10 +98,17 @@ impl StorageError {
         matches!(self, StorageError::Transient(_))
     }
 
-    /// As an `io::Error` that still carries this error, so the scoring
-    /// engine can tell storage trouble from bad data.
+    /// As an `io::Error` the scoring engine recognises as the source's
+    /// (not the data's), and from which [`StorageError::find`] gets this
+    /// error back.
     pub fn into_io(self) -> std::io::Error {
-        std::io::Error::other(self)
+        scorer_engine::score::SourceError::io(self)
+    }
+
+    /// The storage error inside an `io::Error` made by
+    /// [`StorageError::into_io`], if there is one.
+    pub fn find(e: &std::io::Error) -> Option<&StorageError> {
+        scorer_engine::score::SourceError::find::<StorageError>(e)
     }
 }
 
@@ -109,6 +124,10 @@ pub struct ObjectMeta {
     pub crc32c: Option<u32>,
     #[serde(skip)]
     pub updated: Option<SystemTime>,
+    /// When this generation was created (metadata changes move `updated`,
+    /// not this).
+    #[serde(skip)]
+    pub created: Option<SystemTime>,
 }
 
 /// How to write an object.
@@ -290,6 +309,22 @@ impl fmt::Display for Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_body_stays_failed() {
+        let body: WriteBody = Box::pin(futures::stream::iter(vec![Ok(BodyPart::Data(Bytes::from_static(
+            b"a",
+        )))]));
+        let mut stream = until_end(body);
+        assert!(stream.next().await.unwrap().is_ok());
+        for _ in 0..3 {
+            // However often it is polled again, never a clean end.
+            assert!(matches!(stream.next().await, Some(Err(StorageError::Abandoned(_)))));
+        }
+        let done = until_end(body_of(Bytes::from_static(b"b")));
+        let items: Vec<_> = done.collect().await;
+        assert_eq!(items.len(), 1);
+    }
 
     #[test]
     fn locations_parse() {

@@ -8,7 +8,8 @@ use std::io::{self, BufRead, BufReader, Read};
 
 use sha2::{Digest, Sha256};
 
-use super::fit::{FitError, FitSpec, Split, parse_label};
+use super::fit::{FitError, FitSpec, Split};
+use super::parse_label;
 use crate::score::input::{self, NotText};
 
 /// How many line numbers are kept per skip reason.

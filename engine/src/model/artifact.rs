@@ -14,7 +14,7 @@
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use super::metrics::Metrics;
+use super::evaluation::Evaluation;
 
 /// The only format this build reads and writes.
 pub const FORMAT: &str = "scorer-logreg/1";
@@ -88,8 +88,8 @@ pub struct Training {
     /// Final value of the (weighted, mean) training objective.
     pub objective: f64,
     pub missing_numeric: String,
-    /// Metrics on the held-out rows, when there were any.
-    pub holdout: Option<Metrics>,
+    /// Evaluation on the held-out rows, when there were any.
+    pub holdout: Option<Evaluation>,
 }
 
 /// Which rows were held out.

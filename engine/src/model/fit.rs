@@ -23,7 +23,7 @@ use smartcore::optimization::first_order::lbfgs::LBFGS;
 use smartcore::optimization::line_search::Backtracking;
 
 use super::artifact::{Artifact, FORMAT, Feature, SplitDescription, Training};
-use super::metrics::MetricsAccumulator;
+use super::evaluation::EvaluationBuilder;
 use super::training_data::{self, Skipped, TrainingRow};
 use super::{Model, ModelError};
 
@@ -337,9 +337,9 @@ pub fn fit(input: impl Read + Send, data_name: &str, spec: &FitSpec) -> Result<F
     };
 
     // Held-out metrics with the fitted model, through the same per-row
-    // logit as the online API.
+    // logit as the online API (and, term by term, the batch engine).
     let model = Model::from_artifact(artifact.clone(), String::new())?;
-    let mut holdout = MetricsAccumulator::default();
+    let mut holdout = EvaluationBuilder::default();
     for row in &data.holdout {
         if let Ok(z) = model.logit(row_getter(spec, row)) {
             let p = Model::probability(z);
@@ -398,15 +398,6 @@ fn validate_spec(spec: &FitSpec) -> Result<(), FitError> {
         return bad("a column is named twice among target, categorical and numeric".into());
     }
     Ok(())
-}
-
-/// A 0/1 label; anything else is not a label.
-pub fn parse_label(raw: Option<&str>) -> Option<bool> {
-    match raw.map(str::trim) {
-        Some("1") => Some(true),
-        Some("0") => Some(false),
-        _ => None,
-    }
 }
 
 /// Levels in a stable, readable order: numerically when every level is an

@@ -6,8 +6,8 @@
 //! feature name unique, so the scoring paths never re-check.
 
 pub mod artifact;
+pub mod evaluation;
 pub mod fit;
-pub mod metrics;
 pub mod training_data;
 
 use std::collections::{HashMap, HashSet};
@@ -16,7 +16,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 pub use artifact::{Artifact, FORMAT, Feature};
-pub use metrics::{Metrics, MetricsAccumulator};
+pub use evaluation::{Evaluation, EvaluationBuilder};
 
 /// The artifact shipped in `data/`, compiled into the binary so the container
 /// and `scorer demo` always have a model.
@@ -315,12 +315,21 @@ impl Model {
 }
 
 /// One feature's share of a row's logit.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Contribution {
     pub feature: String,
     pub value: String,
     /// Added to the logit; positive pushes the probability up.
     pub contribution: f64,
+}
+
+/// A 0/1 label; anything else is not a label.
+pub fn parse_label(raw: Option<&str>) -> Option<bool> {
+    match raw.map(str::trim) {
+        Some("1") => Some(true),
+        Some("0") => Some(false),
+        _ => None,
+    }
 }
 
 fn describe_levels<'a>(levels: impl Iterator<Item = &'a String>) -> String {

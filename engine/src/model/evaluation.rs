@@ -11,10 +11,10 @@ const AUC_RESOLUTION: f64 = 1e6;
 /// Clamp for log loss, as scikit-learn does, so a confident miss is finite.
 const EPS: f64 = 1e-15;
 
-/// Metrics of a set of labelled predictions.
+/// Evaluation of a set of labelled predictions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Metrics {
+pub struct Evaluation {
     pub rows: u64,
     pub accuracy: f64,
     /// `[[true 0 predicted 0, true 0 predicted 1], [true 1 predicted 0, true 1 predicted 1]]`
@@ -30,14 +30,14 @@ pub struct Metrics {
 /// Accumulates labelled predictions. Memory is bounded by the number of
 /// distinct probabilities at 1e-6 resolution.
 #[derive(Debug, Default, Clone)]
-pub struct MetricsAccumulator {
+pub struct EvaluationBuilder {
     confusion: [[u64; 2]; 2],
     log_loss_sum: f64,
     /// probability bucket -> (negatives, positives)
     buckets: BTreeMap<u32, (u64, u64)>,
 }
 
-impl MetricsAccumulator {
+impl EvaluationBuilder {
     pub fn add(&mut self, label: bool, probability: f64, predicted: bool) {
         self.confusion[usize::from(label)][usize::from(predicted)] += 1;
         let p = probability.clamp(EPS, 1.0 - EPS);
@@ -51,7 +51,7 @@ impl MetricsAccumulator {
         }
     }
 
-    pub fn merge(&mut self, other: &MetricsAccumulator) {
+    pub fn merge(&mut self, other: &EvaluationBuilder) {
         for (i, row) in other.confusion.iter().enumerate() {
             for (j, n) in row.iter().enumerate() {
                 self.confusion[i][j] += n;
@@ -70,7 +70,7 @@ impl MetricsAccumulator {
     }
 
     /// `None` when nothing was added.
-    pub fn finish(&self) -> Option<Metrics> {
+    pub fn finish(&self) -> Option<Evaluation> {
         let rows = self.rows();
         if rows == 0 {
             return None;
@@ -83,7 +83,7 @@ impl MetricsAccumulator {
             let (p, r) = (precision[k], recall[k]);
             if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
         });
-        Some(Metrics {
+        Some(Evaluation {
             rows,
             accuracy: ratio(c[0][0] + c[1][1], rows),
             confusion_matrix: c,
@@ -114,7 +114,7 @@ impl MetricsAccumulator {
     }
 }
 
-impl Metrics {
+impl Evaluation {
     /// A few human lines, used by `scorer train`, `score` and `demo`.
     pub fn render(&self) -> String {
         let c = self.confusion_matrix;
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn perfect_separation_has_auc_one_and_full_accuracy() {
-        let mut acc = MetricsAccumulator::default();
+        let mut acc = EvaluationBuilder::default();
         acc.add(false, 0.1, false);
         acc.add(false, 0.2, false);
         acc.add(true, 0.8, true);
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn ties_count_half_and_confusion_is_row_true_column_predicted() {
-        let mut acc = MetricsAccumulator::default();
+        let mut acc = EvaluationBuilder::default();
         acc.add(false, 0.5, true);
         acc.add(true, 0.5, true);
         let m = acc.finish().unwrap();
@@ -174,9 +174,9 @@ mod tests {
 
     #[test]
     fn merge_equals_adding_everything_to_one() {
-        let mut a = MetricsAccumulator::default();
-        let mut b = MetricsAccumulator::default();
-        let mut all = MetricsAccumulator::default();
+        let mut a = EvaluationBuilder::default();
+        let mut b = EvaluationBuilder::default();
+        let mut all = EvaluationBuilder::default();
         for (i, p) in [0.1, 0.4, 0.35, 0.8, 0.7, 0.2].iter().enumerate() {
             let label = i % 2 == 1;
             let target = if i < 3 { &mut a } else { &mut b };
@@ -189,6 +189,6 @@ mod tests {
 
     #[test]
     fn nothing_added_gives_no_metrics() {
-        assert!(MetricsAccumulator::default().finish().is_none());
+        assert!(EvaluationBuilder::default().finish().is_none());
     }
 }

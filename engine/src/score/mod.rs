@@ -1,0 +1,142 @@
+//! The scoring engine: a CSV byte stream in, predictions and rejected rows
+//! out, in bounded memory whatever the file size.
+//!
+//! The rooms, in the order a byte meets them:
+//!
+//! - [`input`]: raw bytes to UTF-8 text (gzip, byte-order marks, encodings)
+//!   and the delimiter;
+//! - [`chunker`]: the text cut at record ends into chunks of a few MiB;
+//! - [`plan`]: what is decided once per file (where the model's columns are,
+//!   the schema polars parses each chunk with) and the scoring of one chunk;
+//! - [`logit`]: the model's logit over a parsed chunk, with polars, by the
+//!   same maths as one row online ([`crate::model::Term::contribution`]);
+//! - [`writer`]: every kept input record exactly as it came, with the
+//!   probability and the prediction appended;
+//! - [`rejects`]: rows the model cannot take, with their line and reason;
+//! - [`pipeline`]: reading, scoring and writing overlapped on three threads
+//!   with bounded channels.
+//!
+//! The same engine serves local files and Cloud Storage objects: it only sees
+//! a [`Read`](std::io::Read) and a [`Write`](std::io::Write). A read error that
+//! is the source's fault (storage), not the data's, reaches it wrapped in a
+//! [`SourceError`], so it is reported as such rather than as a corrupt file.
+
+pub mod chunker;
+pub mod input;
+pub mod logit;
+pub mod pipeline;
+pub mod plan;
+pub mod rejects;
+pub mod writer;
+
+use std::io;
+
+use polars::prelude::PolarsError;
+use serde::Serialize;
+
+use crate::model::Evaluation;
+pub use input::InputFormat;
+use input::NotText;
+pub use pipeline::score;
+pub use rejects::{CsvRejects, RejectSink, RejectedRow};
+pub use writer::format_explanation;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct ScoreOptions {
+    /// Target chunk size: memory in flight is a small multiple of it.
+    pub chunk_bytes: usize,
+    /// A longer record is rejected and skipped, never buffered.
+    pub max_record_bytes: usize,
+    /// When above 0, add an `explanation` column with that many top
+    /// contributions per row.
+    pub explain: usize,
+}
+
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        ScoreOptions {
+            chunk_bytes: 8 << 20,
+            max_record_bytes: 16 << 20,
+            explain: 0,
+        }
+    }
+}
+
+/// What one scored file amounted to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub rows_in: u64,
+    pub rows_scored: u64,
+    pub rows_rejected: u64,
+    pub blank_lines: u64,
+    pub format: InputFormat,
+    pub columns: Vec<String>,
+    /// Output columns appended after the input's.
+    pub output_columns: Vec<String>,
+    /// Rows whose label column held 0 or 1 (metrics are over these).
+    pub labelled_rows: u64,
+    pub metrics: Option<Evaluation>,
+    pub seconds: f64,
+}
+
+/// Why a file as a whole cannot be scored. Permanent: retrying will not help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileRejection {
+    #[error(transparent)]
+    NotText(#[from] NotText),
+    #[error("the file has a header line but no data rows")]
+    HeaderOnly,
+    #[error("missing required column{} {} (the header has: {})", if .missing.len() > 1 { "s" } else { "" }, .missing.join(", "), .found.join(", "))]
+    MissingColumns { missing: Vec<String>, found: Vec<String> },
+    #[error("column {0:?} appears more than once in the header; which one to use is ambiguous")]
+    DuplicateColumn(String),
+    #[error("the input cannot be decoded: {0}")]
+    Undecodable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    #[error("{0}")]
+    Rejected(#[from] FileRejection),
+    /// Reading the input failed in storage: possibly transient.
+    #[error("reading the input failed: {0}")]
+    Read(io::Error),
+    #[error("writing the output failed: {0}")]
+    Write(io::Error),
+    #[error("scoring engine error: {0}")]
+    Engine(#[from] PolarsError),
+}
+
+impl ScoreError {
+    /// A read error wrapping a [`SourceError`] is the source's (possibly
+    /// transient); anything else from the reader (a truncated gzip, say) is
+    /// the data's fault and permanent.
+    pub(crate) fn from_read(e: io::Error) -> ScoreError {
+        if e.get_ref().is_some_and(|inner| inner.is::<SourceError>()) {
+            ScoreError::Read(e)
+        } else {
+            ScoreError::Rejected(FileRejection::Undecodable(e.to_string()))
+        }
+    }
+}
+
+/// An error of the byte source (storage, a network), as opposed to the
+/// bytes' content: whoever feeds the engine wraps its own errors in one,
+/// inside an `io::Error`, and finds them again in [`ScoreError::Read`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl SourceError {
+    /// `error` as an `io::Error` the engine recognises as the source's.
+    pub fn io(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+        io::Error::other(SourceError(Box::new(error)))
+    }
+
+    /// The source's own error in an `io::Error` from [`ScoreError::Read`],
+    /// if that is what it holds.
+    pub fn find<E: std::error::Error + 'static>(e: &io::Error) -> Option<&E> {
+        e.get_ref()?.downcast_ref::<SourceError>()?.0.downcast_ref::<E>()
+    }
+}
