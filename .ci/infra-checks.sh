@@ -25,8 +25,10 @@
 # Every check runs; the script fails at the end if any of them failed.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}/infra"
+CI_NAME=infra-checks
+# shellcheck source=.ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+CACHE="$CACHE/infra"
 
 # Pinned tools (a change rebuilds the matching cache entry).
 CHECKOV_SPEC="checkov==3.3.30"
@@ -40,56 +42,9 @@ SCHEMA_CACHE="$CACHE/google-provider-schema.json"
 
 cd "$ROOT"
 
-note() { printf '\n=== %s\n' "$*"; }
-fatal() {
-  printf '\ninfra-checks: FAILED: %s\n' "$*" >&2
-  exit 1
-}
-
 # --- tools -----------------------------------------------------------------------
 
-as_root() {
-  if [[ "$(id -u)" == 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo -n "$@"
-  else
-    return 1
-  fi
-}
-
-# apt_need COMMAND PACKAGE: COMMAND from the Debian package PACKAGE.
-apt_need() {
-  local cmd="$1" pkg="$2"
-  command -v "$cmd" >/dev/null 2>&1 && return 0
-  printf 'installing %s (Debian package %s)\n' "$cmd" "$pkg"
-  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$pkg"; then
-    as_root apt-get update -q || true
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$pkg" || true
-  fi
-  command -v "$cmd" >/dev/null 2>&1 ||
-    fatal "$cmd is missing and could not be installed: run 'apt-get install $pkg' as root"
-}
-
-# venv_need DIR SPEC: a virtualenv at DIR with the pip requirements SPEC. Built
-# in place (a venv's scripts name its path); .spec is written last, so an
-# interrupted build is redone next time.
-venv_need() {
-  local dir="$1" spec="$2"
-  if [[ -f "$dir/.spec" && "$(cat "$dir/.spec")" == "$spec" ]] &&
-    "$dir/bin/python" -c 'import sys' >/dev/null 2>&1; then
-    return 0
-  fi
-  printf 'building %s (%s)\n' "$dir" "$spec"
-  rm -rf "$dir"
-  mkdir -p "$(dirname "$dir")"
-  python3 -m venv "$dir" ||
-    fatal "'python3 -m venv' failed: install Python 3 with venv (Debian: apt-get install python3-venv)"
-  # shellcheck disable=SC2086 # SPEC is a list of requirements
-  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input $spec ||
-    fatal "pip could not install $spec from the Python package index"
-  printf '%s' "$spec" >"$dir/.spec"
-}
+# as_root, apt_need, venv_need: see .ci/lib.sh.
 
 # node_need: node_modules at $NODE_DIR with $NODE_SPEC.
 node_need() {

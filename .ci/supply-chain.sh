@@ -27,8 +27,9 @@
 # and write down why in the list of allowed findings below.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}"
+CI_NAME=supply-chain
+# shellcheck source=.ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Pinned tools (a change reinstalls the matching one). cargo-deny 0.20.2 needs
 # rustc >= 1.88; deny.toml sticks to fields that 0.19 (the GitHub action) knows.
@@ -59,15 +60,6 @@ BASELINE=".secrets.baseline"
 
 cd "$ROOT"
 
-note() { printf '\n=== %s\n' "$*"; }
-fatal() {
-  printf '\nsupply-chain: FAILED: %s\n' "$*" >&2
-  exit 1
-}
-
-# shellcheck source=.ci/cargo-tool.sh
-source "$ROOT/.ci/cargo-tool.sh"
-
 # --- tools -----------------------------------------------------------------------
 
 # deny_need: see .ci/cargo-tool.sh.
@@ -75,26 +67,9 @@ deny_need() {
   cargo_tool_need cargo-deny "$CARGO_DENY_VERSION" "$DENY_ROOT" "$DENY_BUILD_DIR" "needs rustc >= 1.88 and a C compiler"
 }
 
-# secrets_need: a virtualenv at $SECRETS_VENV with $SCANNER_SPEC. Built in
-# place (a venv's scripts name its path); .spec is written last, so an
-# interrupted build is redone next time.
+# secrets_need: detect-secrets in its own virtualenv (see venv_need).
 secrets_need() {
-  if [[ -f "$SECRETS_VENV/.spec" && "$(cat "$SECRETS_VENV/.spec")" == "$SCANNER_SPEC" ]] &&
-    "$SECRETS_VENV/bin/detect-secrets" --version >/dev/null 2>&1; then
-    return 0
-  fi
-  command -v python3 >/dev/null 2>&1 ||
-    fatal "python3 is missing (needed for detect-secrets): install Python 3 with venv (Debian: apt-get install python3 python3-venv)"
-  printf 'installing %s into %s\n' "$SCANNER_SPEC" "$SECRETS_VENV"
-  rm -rf "$SECRETS_VENV"
-  mkdir -p "$CACHE"
-  python3 -m venv "$SECRETS_VENV" ||
-    fatal "'python3 -m venv' failed: install Python 3 with venv (Debian: apt-get install python3-venv)"
-  "$SECRETS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "$SCANNER_SPEC" ||
-    fatal "pip could not install $SCANNER_SPEC from the Python package index"
-  "$SECRETS_VENV/bin/detect-secrets" --version >/dev/null 2>&1 ||
-    fatal "detect-secrets does not run from $SECRETS_VENV: delete it and rerun"
-  printf '%s' "$SCANNER_SPEC" >"$SECRETS_VENV/.spec"
+  venv_need "$SECRETS_VENV" "$SCANNER_SPEC" detect-secrets
 }
 
 note "tools (cache: $CACHE)"

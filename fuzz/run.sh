@@ -5,12 +5,12 @@
 #
 #   envelope   fuzz_targets/envelope.rs: arbitrary bytes as a Pub/Sub push
 #              body (and as the object resource inside one) through
-#              scorer::event::parse_push; never a panic, and an accepted
+#              scorer_events::pubsub::parse; never a panic, and an accepted
 #              event holds a valid bucket, object name and generation that
-#              survive finalize_envelope -> parse_push unchanged
+#              survive Notification::push_envelope -> parse unchanged
 #   csv_rows   fuzz_targets/csv_rows.rs: arbitrary bytes (behind a header
 #              picked by the first byte, with engine options picked by the
-#              second) scored by scorer::score::score with the shipped
+#              second) scored by scorer_engine::score::score with the shipped
 #              data/model.json; never a panic nor an engine error, rows_in =
 #              rows_scored + rows_rejected, each rejected row reported once and
 #              in order, and plain input gives one output line per scored row
@@ -24,8 +24,8 @@
 #   bin-cargo-fuzz/     cargo-fuzz $CARGO_FUZZ_VERSION (cargo install from
 #                       crates.io under nice, reinstalled when the pin changes)
 #   fuzz-target/        the build (CARGO_TARGET_DIR); the first one compiles
-#                       polars and the rest instrumented: 30-60 minutes on two
-#                       cores, later ones only what changed
+#                       polars and the rest instrumented (eager polars only,
+#                       no service crates), later ones only what changed
 #   fuzz-corpus/T/      the inputs libFuzzer found, merged down to a minimal
 #                       set after each clean run and kept between runs (the
 #                       seeds in fuzz/corpus/T/ are only read)
@@ -36,7 +36,8 @@
 # (cargo-fuzz's default sanitizer) on stable rustc through RUSTC_BOOTSTRAP=1:
 # -O keeps the dependencies as they ship (no debug assertions in polars),
 # fuzz/Cargo.toml turns debug assertions and overflow checks back on for the
-# scorer crate alone; ASan checks the unsafe code polars runs on these bytes;
+# engine crate alone (the targets depend on scorer-engine and scorer-events
+# only: no tokio, axum or Google crate to build); ASan checks the unsafe code polars runs on these bytes;
 # 16 codegen units halve the cold build on two cores for slower fuzzing.
 # Each target runs in one process (no -jobs: with it libFuzzer forks workers
 # and moves their output to fuzz-N.log), under nice, with POLARS_MAX_THREADS=1.
@@ -46,8 +47,9 @@
 # `<binary> -minimize_crash=1 -runs=20000 <file>` (the summary prints both).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}"
+CI_NAME=fuzz
+# shellcheck source=.ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../.ci/lib.sh"
 FUZZ_SECONDS="${FUZZ_SECONDS:-300}"
 
 # Pinned (a change reinstalls). cargo-fuzz 0.13.2 builds with rustc 1.95.
@@ -65,21 +67,12 @@ BUILD_FLAGS=(-O --codegen-units 16)
 
 cd "$ROOT"
 
-note() { printf '\n=== %s\n' "$*"; }
-fatal() {
-  printf '\nfuzz: FAILED: %s\n' "$*" >&2
-  exit 1
-}
-
 [[ "$FUZZ_SECONDS" =~ ^[1-9][0-9]*$ ]] || fatal "FUZZ_SECONDS=$FUZZ_SECONDS is not a positive number of seconds"
 TARGETS=("$@")
 ((${#TARGETS[@]})) || TARGETS=("${TARGETS_ALL[@]}")
 for t in "${TARGETS[@]}"; do
   [[ " ${TARGETS_ALL[*]} " == *" $t "* ]] || fatal "unknown target $t (targets: ${TARGETS_ALL[*]})"
 done
-
-# shellcheck source=.ci/cargo-tool.sh
-source "$ROOT/.ci/cargo-tool.sh"
 
 # --- tools -----------------------------------------------------------------------
 

@@ -417,15 +417,16 @@ impl Settings {
 impl Settings {
     /// The local mode's defaults for buckets under `dir`: what `scorer serve
     /// --local DIR` would use with nothing else set (the demo's settings).
-    pub fn local(dir: PathBuf) -> Settings {
-        Settings {
+    pub fn local(dir: PathBuf) -> Result<Settings, ConfigError> {
+        let bucket = |name: &str, setting| BucketName::parse(name).map_err(|m| err(setting, m));
+        Ok(Settings {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             role: ServiceRole::All,
             backend: Backend::Local { dir },
-            output_bucket: BucketName::local("output"),
+            output_bucket: bucket("output", "OUTPUT_BUCKET")?,
             model: ModelSource::Builtin,
             pushes: Some(Pushes {
-                input_bucket: BucketName::local("input"),
+                input_bucket: bucket("input", "INPUT_BUCKET")?,
                 max_concurrent_jobs: 2,
                 lease_ttl: Duration::from_secs(120),
                 auth: None,
@@ -444,7 +445,7 @@ impl Settings {
             revision: "local".to_owned(),
             test_faults: None,
             warnings: Vec::new(),
-        }
+        })
     }
 
     /// The Cloud Storage emulator in use, if any (for `gs://` model URIs).

@@ -36,6 +36,8 @@ pub const RAW_SAMPLE_NAME: &str = "raw_layout_sample.csv";
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
     Start(#[from] StartError),
     #[error("demo directory: {0}")]
     Io(#[from] std::io::Error),
@@ -61,7 +63,7 @@ pub async fn run(dir: Option<PathBuf>, timeout: Duration) -> Result<DemoResult, 
         }
         None => tempfile::Builder::new().prefix("scorer-demo-").tempdir()?.keep(),
     };
-    let mut settings = Settings::local(dir.clone());
+    let mut settings = Settings::local(dir.clone())?;
     settings.revision = "demo".to_owned();
     let app = Application::build(settings).await?;
     let addr = app.local_addr();

@@ -20,7 +20,7 @@
 //! - [`job`]: one input generation to exactly one committed output set.
 //! - [`lease`]: who is scoring an input, so redeliveries do not rescore.
 //! - [`storage`]: the bucket seam, with [`storage::local`] and
-//!   [`storage::gcs`] backends and the [`storage::bridge`] to the engine.
+//!   [`storage::gcs`] backends and the [`storage::blocking`] to the engine.
 //! - [`score`]: the polars engine: byte stream in, predictions and rejected
 //!   rows out, in bounded memory.
 //! - [`model`]: the artifact, fitting with smartcore, metrics.
@@ -36,7 +36,6 @@
 pub mod auth;
 pub mod config;
 pub mod demo;
-pub mod event;
 pub mod exit;
 pub mod google;
 pub mod job;
@@ -52,3 +51,4 @@ pub mod storage;
 pub mod telemetry;
 
 pub use scorer_engine::{format, model, score};
+pub use scorer_events as event;

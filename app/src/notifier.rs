@@ -24,7 +24,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::finalize_envelope;
+use crate::event::notification::Notification;
 use crate::storage::local::{LocalStore, generation_of};
 
 /// How often the directory is rescanned (inotify only speeds things up).
@@ -241,15 +241,10 @@ async fn deliver(
 ) {
     let message_id = format!("{}", rand::random::<u64>() >> 11);
     let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-    let envelope = finalize_envelope(
-        crate::storage::ObjectStore::bucket(&config.input),
-        &name,
-        generation,
-        size,
-        &message_id,
-        "projects/local/subscriptions/scorer-local",
-        &now,
-    );
+    let envelope = Notification::finalize(crate::storage::ObjectStore::bucket(&config.input), &name, generation)
+        .size(size)
+        .time(&now)
+        .push_envelope(&message_id, "projects/local/subscriptions/scorer-local");
     let mut backoff = Duration::from_millis(500);
     for attempt in 1..=MAX_ATTEMPTS {
         let mut body = envelope.clone();

@@ -105,4 +105,3 @@ impl fmt::Display for ObjectRef {
         write!(f, "gs://{}/{}#{}", self.bucket, self.name, self.generation)
     }
 }
-

@@ -27,7 +27,6 @@ pub enum EnvelopeError {
     Inconsistent(&'static str),
 }
 
-
 #[derive(Deserialize)]
 struct RawEnvelope {
     message: RawMessage,
@@ -147,7 +146,6 @@ fn decode_base64(data: &str) -> Result<Vec<u8>, EnvelopeError> {
             ))
         })
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,4 @@
-//! Arbitrary bytes as an input CSV, scored by `scorer::score::score` with the
+//! Arbitrary bytes as an input CSV, scored by `scorer_engine::score::score` with the
 //! shipped model: the engine must never panic, a file fails only as a whole
 //! rejection (never an engine error), and the counts must add up.
 //!
@@ -14,8 +14,8 @@ use std::io::{self, Read};
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use scorer::model::Model;
-use scorer::score::{self, CsvRejects, RejectSink, RejectedRow, ScoreError, ScoreOptions};
+use scorer_engine::model::Model;
+use scorer_engine::score::{self, CsvRejects, RejectSink, RejectedRow, ScoreError, ScoreOptions};
 
 static MODEL: LazyLock<Model> = LazyLock::new(|| {
     Model::from_json(include_str!("../../data/model.json").as_bytes()).expect("the shipped model loads")

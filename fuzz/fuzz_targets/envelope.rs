@@ -1,5 +1,5 @@
-//! Arbitrary bytes as a Pub/Sub push body: `scorer::event::parse_push` must
-//! never panic, and what it accepts must hold only valid values.
+//! Arbitrary bytes as a Pub/Sub push body: `scorer_events::pubsub::parse`
+//! must never panic, and what it accepts must hold only valid values.
 //!
 //! Each input is tried twice: as the whole request body, and as the decoded
 //! `message.data` (the Cloud Storage object resource) of an otherwise valid
@@ -10,10 +10,11 @@
 
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use scorer::event::{self, BucketName, Delivery, Generation, ObjectName};
+use scorer_events::notification::Notification;
+use scorer_events::{self as event, BucketName, Generation, ObjectEvent, ObjectName, Trigger};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(delivery) = event::parse_push(data) {
+    if let Ok(delivery) = event::pubsub::parse(data) {
         check(&delivery);
     }
     let wrapped = serde_json::json!({
@@ -24,16 +25,16 @@ fuzz_target!(|data: &[u8]| {
         },
         "subscription": "projects/p/subscriptions/s",
     });
-    if let Ok(delivery) = event::parse_push(wrapped.to_string().as_bytes()) {
+    if let Ok(delivery) = event::pubsub::parse(wrapped.to_string().as_bytes()) {
         check(&delivery);
-        assert!(delivery.event.is_finalize());
+        assert!(delivery.is_finalize());
     }
 });
 
 /// What the types promise, and that the envelope builder and the parser agree.
-fn check(d: &Delivery) {
-    assert!(!d.message_id.is_empty(), "empty message id accepted");
-    let object = &d.event.object;
+fn check(d: &ObjectEvent) {
+    assert!(!d.delivery.id.is_empty(), "empty message id accepted");
+    let object = &d.object;
 
     let bucket = object.bucket.as_str();
     assert!((3..=222).contains(&bucket.len()), "bucket {bucket:?}");
@@ -49,34 +50,29 @@ fn check(d: &Delivery) {
     assert!((1..=1024).contains(&name.len()), "object name of {} bytes", name.len());
     assert!(!name.contains(['\r', '\n', '\0']), "object name {name:?}");
     assert_eq!(ObjectName::parse(name).as_ref(), Ok(&object.name));
-    let _ = object.name.is_csv();
 
     let generation = object.generation.get();
     assert!(generation > 0, "generation {generation}");
     assert_eq!(Generation::new(generation), Some(object.generation));
     assert_eq!(Generation::parse(&generation.to_string()), Ok(object.generation));
 
-    assert_eq!(d.event.is_finalize(), d.event.event_type == event::OBJECT_FINALIZE);
+    assert_eq!(d.is_finalize(), d.event_type == event::OBJECT_FINALIZE);
     assert_eq!(object.to_string(), format!("gs://{bucket}/{name}#{generation}"));
 
     // The envelope the local notifier would send for this object parses back
     // to the same object, id, size and subscription.
-    let subscription = d.subscription.as_deref().unwrap_or("projects/p/subscriptions/s");
-    let size = d.event.size.unwrap_or(0);
-    let body = event::finalize_envelope(
-        bucket,
-        name,
-        generation,
-        size,
-        &d.message_id,
-        subscription,
-        "2026-01-01T00:00:00Z",
-    );
-    let again = event::parse_push(body.to_string().as_bytes())
+    let Trigger::PubSub { subscription, .. } = &d.delivery.trigger;
+    let subscription = subscription.as_deref().unwrap_or("projects/p/subscriptions/s");
+    let size = d.size.unwrap_or(0);
+    let body = Notification::finalize(bucket, name, generation)
+        .size(size)
+        .time("2026-01-01T00:00:00Z")
+        .push_envelope(&d.delivery.id, subscription);
+    let again = event::pubsub::parse(body.to_string().as_bytes())
         .unwrap_or_else(|e| panic!("the envelope built for {object} does not parse: {e}"));
-    assert_eq!(&again.event.object, object);
-    assert_eq!(again.message_id, d.message_id);
-    assert_eq!(again.event.size, Some(size));
-    assert_eq!(again.subscription.as_deref(), Some(subscription));
-    assert!(again.event.is_finalize());
+    assert_eq!(&again.object, object);
+    assert_eq!(again.delivery.id, d.delivery.id);
+    assert_eq!(again.size, Some(size));
+    assert!(matches!(&again.delivery.trigger, Trigger::PubSub { subscription: Some(s), .. } if s == subscription));
+    assert!(again.is_finalize());
 }

@@ -10,7 +10,7 @@
 use super::{JobError, JobRunner, Outcome};
 use crate::layout::OutputNames;
 use crate::manifest::Manifest;
-use crate::storage::bridge::FinishedUpload;
+use crate::storage::blocking::FinishedUpload;
 use crate::storage::{ObjectMeta, StorageError, WriteOptions, read_all, write_bytes};
 
 /// Largest manifest read back.

@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Pushes;
-use crate::event::StorageEvent;
+use crate::event::ObjectEvent;
 use crate::format::Format;
 use crate::lease::HeldElsewhere;
 use crate::manifest::{Manifest, Status};
@@ -134,7 +134,7 @@ impl JobRunner {
     /// Whether a storage event is work: an OBJECT_FINALIZE of a CSV object
     /// in the input bucket. Anything else is acknowledged and logged as
     /// ignored, with the reason this returns.
-    pub fn accept(&self, event: &StorageEvent) -> Result<(), String> {
+    pub fn accept(&self, event: &ObjectEvent) -> Result<(), String> {
         if event.object.bucket.as_str() != self.input.bucket() {
             return Err(format!(
                 "event for bucket {}, not the input bucket {}",

@@ -11,7 +11,7 @@ use crate::layout::OutputNames;
 use crate::lease::{self, Acquired, HeldElsewhere};
 use crate::manifest::{JobFacts, Manifest, OutputObject};
 use crate::score::{self, CsvRejects, FileRejection, RejectSink as _, RejectedRow, ScoreError};
-use crate::storage::bridge::{StreamReader, Upload};
+use crate::storage::blocking::{StreamReader, Upload};
 use crate::storage::{ObjectMeta, StorageError, WriteOptions};
 
 /// Why an input got a failure report instead of predictions.

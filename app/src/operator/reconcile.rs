@@ -239,14 +239,12 @@ pub async fn publish(
             let bucket = bucket.clone();
             async move {
                 let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-                let (data, attributes) = crate::event::finalize_message(
-                    &bucket,
-                    &object.name,
-                    object.generation,
-                    object.size,
-                    &now,
-                    "reconcile",
-                );
+                let (data, attributes) =
+                    crate::event::notification::Notification::finalize(&bucket, &object.name, object.generation)
+                        .size(object.size)
+                        .time(&now)
+                        .config("reconcile")
+                        .message();
                 let sent = publisher
                     .publish(Message::new().set_data(data).set_attributes(attributes))
                     .await;

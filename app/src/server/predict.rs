@@ -213,6 +213,17 @@ pub fn predict(model: &Model, key: &str, rows: &[Row<'_>], explain: usize) -> Re
         if errors.len() > before {
             continue;
         }
+        match model.logit(get) {
+            Ok(logit) if logit.is_finite() => {}
+            // As the batch engine: a row whose score is not a finite number
+            // is refused, never answered 0 or 1.
+            _ => {
+                errors.push(format!(
+                    "{key}[{i}]: the model could not compute a finite score for this row"
+                ));
+                continue;
+            }
+        }
         if let Ok(logit) = model.logit(get) {
             let p = Model::probability(logit);
             probability.push(p);

@@ -16,8 +16,9 @@ use serde::Serialize;
 
 use super::AppState;
 use crate::auth::AuthError;
-use crate::event;
+use crate::event::{self, ObjectEvent};
 use crate::job::{Handled, JobError, Outcome};
+use crate::manifest::Status;
 
 /// What the push endpoint answers (useful to people reading logs and tests;
 /// Pub/Sub only looks at the status).
@@ -76,14 +77,20 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
         Ok(b) => b,
         Err(response) => return response,
     };
-    let delivery = match event::parse_push(&body) {
-        Ok(d) => d,
+    let event = match event::pubsub::parse(&body) {
+        Ok(event) => event,
         Err(e) => {
             let preview = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
             tracing::error!(error = %e, body_bytes = body.len(), body_preview = %preview, "malformed push envelope");
             return reply(StatusCode::BAD_REQUEST, "rejected", Some(e.to_string()), None);
         }
     };
+    work(&state, event).await
+}
+
+/// What becomes of a storage event, whichever trigger delivered it: work
+/// for a job, or acknowledged as ignored.
+pub async fn work(state: &AppState, event: ObjectEvent) -> Response {
     let Some(jobs) = state.jobs.get().cloned() else {
         return reply(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -92,54 +99,53 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
             None,
         );
     };
-    if let Err(reason) = jobs.accept(&delivery.event) {
-        let object = &delivery.event.object;
+    let object = &event.object;
+    let input_uri = format!("gs://{}/{}", object.bucket, object.name);
+    if let Err(reason) = jobs.accept(&event) {
         tracing::info!(
             outcome = "ignored",
-            input_uri = %format!("gs://{}/{}", object.bucket, object.name),
+            input_uri,
             generation = object.generation.get(),
-            event_type = %delivery.event.event_type,
-            message_id = %delivery.message_id,
+            event_type = %event.event_type,
+            message_id = %event.delivery.id,
             reason = %reason,
             "job summary"
         );
         state.metrics.record_job("ignored", std::time::Duration::ZERO);
         return reply(StatusCode::OK, "ignored", Some(reason), None);
     }
-    let object = delivery.event.object.clone();
     tracing::info!(
-        message_id = %delivery.message_id,
-        delivery_attempt = delivery.delivery_attempt,
-        input_uri = %format!("gs://{}/{}", object.bucket, object.name),
+        message_id = %event.delivery.id,
+        delivery_attempt = event.delivery.attempt,
+        input_uri,
         generation = object.generation.get(),
         "push received"
     );
-    match jobs.deliver(&object, &state.job_slots).await {
-        Handled::NoFreeSlot => {
-            tracing::info!(message_id = %delivery.message_id, "over MAX_CONCURRENT_JOBS: 429");
-            reply(
-                StatusCode::TOO_MANY_REQUESTS,
-                "busy",
-                Some("too many jobs running; retry later".into()),
-                None,
-            )
-        }
+    respond(jobs.deliver(object, &state.job_slots).await)
+}
+
+/// The retry protocol: each way a delivery ends, as the status code Pub/Sub
+/// (or any trigger) reads.
+fn respond(handled: Handled) -> Response {
+    match handled {
+        Handled::NoFreeSlot => reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            Some("every job slot of this instance is taken; retry later".into()),
+            None,
+        ),
         Handled::Finished(Ok(Outcome::Committed(m))) => {
-            let outcome = if m.status == crate::manifest::Status::Scored {
-                "scored"
-            } else {
-                "failed"
-            };
+            let outcome = if m.status == Status::Scored { "scored" } else { "failed" };
             reply(StatusCode::OK, outcome, m.failure.clone(), Some(m.uri()))
         }
         Handled::Finished(Ok(Outcome::Duplicate(m))) => reply(StatusCode::OK, "duplicate", None, Some(m.uri())),
-        Handled::Finished(Ok(Outcome::InProgress(busy))) => reply(
+        Handled::Finished(Ok(Outcome::InProgress(elsewhere))) => reply(
             StatusCode::TOO_MANY_REQUESTS,
             "in_progress",
             Some(format!(
                 "being scored by {} (lease expires in {} s)",
-                busy.holder,
-                busy.expires_in.as_secs()
+                elsewhere.holder,
+                elsewhere.expires_in.as_secs()
             )),
             None,
         ),

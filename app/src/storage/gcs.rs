@@ -29,6 +29,7 @@ use google_cloud_storage::retry_policy::RetryableErrors;
 use google_cloud_storage::streaming_source::{Payload, SizeHint, StreamingSource};
 use serde::Deserialize;
 
+use crate::event::notification::path_segment;
 use crate::google::LoggedRetries;
 
 use super::{ByteStream, ObjectMeta, ObjectStore, StorageError, WriteBody, WriteOptions, until_end};
@@ -252,18 +253,6 @@ impl JsonApi {
     }
 }
 
-fn encode_path_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 impl GcsStore {
     /// One upload, create-only when asked; the client picks multipart or
     /// resumable from the payload's size.
@@ -306,8 +295,8 @@ impl ObjectStore for GcsStore {
         let url = format!(
             "{}/storage/v1/b/{}/o/{}",
             self.json.endpoint,
-            encode_path_segment(&self.bucket),
-            encode_path_segment(name)
+            path_segment(&self.bucket),
+            path_segment(name)
         );
         let fields = [("fields", "name,generation,size,crc32c,updated,timeCreated")];
         match self.json.get(&self.uri(name), &url, &fields).await? {
@@ -366,11 +355,7 @@ impl ObjectStore for GcsStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
-        let url = format!(
-            "{}/storage/v1/b/{}/o",
-            self.json.endpoint,
-            encode_path_segment(&self.bucket)
-        );
+        let url = format!("{}/storage/v1/b/{}/o", self.json.endpoint, path_segment(&self.bucket));
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {

@@ -5,7 +5,7 @@
 //! tests) and [`gcs`] (Cloud Storage through Google's official crate). The
 //! scoring code never knows which one it talks to.
 
-pub mod bridge;
+pub mod blocking;
 pub mod faults;
 pub mod gcs;
 pub mod local;

@@ -120,15 +120,10 @@ fn server_with(jwks: &Jwks, dir: &std::path::Path, extra: &[(&str, &str)]) -> Se
 
 /// A push for an object that is not work: a 200 proves authentication passed.
 async fn push(server: &Server, headers: &[(&str, String)]) -> u16 {
-    let envelope = scorer::event::finalize_envelope(
-        "input",
-        "notes.txt",
-        1,
-        1,
-        "1",
-        "projects/p/subscriptions/s",
-        "2026-01-01T00:00:00Z",
-    );
+    let envelope = scorer::event::notification::Notification::finalize("input", "notes.txt", 1)
+        .size(1)
+        .time("2026-01-01T00:00:00Z")
+        .push_envelope("1", "projects/p/subscriptions/s");
     let mut request = reqwest::Client::new().post(server.url("/")).json(&envelope);
     for (name, value) in headers {
         request = request.header(*name, value);

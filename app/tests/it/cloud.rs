@@ -8,10 +8,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::emulators::{
-    FakeGcs, FakeGcsOptions, Notifications, PubSubEmulator, PushSubscription, gsutil_cat, gsutil_cp,
-};
 use crate::harness::{Server, data};
+use crate::support::{FakeGcs, FakeGcsOptions, Notifications, PubSubEmulator, PushSubscription, gsutil_cat, gsutil_cp};
 use scorer::storage::gcs::{GcsOptions, GcsStore};
 use scorer::storage::{BodyPart, ObjectStore, StorageError, WriteBody, WriteOptions, read_all, write_bytes};
 
@@ -294,15 +292,10 @@ async fn twenty_concurrent_deliveries_to_cloud_storage_make_one_output_set() {
         ],
     );
     server.ready().await;
-    let envelope = scorer::event::finalize_envelope(
-        "in-bucket",
-        "f.csv",
-        generation,
-        bytes.len() as u64,
-        "7",
-        "projects/p/subscriptions/s",
-        "2026-01-01T00:00:00Z",
-    );
+    let envelope = scorer::event::notification::Notification::finalize("in-bucket", "f.csv", generation)
+        .size(bytes.len() as u64)
+        .time("2026-01-01T00:00:00Z")
+        .push_envelope("7", "projects/p/subscriptions/s");
     let client = reqwest::Client::new();
     let answers = futures::future::join_all((0..20).map(|_| {
         let request = client.post(server.url("/")).json(&envelope);
@@ -336,15 +329,10 @@ async fn twenty_concurrent_deliveries_to_cloud_storage_make_one_output_set() {
     // A re-upload is a new generation with fresh outputs.
     let second = fake.put_object("in-bucket", "f.csv", &bytes).await;
     assert_ne!(second, generation);
-    let envelope = scorer::event::finalize_envelope(
-        "in-bucket",
-        "f.csv",
-        second,
-        bytes.len() as u64,
-        "8",
-        "projects/p/subscriptions/s",
-        "2026-01-01T00:00:00Z",
-    );
+    let envelope = scorer::event::notification::Notification::finalize("in-bucket", "f.csv", second)
+        .size(bytes.len() as u64)
+        .time("2026-01-01T00:00:00Z")
+        .push_envelope("8", "projects/p/subscriptions/s");
     let r = client.post(server.url("/")).json(&envelope).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let first = fake

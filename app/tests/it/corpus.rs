@@ -268,15 +268,10 @@ fn a_one_gibibyte_line_is_rejected_without_being_buffered() {
 }
 
 fn envelope(name: &str, generation: i64) -> Value {
-    scorer::event::finalize_envelope(
-        "input",
-        name,
-        generation,
-        10,
-        "1",
-        "projects/p/subscriptions/s",
-        "2026-01-01T00:00:00Z",
-    )
+    scorer::event::notification::Notification::finalize("input", name, generation)
+        .size(10)
+        .time("2026-01-01T00:00:00Z")
+        .push_envelope("1", "projects/p/subscriptions/s")
 }
 
 #[tokio::test]

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::emulators::{FakeGcs, FakeGcsOptions};
 use crate::harness::{SCORER, Server};
+use crate::support::{FakeGcs, FakeGcsOptions};
 use scorer::storage::gcs::{GcsOptions, GcsStore};
 use scorer::storage::{ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
 
@@ -178,15 +178,10 @@ impl Case {
     }
 
     fn envelope(&self) -> Value {
-        scorer::event::finalize_envelope(
-            "in-bucket",
-            INPUT,
-            self.generation,
-            0,
-            "exit-path",
-            "projects/p/subscriptions/s",
-            "2026-01-01T00:00:00Z",
-        )
+        scorer::event::notification::Notification::finalize("in-bucket", INPUT, self.generation)
+            .size(0)
+            .time("2026-01-01T00:00:00Z")
+            .push_envelope("exit-path", "projects/p/subscriptions/s")
     }
 
     fn lease_prefix(&self) -> String {

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rand::Rng;
 
-use crate::emulators::fresh_loopback;
+use crate::support::fresh_loopback;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {

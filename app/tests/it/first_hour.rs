@@ -330,15 +330,14 @@ async fn logs_carry_the_fields_cloud_logging_reads() {
     );
     server.ready().await;
     let md = std::fs::metadata(dir.path().join("input/bad.csv")).unwrap();
-    let envelope = scorer::event::finalize_envelope(
+    let envelope = scorer::event::notification::Notification::finalize(
         "input",
         "bad.csv",
         scorer::storage::local::generation_of(md.modified().ok()),
-        md.len(),
-        "1",
-        "projects/p/subscriptions/s",
-        "2026-01-01T00:00:00Z",
-    );
+    )
+    .size(md.len())
+    .time("2026-01-01T00:00:00Z")
+    .push_envelope("1", "projects/p/subscriptions/s");
     let r = reqwest::Client::new()
         .post(server.url("/"))
         .header("x-cloud-trace-context", "105445aa7843bc8bf206b12000100000/1;o=1")

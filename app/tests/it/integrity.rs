@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::emulators::{FakeGcs, FakeGcsOptions};
 use crate::faults::FaultProxy;
 use crate::harness::{SCORER, Server, find_files};
+use crate::support::{FakeGcs, FakeGcsOptions};
 
 fn local_server(dir: &Path, env: &[(&str, &str)]) -> Server {
     let mut all = vec![("SETTLE_SECONDS", "3600")];
@@ -18,15 +18,10 @@ fn local_server(dir: &Path, env: &[(&str, &str)]) -> Server {
 }
 
 fn envelope(bucket: &str, name: &str, generation: i64) -> Value {
-    scorer::event::finalize_envelope(
-        bucket,
-        name,
-        generation,
-        0,
-        "1",
-        "projects/p/subscriptions/s",
-        "2026-01-01T00:00:00Z",
-    )
+    scorer::event::notification::Notification::finalize(bucket, name, generation)
+        .size(0)
+        .time("2026-01-01T00:00:00Z")
+        .push_envelope("1", "projects/p/subscriptions/s")
 }
 
 fn local_envelope(dir: &Path, name: &str) -> Value {

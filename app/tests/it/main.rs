@@ -15,3 +15,4 @@ mod hostile;
 mod integrity;
 mod reliability;
 mod service;
+mod support;

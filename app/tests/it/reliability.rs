@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::emulators::{FakeGcs, FakeGcsOptions, Notifications, PubSubEmulator, PushSubscription};
 use crate::faults::FaultProxy;
 use crate::harness::{SCORER, Server};
+use crate::support::{FakeGcs, FakeGcsOptions, Notifications, PubSubEmulator, PushSubscription};
 
 const PROJECT: &str = "reliability";
 const AIRLINES: [&str; 6] = [
@@ -309,7 +309,7 @@ fn watch_outputs(
             let http = http.clone();
             let url = format!(
                 "{fake_endpoint}/storage/v1/b/out-bucket/o/{}?alt=media",
-                crate::emulators::enc(&name)
+                crate::support::enc(&name)
             );
             async move {
                 let r = http.get(url).send().await.ok()?;
@@ -493,15 +493,10 @@ async fn a_hundred_concurrent_deliveries_across_two_instances_make_one_output_se
     let client = reqwest::Client::new();
     let deliveries: Vec<(String, usize)> = (0..100).map(|i| (format!("multi/{}.csv", i % 10), i % 2)).collect();
     let envelope = |name: &str| {
-        scorer::event::finalize_envelope(
-            "in-bucket",
-            name,
-            inputs[name].0,
-            sizes[name],
-            "1",
-            "projects/p/subscriptions/s",
-            "2026-01-01T00:00:00Z",
-        )
+        scorer::event::notification::Notification::finalize("in-bucket", name, inputs[name].0)
+            .size(sizes[name])
+            .time("2026-01-01T00:00:00Z")
+            .push_envelope("1", "projects/p/subscriptions/s")
     };
     let answers = futures::future::join_all(deliveries.iter().map(|(name, instance)| {
         let request = client.post(servers[*instance].url("/")).json(&envelope(name));

@@ -12,15 +12,10 @@ use crate::harness::{Server, eventually, find_files};
 fn envelope_for(dir: &Path, name: &str) -> Value {
     let md = std::fs::metadata(dir.join("input").join(name)).unwrap();
     let generation = scorer::storage::local::generation_of(md.modified().ok());
-    scorer::event::finalize_envelope(
-        "input",
-        name,
-        generation,
-        md.len(),
-        "1",
-        "projects/p/subscriptions/s",
-        "2026-01-01T00:00:00Z",
-    )
+    scorer::event::notification::Notification::finalize("input", name, generation)
+        .size(md.len())
+        .time("2026-01-01T00:00:00Z")
+        .push_envelope("1", "projects/p/subscriptions/s")
 }
 
 fn local_server(dir: &Path, env: &[(&str, &str)]) -> Server {
