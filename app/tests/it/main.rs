@@ -3,6 +3,7 @@
 //! One test binary, so the release build links once.
 
 mod auth;
+mod burst;
 mod cli;
 mod cloud;
 mod corpus;
