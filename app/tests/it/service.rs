@@ -430,3 +430,27 @@ async fn api_keys_explanations_and_the_generic_form() {
     // Health and readiness stay open: Cloud Run and load balancers probe them.
     assert_eq!(client.get(server.url("/ready")).send().await.unwrap().status(), 200);
 }
+
+/// One image, two services: each role serves its own routes, and a predict
+/// instance needs no input bucket nor push authentication, even on Cloud Run.
+#[tokio::test]
+async fn each_role_serves_its_own_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let push = local_server(dir.path(), &[("SERVICE_ROLE", "push")]);
+    let predict = Server::start(
+        &["--output-bucket", "out-b", "--local", dir.path().to_str().unwrap()],
+        &[("SERVICE_ROLE", "predict"), ("K_SERVICE", "scorer-predict")],
+    );
+    push.ready().await;
+    predict.ready().await;
+    let flight = json!({"instances": [{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7}]});
+    let envelope = json!({"message": {"messageId": "1", "attributes": {}}});
+    assert_eq!(post(&push.url("/predict"), &flight).await.0, 404);
+    assert_eq!(post(&push.url("/"), &envelope).await.0, 400, "the push route is there");
+    assert_eq!(post(&predict.url("/predict"), &flight).await.0, 200);
+    assert_eq!(post(&predict.url("/"), &envelope).await.0, 404);
+    for server in [&push, &predict] {
+        let health = reqwest::get(server.url("/health")).await.unwrap();
+        assert_eq!(health.status(), 200);
+    }
+}
