@@ -53,6 +53,12 @@ BASELINE=".secrets.baseline"
 #                              "Base64 High Entropy String": message.data of
 #                              the fuzz seed push envelopes, the base64 of a
 #                              public Cloud Storage object resource; no secret
+#   app/tests/it/keys/{good,rogue,rotated}.pem and .jwk.json
+#                              "Private Key" / "Base64 High Entropy String":
+#                              throwaway RSA test keys (openssl genrsa 2048)
+#                              that sign the forged and valid push tokens of
+#                              app/tests/it/auth.rs; they sign nothing else and
+#                              no deployment trusts them
 # and the baseline's one line filter (--exclude-lines):
 #   ^\s*"data_sha256": "[0-9a-f]{64}",?$   the SHA-256 of the training CSV that
 #                              the trainer writes into model artifacts
