@@ -10,28 +10,52 @@
 //! # Layout
 //!
 //! Data flows one way: push -> event -> job -> read -> score -> write ->
-//! manifest.
+//! manifest. Three crates:
 //!
-//! - [`server`]: the HTTP service ([`server::Application`]) and one module per
-//!   route: Pub/Sub push, online predictions, health, metrics, OpenAPI.
+//! - `scorer-events` (re-exported as [`event`]): the push envelope and the
+//!   storage notification, parsed into types that can only hold valid
+//!   values.
+//! - `scorer-engine` (re-exported as [`score`], [`model`], [`format`]): the
+//!   polars engine (byte stream in, predictions and rejected rows out, in
+//!   bounded memory) and the model (artifact, fit, evaluation). No I/O
+//!   beyond the streams it is given.
+//! - `scorer` (this crate): the service and the command line (`cli/`,
+//!   beside `main.rs`). Its rooms, in the order data meets them:
+//!
+//! - [`server`]: the HTTP service ([`server::Application`] binds the
+//!   listener) and one module per route: Pub/Sub push, online predictions,
+//!   health, metrics, OpenAPI.
 //! - [`auth`]: Google OIDC tokens on pushes; API keys on `/predict`.
-//! - [`event`]: the push envelope and storage notification, parsed into types
-//!   that can only hold valid values.
-//! - [`job`]: one input generation to exactly one committed output set.
+//! - [`job`]: one input generation to exactly one committed output set
+//!   (deliveries, the run, the commit, the summary log entry).
 //! - [`lease`]: who is scoring an input, so redeliveries do not rescore.
-//! - [`storage`]: the bucket seam, with [`storage::local`] and
-//!   [`storage::gcs`] backends and the [`storage::blocking`] to the engine.
-//! - [`score`]: the polars engine: byte stream in, predictions and rejected
-//!   rows out, in bounded memory.
-//! - [`model`]: the artifact, fitting with smartcore, metrics.
-//! - [`manifest`]: output names and the manifest, the commit record.
+//! - [`layout`]: every object name in the output bucket, in one place.
+//! - [`manifest`]: the commit record.
+//! - [`storage`]: the bucket seam with the [`storage::local`] and
+//!   [`storage::gcs`] backends, and [`storage::blocking`] between them and
+//!   the engine's threads.
 //! - [`notifier`]: the local stand-in for Cloud Storage + Pub/Sub.
-//! - [`ops`]: operator tools: reconcile what has no outputs, redrive dead
-//!   letters.
-//! - [`config`]: environment and flags, validated into settings.
-//! - [`telemetry`]: Cloud Logging JSON logs and Prometheus metrics.
+//! - [`operator`]: operator tools: reconcile what has no outputs, redrive
+//!   dead letters.
+//! - [`config`]: environment and flags, parsed into settings;
+//!   [`startup`]: settings to a bound listener and a loading model.
+//! - [`telemetry`]: Cloud Logging JSON logs and Prometheus metrics;
+//!   [`google`]: what our Google clients share (logged retries).
 //! - [`shutdown`]: SIGTERM to a cancellation token.
-//! - [`demo`]: the whole local pipeline on the shipped data, end to end.
+//! - [`exit`]: the command line's exit statuses; [`demo`]: the whole local
+//!   pipeline on the shipped data.
+//!
+//! # Where to change what
+//!
+//! - Output naming: [`layout`], nothing else.
+//! - A storage backend: a new room under [`storage`] implementing
+//!   [`storage::ObjectStore`], and a [`storage::Backend`] case in
+//!   [`storage::open`].
+//! - A trigger (e.g. Eventarc's CloudEvents): a parser beside
+//!   `scorer_events::pubsub` that yields an [`event::ObjectEvent`], and a
+//!   route in [`server`]; the job side is unchanged.
+//! - An input format: a [`format::Format`] case (`Format::for_object`) and
+//!   its reader in the engine; [`job`] dispatches on it.
 
 pub mod auth;
 pub mod config;
