@@ -6,7 +6,8 @@
 //!
 //! - [`format`]: which input formats there are, told from an object's name.
 //! - [`score`]: the pipeline: decode ([`score::input`]), cut at record ends
-//!   ([`score::chunker`]), plan and score each chunk with polars
+//!   ([`score::chunker`], with the record rules it shares in
+//!   [`score::records`]), plan and score each chunk with polars
 //!   ([`score::plan`], [`score::logit`]), write the records with their
 //!   scores ([`score::writer`]) and the rejected rows ([`score::rejects`]),
 //!   overlapped on three threads ([`score::pipeline`]).

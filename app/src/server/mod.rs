@@ -1,4 +1,4 @@
-//! The HTTP service's routes, one file each: [`push`] (Pub/Sub push,
+//! The HTTP service's routes, one module each: [`push`] (Pub/Sub push,
 //! `POST /`), [`predict`] (`POST /predict`), [`health`] (`GET /health`,
 //! `GET /ready`), [`metrics`] (`GET /metrics`) and [`openapi`]
 //! (`GET /openapi.json`); the [`router`] that serves those the instance's

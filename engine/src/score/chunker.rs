@@ -12,6 +12,10 @@
 
 use std::io::{self, Read};
 
+// The record rules over a chunk in memory now live in `records`; this path
+// stays public so callers that named them here keep working.
+pub use super::records::{RecordSpan, delimiters_outside_quotes, split_records};
+
 /// Complete records, ready for the parser.
 #[derive(Debug)]
 pub struct Chunk {
@@ -308,89 +312,6 @@ impl<R: Read> Chunker<R> {
     }
 }
 
-/// Field delimiters outside quoted fields, with the chunker's quote rules.
-pub fn delimiters_outside_quotes(bytes: &[u8], delimiter: u8) -> u64 {
-    if memchr::memchr(b'"', bytes).is_none() {
-        // The common case: a plain count, which the compiler vectorises.
-        return bytes.iter().filter(|b| **b == delimiter).count() as u64;
-    }
-    let mut count = 0u64;
-    let mut in_quotes = false;
-    let mut closed_at: Option<usize> = None;
-    for pos in memchr::memchr3_iter(b'"', b'\n', delimiter, bytes) {
-        let b = bytes[pos];
-        if b == b'"' {
-            if in_quotes {
-                in_quotes = false;
-                closed_at = Some(pos);
-            } else if closed_at.is_some_and(|c| c + 1 == pos)
-                || pos == 0
-                || bytes[pos - 1] == delimiter
-                || bytes[pos - 1] == b'\n'
-            {
-                in_quotes = true;
-            }
-        } else if !in_quotes && b == delimiter {
-            count += 1;
-        }
-    }
-    count
-}
-
-/// One record of a chunk: its bytes (line end included) and the line it
-/// starts on, relative to the chunk's first line (0-based).
-pub struct RecordSpan {
-    pub start: usize,
-    pub end: usize,
-    pub line: u64,
-    pub blank: bool,
-}
-
-/// Splits a chunk into records with the chunker's own rules, so the careful
-/// path agrees with the cut on where every record starts and ends.
-pub fn split_records(bytes: &[u8], delimiter: u8) -> Vec<RecordSpan> {
-    let mut out = Vec::new();
-    let mut in_quotes = false;
-    let mut closed_at: Option<usize> = None;
-    let mut record_start = 0usize;
-    let mut line = 0u64;
-    let mut record_line = 0u64;
-    for pos in memchr::memchr2_iter(b'"', b'\n', bytes) {
-        if bytes[pos] == b'"' {
-            if in_quotes {
-                in_quotes = false;
-                closed_at = Some(pos);
-            } else if closed_at.is_some_and(|c| c + 1 == pos) || pos == record_start || bytes[pos - 1] == delimiter {
-                in_quotes = true;
-            }
-            continue;
-        }
-        line += 1;
-        if in_quotes {
-            continue;
-        }
-        let len = pos + 1 - record_start;
-        out.push(RecordSpan {
-            start: record_start,
-            end: pos + 1,
-            line: record_line,
-            blank: len == 1 || (len == 2 && bytes[pos - 1] == b'\r'),
-        });
-        record_start = pos + 1;
-        record_line = line;
-        closed_at = None;
-    }
-    if record_start < bytes.len() {
-        out.push(RecordSpan {
-            start: record_start,
-            end: bytes.len(),
-            line: record_line,
-            blank: bytes[record_start..].iter().all(|b| *b == b'\r'),
-        });
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,24 +403,6 @@ mod tests {
         let text: String = rows.iter().map(|(_, t)| t.as_str()).collect();
         assert_eq!(text, "1,2\n4,5\n");
         assert_eq!(rows.last().unwrap().0, 3);
-    }
-
-    #[test]
-    fn split_records_agrees_with_lines_and_blanks() {
-        let spans = split_records(b"a,b\r\n\r\n\"x\ny\",2\nlast", b',');
-        let lines: Vec<u64> = spans.iter().map(|s| s.line).collect();
-        let blanks: Vec<bool> = spans.iter().map(|s| s.blank).collect();
-        assert_eq!(lines, [0, 1, 2, 4]);
-        assert_eq!(blanks, [false, true, false, false]);
-        assert_eq!(spans[3].start, 15);
-    }
-
-    #[test]
-    fn delimiters_inside_quotes_do_not_count() {
-        assert_eq!(delimiters_outside_quotes(b"a,b,c\nd,e,f\n", b','), 4);
-        assert_eq!(delimiters_outside_quotes(b"\"a,b\",c\n\"x\"\"y,\",z\n", b','), 2);
-        assert_eq!(delimiters_outside_quotes(b"5\",x,y\n", b','), 2);
-        assert_eq!(delimiters_outside_quotes(b"a;\"b;c\";d\n", b';'), 2);
     }
 
     #[test]

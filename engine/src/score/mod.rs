@@ -6,6 +6,8 @@
 //! - [`input`]: raw bytes to UTF-8 text (gzip, byte-order marks, encodings)
 //!   and the delimiter;
 //! - [`chunker`]: the text cut at record ends into chunks of a few MiB;
+//! - [`records`]: the same record rules over a chunk in memory, so the
+//!   checks of a chunk agree with where it was cut;
 //! - [`plan`]: what is decided once per file (where the model's columns are,
 //!   the schema polars parses each chunk with) and the scoring of one chunk;
 //! - [`logit`]: the model's logit over a parsed chunk, with polars, by the
@@ -26,6 +28,7 @@ pub mod input;
 pub mod logit;
 pub mod pipeline;
 pub mod plan;
+pub mod records;
 pub mod rejects;
 pub mod writer;
 

@@ -13,19 +13,24 @@
 //! left unpenalised. A full one-hot set per column is collinear with the
 //! intercept; the L2 term makes the optimum unique.
 
-use std::collections::{BTreeSet, HashMap};
+mod encoding;
+mod spec;
+
 use std::io::Read;
 
-use indexmap::IndexMap;
 use smartcore::optimization::FunctionOrder;
 use smartcore::optimization::first_order::FirstOrderOptimizer;
 use smartcore::optimization::first_order::lbfgs::LBFGS;
 use smartcore::optimization::line_search::Backtracking;
 
-use super::artifact::{Artifact, FORMAT, Feature, SplitDescription, Training};
+pub use spec::{FitSpec, Split};
+
+use super::artifact::{Artifact, FORMAT, SplitDescription, Training};
 use super::evaluation::EvaluationBuilder;
 use super::training_data::{self, Skipped, TrainingRow};
 use super::{Model, ModelError};
+use encoding::Encoding;
+use spec::validate_spec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FitError {
@@ -61,69 +66,6 @@ pub enum FitError {
     Model(#[from] ModelError),
 }
 
-/// How rows are split into training and held-out sets.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Split {
-    /// Rows whose `column` equals `train_value` train; all others are held out.
-    Column { column: String, train_value: String },
-    /// A deterministic pseudo-random `test_fraction` of rows is held out.
-    Fraction { test_fraction: f64, seed: u64 },
-    /// Train on everything.
-    None,
-}
-
-/// What to fit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FitSpec {
-    pub name: String,
-    pub target: String,
-    pub categorical: Vec<String>,
-    pub numeric: Vec<String>,
-    pub split: Split,
-    pub balanced: bool,
-    /// Inverse L2 regularisation strength (scikit-learn's `C`).
-    pub c: f64,
-    pub threshold: f64,
-    pub max_iterations: usize,
-}
-
-impl FitSpec {
-    /// The feature spec and settings an existing artifact was trained with:
-    /// what `TRAINING_DATA_URI` refits when nothing else is said.
-    pub fn like(artifact: &Artifact) -> FitSpec {
-        let mut categorical = Vec::new();
-        let mut numeric = Vec::new();
-        for feature in &artifact.features {
-            match feature {
-                Feature::Categorical { name, .. } => categorical.push(name.clone()),
-                Feature::Numeric { name, .. } => numeric.push(name.clone()),
-            }
-        }
-        let split = match &artifact.training.split {
-            SplitDescription::Column { column, train_value } => Split::Column {
-                column: column.clone(),
-                train_value: train_value.clone(),
-            },
-            SplitDescription::Fraction { test_fraction, seed } => Split::Fraction {
-                test_fraction: *test_fraction,
-                seed: *seed,
-            },
-            SplitDescription::None => Split::None,
-        };
-        FitSpec {
-            name: artifact.name.clone(),
-            target: artifact.target.clone(),
-            categorical,
-            numeric,
-            split,
-            balanced: artifact.training.class_weight == "balanced",
-            c: artifact.training.c,
-            threshold: artifact.threshold,
-            max_iterations: 1000,
-        }
-    }
-}
-
 /// The outcome of a fit: the artifact (already validated) and its bytes.
 pub struct Fitted {
     pub model: Model,
@@ -133,15 +75,6 @@ pub struct Fitted {
     pub skipped: Vec<Skipped>,
     /// The same, in words.
     pub skipped_text: String,
-}
-
-/// One usable row, encoded for the optimiser.
-struct Encoded {
-    /// Parameter index of each categorical column's active level.
-    levels: Vec<u32>,
-    /// Raw numeric values; `None` is missing (imputed with the mean).
-    numbers: Vec<Option<f64>>,
-    label: bool,
 }
 
 /// Fits a model to CSV data read from `input` (anything `scorer score`
@@ -158,45 +91,10 @@ pub fn fit(input: impl Read + Send, data_name: &str, spec: &FitSpec) -> Result<F
             format!("skipped {skipped_text}")
         }));
     }
-    let usable = &data.train;
-    let vocabularies: Vec<Vec<String>> = (0..spec.categorical.len())
-        .map(|j| sorted_levels(usable.iter().map(|r| r.levels[j].as_str())))
-        .collect();
-    let stats: Vec<(f64, f64)> = (0..spec.numeric.len())
-        .map(|j| mean_std(usable.iter().filter_map(|r| r.numbers[j])))
-        .collect();
-
-    // Parameter layout: [intercept, every categorical level..., every numeric].
-    let mut offsets = Vec::with_capacity(vocabularies.len());
-    let mut index_of: Vec<HashMap<&str, u32>> = Vec::new();
-    let mut next = 1u32;
-    for vocab in &vocabularies {
-        offsets.push(next);
-        index_of.push(
-            vocab
-                .iter()
-                .enumerate()
-                .map(|(k, level)| (level.as_str(), next + k as u32))
-                .collect(),
-        );
-        next += vocab.len() as u32;
-    }
-    let numeric_offset = next as usize;
-    let n_params = numeric_offset + spec.numeric.len();
-    let rows: Vec<Encoded> = usable
-        .iter()
-        .map(|r| Encoded {
-            levels: r
-                .levels
-                .iter()
-                .enumerate()
-                .map(|(j, level)| index_of[j][level.as_str()])
-                .collect(),
-            numbers: r.numbers.clone(),
-            label: r.label,
-        })
-        .collect();
-
+    let encoding = Encoding::new(&data.train, spec);
+    let numeric_offset = encoding.numeric_offset;
+    let rows = &encoding.rows;
+    let standardised = &encoding.standardised;
     let positives = rows.iter().filter(|r| r.label).count() as u64;
     let n = rows.len() as u64;
     if positives == 0 || positives == n {
@@ -213,17 +111,6 @@ pub fn fit(input: impl Read + Send, data_name: &str, spec: &FitSpec) -> Result<F
     let total_weight = w0 * (n - positives) as f64 + w1 * positives as f64;
     let penalty = 1.0 / (2.0 * spec.c * total_weight);
 
-    // Standardised numeric values, missing -> 0 (the mean).
-    let standardised: Vec<Vec<f64>> = rows
-        .iter()
-        .map(|r| {
-            r.numbers
-                .iter()
-                .zip(&stats)
-                .map(|(x, (mean, std))| x.map_or(0.0, |x| (x - mean) / std))
-                .collect()
-        })
-        .collect();
     let logit_of = |theta: &[f64], i: usize| -> f64 {
         let mut z = theta[0];
         for &k in &rows[i].levels {
@@ -277,31 +164,12 @@ pub fn fit(input: impl Read + Send, data_name: &str, spec: &FitSpec) -> Result<F
         order: FunctionOrder::THIRD,
         ..Default::default()
     };
-    let result = optimiser.optimize(&objective, &gradient, &vec![0.0; n_params], &line_search);
+    let result = optimiser.optimize(&objective, &gradient, &vec![0.0; encoding.n_params], &line_search);
     let theta = result.x;
     // smartcore reports NaN when the start point is already optimal.
     let final_objective = objective(&theta);
 
-    let mut features = Vec::new();
-    for (j, name) in spec.categorical.iter().enumerate() {
-        let weights: IndexMap<String, f64> = vocabularies[j]
-            .iter()
-            .enumerate()
-            .map(|(k, level)| (level.clone(), theta[offsets[j] as usize + k]))
-            .collect();
-        features.push(Feature::Categorical {
-            name: name.clone(),
-            weights,
-        });
-    }
-    for (j, name) in spec.numeric.iter().enumerate() {
-        features.push(Feature::Numeric {
-            name: name.clone(),
-            mean: stats[j].0,
-            std: stats[j].1,
-            weight: theta[numeric_offset + j],
-        });
-    }
+    let features = encoding.features(spec, &theta);
     let mut artifact = Artifact {
         format: FORMAT.to_owned(),
         name: spec.name.clone(),
@@ -375,57 +243,10 @@ fn row_getter<'a>(spec: &'a FitSpec, row: &'a TrainingRow) -> impl Fn(&str) -> O
     }
 }
 
-fn validate_spec(spec: &FitSpec) -> Result<(), FitError> {
-    let bad = |m: String| Err(FitError::Settings(m));
-    if spec.categorical.is_empty() && spec.numeric.is_empty() {
-        return bad("name at least one --categorical or --numeric column".into());
-    }
-    if !(spec.c.is_finite() && spec.c > 0.0) {
-        return bad(format!("C must be a positive number, got {}", spec.c));
-    }
-    if !(spec.threshold > 0.0 && spec.threshold < 1.0) {
-        return bad(format!("threshold must be in (0, 1), got {}", spec.threshold));
-    }
-    if let Split::Fraction { test_fraction, .. } = spec.split
-        && !(0.0..1.0).contains(&test_fraction)
-    {
-        return bad(format!("test fraction must be in [0, 1), got {test_fraction}"));
-    }
-    let mut all: Vec<&String> = spec.categorical.iter().chain(&spec.numeric).collect();
-    all.push(&spec.target);
-    let unique: BTreeSet<&String> = all.iter().copied().collect();
-    if unique.len() != all.len() {
-        return bad("a column is named twice among target, categorical and numeric".into());
-    }
-    Ok(())
-}
-
-/// Levels in a stable, readable order: numerically when every level is an
-/// integer (so months read 1..12), otherwise lexicographically.
-fn sorted_levels<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let set: BTreeSet<&str> = values.collect();
-    let mut levels: Vec<String> = set.into_iter().map(str::to_owned).collect();
-    if levels.iter().all(|l| l.parse::<i64>().is_ok()) {
-        levels.sort_by_key(|l| l.parse::<i64>().unwrap_or_default());
-    }
-    levels
-}
-
-fn mean_std(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let values: Vec<f64> = values.collect();
-    if values.is_empty() {
-        return (0.0, 1.0);
-    }
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-    let std = var.sqrt();
-    (mean, if std > 0.0 { std } else { 1.0 })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::artifact::Feature;
 
     fn spec(categorical: &[&str], numeric: &[&str]) -> FitSpec {
         FitSpec {
@@ -536,14 +357,6 @@ mod tests {
         let b = fit(&gz[..], "t.csv", &spec(&["c"], &[])).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a.model.artifact().features, b.model.artifact().features);
         assert_eq!(a.model.artifact().training.rows, 4);
-    }
-
-    #[test]
-    fn months_sort_numerically() {
-        let levels = sorted_levels(["10", "2", "1", "12"].into_iter());
-        assert_eq!(levels, ["1", "2", "10", "12"]);
-        let levels = sorted_levels(["b", "a", "10"].into_iter());
-        assert_eq!(levels, ["10", "a", "b"]);
     }
 
     #[test]
