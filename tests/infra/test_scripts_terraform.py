@@ -17,6 +17,18 @@ from script_harness import (BUCKETS, PREDICT, PROJECT, PUSH, Env, ok, outputs, r
 from tf_mirror import Mirror, mirror_address, read_blocks
 
 SETUP = (ROOT / "setup.sh").read_text()
+COMMON = (ROOT / "scripts" / "common.sh").read_text()
+
+
+def outputs_needed(text: str) -> set[str]:
+    """The outputs some script text reads with need_out, also through the
+    functions of scripts/common.sh it calls."""
+    needed = set(re.findall(r"need_out (\w+)", text))
+    for name in re.findall(r"^(\w+)\(\) \{$", COMMON, re.M):
+        if re.search(rf"\b{name}\b", text):
+            body = COMMON[COMMON.index(f"{name}() {{"):]
+            needed |= set(re.findall(r"need_out (\w+)", body[:body.index("\n}\n")]))
+    return needed
 
 
 def setup_targets() -> list[str]:
@@ -57,7 +69,7 @@ def test_outputs_setup_needs_exist_after_its_targeted_apply(tmp_path):
               *[f"-target={mirror_address(t)}" for t in targets])
     out = outputs(tf)
     # what setup.sh reads between its targeted apply and the full apply
-    read = set(re.findall(r"need_out (\w+)", SETUP[SETUP.index("# --- 3."):SETUP.index("# --- 5.")]))
+    read = outputs_needed(SETUP[SETUP.index("# --- 3."):SETUP.index("# --- 5.")])
     read |= {"project_id"}  # the state-belongs-to-another-project check of the next run
     assert read >= {"region", "image_uri", "build_service_account", "build_bucket"}
     missing = read - set(out)
