@@ -41,64 +41,19 @@ EOF
 }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-TF_DIR="${SCORER_TF_DIR:-$ROOT/terraform}"
-DRY_RUN=0
+# TF_DIR, DRY_RUN, say/warn/die, run, need_tools, read_outputs/out, the image build
+# shellcheck source=scripts/common.sh
+source "$ROOT/scripts/common.sh"
 BUILDER="cloudbuild"
-ALLOW_DIRTY=0
 ROLLBACK=0
 TO_REVISION=""
 WHICH="both"
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-  printf 'deploy.sh: error: %s\n' "$*" >&2
-  exit 1
-}
-
-# run CMD...: a command that changes something. --dry-run prints it instead.
-run() {
-  if ((DRY_RUN)); then
-    printf '+'
-    printf ' %q' "$@"
-    printf '\n'
-    return 0
-  fi
-  "$@"
-}
-
-need_tools() {
-  local missing=() tool
-  for tool in "$@"; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-  done
-  if ((${#missing[@]})); then
-    die "missing tool(s): ${missing[*]}. Install them first (gcloud: https://cloud.google.com/sdk/docs/install; terraform >= 1.5: https://developer.hashicorp.com/terraform/install; jq, git and docker from your package manager)."
-  fi
-}
-
-TF_OUT='{}'
-read_outputs() {
-  TF_OUT="$(terraform -chdir="$TF_DIR" output -json)" ||
-    die "'terraform output' failed in $TF_DIR: run 'terraform -chdir=$TF_DIR init' (and configure the remote backend, see README.md, "Remote state")"
-  [[ -n "$TF_OUT" ]] || TF_OUT='{}'
-}
-out() { jq -r --arg k "$1" '.[$k].value // empty' <<<"$TF_OUT"; }
 need_out() {
   local v
   v="$(out "$1")"
   [[ -n "$v" ]] || die "terraform output has no '$1': run ./setup.sh first"
   printf '%s' "$v"
-}
-
-image_tag() {
-  local sha
-  sha="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null)" || die "$ROOT is not a git work tree with a commit: images are tagged with the git commit"
-  if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]]; then
-    ((ALLOW_DIRTY)) || die "the work tree has uncommitted changes; commit them (images are tagged with the commit) or pass --allow-dirty"
-    printf '%s-dirty-%s' "$sha" "$(date -u +%Y%m%dT%H%M%SZ)"
-    return 0
-  fi
-  printf '%s' "$sha"
 }
 
 while (($#)); do
@@ -113,7 +68,7 @@ while (($#)); do
     --service=*) WHICH="${1#*=}"; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h | --help) usage; exit 0 ;;
-    *) usage >&2; printf 'deploy.sh: unknown option: %s\n' "$1" >&2; exit 2 ;;
+    *) bad_option "$1" ;;
   esac
 done
 [[ -z "$TO_REVISION" || "$ROLLBACK" == 1 ]] || die "--to only goes with --rollback"
@@ -219,25 +174,14 @@ TAG="$(image_tag)"
 COMMIT="${TAG%%-dirty-*}"
 IMAGE="$IMAGE_URI:$TAG"
 
-if gcloud artifacts docker images describe "$IMAGE" --project "$PROJECT" --format='value(image_summary.digest)' >/dev/null 2>&1; then
+if image_exists "$IMAGE"; then
   say "image $IMAGE exists: not rebuilding"
 elif [[ "$BUILDER" == cloudbuild ]]; then
   say "building $IMAGE with Cloud Build"
-  BUILD_SA="$(need_out build_service_account)"
-  BUILD_BUCKET="$(need_out build_bucket)"
-  run gcloud builds submit "$ROOT" \
-    --project "$PROJECT" \
-    --region "$REGION" \
-    --config "$ROOT/cloudbuild.yaml" \
-    --substitutions "_IMAGE=$IMAGE,_GIT_COMMIT=$COMMIT" \
-    --service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA" \
-    --gcs-source-staging-dir "gs://$BUILD_BUCKET/source"
+  cloud_build_command "$IMAGE" "$COMMIT" "$REGION"
+  run "${BUILD_CMD[@]}"
 else
-  say "building $IMAGE with the local Docker"
-  run gcloud auth configure-docker "${IMAGE_URI%%/*}" --quiet
-  run docker build --file "$ROOT/app/Dockerfile" --tag "$IMAGE" \
-    --label "org.opencontainers.image.revision=$COMMIT" "$ROOT"
-  run docker push "$IMAGE"
+  docker_build "$IMAGE" "$COMMIT"
 fi
 
 # The push service first: it holds the work. Each update waits until the new

@@ -43,47 +43,13 @@ EOF
 }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-TF_DIR="${SCORER_TF_DIR:-$ROOT/terraform}"
-DRY_RUN=0
+# TF_DIR, DRY_RUN, say/warn/die, run, need_tools, read_outputs/out, the image build
+# shellcheck source=scripts/common.sh
+source "$ROOT/scripts/common.sh"
 YES=0
 DRAIN_SECONDS=""
 PROJECT_FLAG=""
 PROGRESS="$TF_DIR/.destroy-progress.json"
-
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-  printf 'destroy.sh: error: %s\n' "$*" >&2
-  exit 1
-}
-
-# run CMD...: a command that deletes something. --dry-run prints it instead.
-run() {
-  if ((DRY_RUN)); then
-    printf '+'
-    printf ' %q' "$@"
-    printf '\n'
-    return 0
-  fi
-  "$@"
-}
-
-need_tools() {
-  local missing=() tool
-  for tool in "$@"; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-  done
-  if ((${#missing[@]})); then
-    die "missing tool(s): ${missing[*]}. Install them first (gcloud: https://cloud.google.com/sdk/docs/install; terraform >= 1.5: https://developer.hashicorp.com/terraform/install; jq from your package manager)."
-  fi
-}
-
-TF_OUT='{}'
-read_outputs() {
-  TF_OUT="$(terraform -chdir="$TF_DIR" output -json)" ||
-    die "'terraform output' failed in $TF_DIR: run 'terraform -chdir=$TF_DIR init' (and configure the remote backend, see README.md, "Remote state")"
-  [[ -n "$TF_OUT" ]] || TF_OUT='{}'
-}
-out() { jq -r --arg k "$1" '.[$k].value // empty' <<<"$TF_OUT"; }
 
 # The record of this destroy (read back by a re-run).
 progress() { jq -r --arg k "$1" '.[$k] // empty' "$PROGRESS" 2>/dev/null || true; }
@@ -107,7 +73,7 @@ while (($#)); do
     --project) PROJECT_FLAG="${2:?--project needs a value}"; shift 2 ;;
     --project=*) PROJECT_FLAG="${1#*=}"; shift ;;
     -h | --help) usage; exit 0 ;;
-    *) usage >&2; printf 'destroy.sh: unknown option: %s\n' "$1" >&2; exit 2 ;;
+    *) bad_option "$1" ;;
   esac
 done
 

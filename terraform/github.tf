@@ -77,38 +77,24 @@ resource "google_artifact_registry_repository_iam_member" "deployer_pushes_image
   member     = google_service_account.deployer[0].member
 }
 
-# Update these two services (new revision, traffic) ...
-resource "google_cloud_run_v2_service_iam_member" "deployer_develops_service" {
-  count = local.github_enabled
+# Update the services (new revision, traffic) ...
+resource "google_cloud_run_v2_service_iam_member" "deployer_develops" {
+  for_each = local.github_enabled == 1 ? toset(keys(local.services)) : toset([])
 
-  name     = google_cloud_run_v2_service.push.name
-  location = google_cloud_run_v2_service.push.location
-  role     = "roles/run.developer"
-  member   = google_service_account.deployer[0].member
-}
-
-resource "google_cloud_run_v2_service_iam_member" "deployer_develops_predict" {
-  count = local.github_enabled
-
-  name     = google_cloud_run_v2_service.predict.name
-  location = google_cloud_run_v2_service.predict.location
+  name     = google_cloud_run_v2_service.services[each.key].name
+  location = google_cloud_run_v2_service.services[each.key].location
   role     = "roles/run.developer"
   member   = google_service_account.deployer[0].member
 }
 
 # ... whose revisions run as the runtime accounts.
-resource "google_service_account_iam_member" "deployer_acts_as_runtime" {
-  count = local.github_enabled
+resource "google_service_account_iam_member" "deployer_acts_as" {
+  for_each = local.github_enabled == 1 ? {
+    runtime = google_service_account.runtime.name
+    predict = google_service_account.predict.name
+  } : {}
 
-  service_account_id = google_service_account.runtime.name
-  role               = "roles/iam.serviceAccountUser"
-  member             = google_service_account.deployer[0].member
-}
-
-resource "google_service_account_iam_member" "deployer_acts_as_predict" {
-  count = local.github_enabled
-
-  service_account_id = google_service_account.predict.name
+  service_account_id = each.value
   role               = "roles/iam.serviceAccountUser"
   member             = google_service_account.deployer[0].member
 }

@@ -112,8 +112,8 @@ resource "google_secret_manager_secret_iam_member" "predict_reads_api_keys" {
 
 # Only Pub/Sub (as the push account) may invoke the push service.
 resource "google_cloud_run_v2_service_iam_member" "push_invoker" {
-  name     = google_cloud_run_v2_service.push.name
-  location = google_cloud_run_v2_service.push.location
+  name     = google_cloud_run_v2_service.services["push"].name
+  location = google_cloud_run_v2_service.services["push"].location
   role     = "roles/run.invoker"
   member   = google_service_account.push.member
 }
@@ -123,8 +123,8 @@ resource "google_cloud_run_v2_service_iam_member" "push_invoker" {
 resource "google_cloud_run_v2_service_iam_member" "predict_invokers" {
   for_each = toset(var.predict_invokers)
 
-  name     = google_cloud_run_v2_service.predict.name
-  location = google_cloud_run_v2_service.predict.location
+  name     = google_cloud_run_v2_service.services["predict"].name
+  location = google_cloud_run_v2_service.services["predict"].location
   role     = "roles/run.invoker"
   member   = each.key
 }

@@ -133,82 +133,98 @@ locals {
   scored_files     = "metric.type=\"${local.metric_jobs}\" AND resource.type=\"cloud_run_revision\" AND metric.labels.outcome=\"scored\""
 }
 
-# Availability: 99.5 % of pushes answered 2xx. Good = 2xx, bad = 5xx, and the
-# 4xx are left out on purpose: a 429 is Cloud Run's "no free instance" during
-# a burst (Pub/Sub retries it, and a file that keeps getting it ends on the
-# dead-letter topic, which alerts separately); 400/401 are malformed or
-# unauthenticated callers, not unavailability.
-resource "google_monitoring_slo" "push_availability" {
-  service             = google_monitoring_custom_service.scorer.service_id
-  slo_id              = "push-availability"
-  display_name        = "Pushes answered 2xx (${format("%.1f", var.availability_slo_goal * 100)} %, 28 days)"
-  goal                = var.availability_slo_goal
-  rolling_period_days = 28
-
-  request_based_sli {
-    good_total_ratio {
-      good_service_filter = "${local.run_requests} AND metric.labels.response_code_class=\"2xx\""
-      bad_service_filter  = "${local.run_requests} AND metric.labels.response_code_class=\"5xx\""
+# One entry per SLO (each over 28 days):
+#   title     what is counted as good (with the goal, the SLO's display name;
+#             in lower case, what its alerts call it)
+#   requests  an availability SLO: these requests answered 2xx among 2xx + 5xx
+#   latency   a latency SLO: the values of this distribution up to max
+#   events    what the burn-rate alerts' minimum of events counts (below)
+#   look      where the alerts send their reader first
+locals {
+  slos = {
+    # Availability: 99.5 % of pushes answered 2xx. Good = 2xx, bad = 5xx, and the
+    # 4xx are left out on purpose: a 429 is Cloud Run's "no free instance" during
+    # a burst (Pub/Sub retries it, and a file that keeps getting it ends on the
+    # dead-letter topic, which alerts separately); 400/401 are malformed or
+    # unauthenticated callers, not unavailability.
+    push-availability = {
+      service  = google_monitoring_custom_service.scorer.service_id
+      title    = "Pushes answered 2xx"
+      goal     = var.availability_slo_goal
+      requests = local.run_requests
+      events   = local.run_requests
+      look     = "5xx answers of the ${local.push_service_name} service and its job summaries"
     }
-  }
-}
-
-# Latency: 99 % of files scored within their budget (job duration from the
-# push's arrival to the committed manifest, from the job summaries).
-resource "google_monitoring_slo" "file_latency" {
-  service             = google_monitoring_custom_service.scorer.service_id
-  slo_id              = "file-latency"
-  display_name        = "Files scored within ${var.file_latency_budget_ms / 1000} s (${format("%.1f", var.latency_slo_goal * 100)} %, 28 days)"
-  goal                = var.latency_slo_goal
-  rolling_period_days = 28
-
-  request_based_sli {
-    distribution_cut {
-      distribution_filter = join(" AND ", [
-        "metric.type=\"${local.metric_job_duration}\"",
-        "resource.type=\"cloud_run_revision\"",
-      ])
-      range {
+    # Latency: 99 % of files scored within their budget (job duration from the
+    # push's arrival to the committed manifest, from the job summaries).
+    file-latency = {
+      service = google_monitoring_custom_service.scorer.service_id
+      title   = "Files scored within ${var.file_latency_budget_ms / 1000} s"
+      goal    = var.latency_slo_goal
+      latency = {
+        filter = join(" AND ", [
+          "metric.type=\"${local.metric_job_duration}\"",
+          "resource.type=\"cloud_run_revision\"",
+        ])
         max = var.file_latency_budget_ms
       }
+      events = local.scored_files
+      look   = "job summaries with a large duration_ms (resource.labels.service_name=\"${local.push_service_name}\" jsonPayload.message=\"job summary\")"
     }
-  }
-}
-
-# Online predictions: answered 2xx (among 2xx + 5xx; a 400 is a caller's bad
-# flight, a 401/403 a caller without rights) ...
-resource "google_monitoring_slo" "predict_availability" {
-  service             = google_monitoring_custom_service.predict.service_id
-  slo_id              = "predict-availability"
-  display_name        = "Predictions answered 2xx (${format("%.1f", var.predict_availability_slo_goal * 100)} %, 28 days)"
-  goal                = var.predict_availability_slo_goal
-  rolling_period_days = 28
-
-  request_based_sli {
-    good_total_ratio {
-      good_service_filter = "${local.predict_requests} AND metric.labels.response_code_class=\"2xx\""
-      bad_service_filter  = "${local.predict_requests} AND metric.labels.response_code_class=\"5xx\""
+    # Online predictions: answered 2xx (among 2xx + 5xx; a 400 is a caller's bad
+    # flight, a 401/403 a caller without rights) ...
+    predict-availability = {
+      service  = google_monitoring_custom_service.predict.service_id
+      title    = "Predictions answered 2xx"
+      goal     = var.predict_availability_slo_goal
+      requests = local.predict_requests
+      events   = local.predict_requests
+      look     = "5xx answers of the ${local.predict_service_name} service"
     }
-  }
-}
-
-# ... and fast (Cloud Run's request latency, every response class).
-resource "google_monitoring_slo" "predict_latency" {
-  service             = google_monitoring_custom_service.predict.service_id
-  slo_id              = "predict-latency"
-  display_name        = "Predictions within ${var.predict_latency_threshold_ms} ms (${format("%.1f", var.predict_latency_slo_goal * 100)} %, 28 days)"
-  goal                = var.predict_latency_slo_goal
-  rolling_period_days = 28
-
-  request_based_sli {
-    distribution_cut {
-      distribution_filter = join(" AND ", [
-        "metric.type=\"run.googleapis.com/request_latencies\"",
-        "resource.type=\"cloud_run_revision\"",
-        "resource.labels.service_name=\"${local.predict_service_name}\"",
-      ])
-      range {
+    # ... and fast (Cloud Run's request latency, every response class).
+    predict-latency = {
+      service = google_monitoring_custom_service.predict.service_id
+      title   = "Predictions within ${var.predict_latency_threshold_ms} ms"
+      goal    = var.predict_latency_slo_goal
+      latency = {
+        filter = join(" AND ", [
+          "metric.type=\"run.googleapis.com/request_latencies\"",
+          "resource.type=\"cloud_run_revision\"",
+          "resource.labels.service_name=\"${local.predict_service_name}\"",
+        ])
         max = var.predict_latency_threshold_ms
+      }
+      events = local.predict_requests
+      look   = "request latencies and instance counts of the ${local.predict_service_name} service"
+    }
+  }
+}
+
+resource "google_monitoring_slo" "slos" {
+  for_each = local.slos
+
+  service             = each.value.service
+  slo_id              = each.key
+  display_name        = "${each.value.title} (${format("%.1f", each.value.goal * 100)} %, 28 days)"
+  goal                = each.value.goal
+  rolling_period_days = 28
+
+  request_based_sli {
+    dynamic "good_total_ratio" {
+      for_each = can(each.value.requests) ? [each.value.requests] : []
+      content {
+        good_service_filter = "${good_total_ratio.value} AND metric.labels.response_code_class=\"2xx\""
+        bad_service_filter  = "${good_total_ratio.value} AND metric.labels.response_code_class=\"5xx\""
+      }
+    }
+
+    dynamic "distribution_cut" {
+      for_each = can(each.value.latency) ? [each.value.latency] : []
+      content {
+        distribution_filter = distribution_cut.value.filter
+        range {
+          max = distribution_cut.value.max
+        }
       }
     }
   }
@@ -240,42 +256,21 @@ resource "google_monitoring_notification_channel" "email" {
 #     or scored files for the file-latency SLO), so a trickle cannot page:
 #     one slow file out of three is a 33 % error rate, but not an incident.
 locals {
-  slo_alerts = {
-    push-availability = {
-      slo    = google_monitoring_slo.push_availability.name
-      events = local.run_requests
-      what   = "pushes answered 2xx"
-      look   = "5xx answers of the ${local.push_service_name} service and its job summaries"
-    }
-    file-latency = {
-      slo    = google_monitoring_slo.file_latency.name
-      events = local.scored_files
-      what   = "files scored within ${var.file_latency_budget_ms / 1000} s"
-      look   = "job summaries with a large duration_ms (resource.labels.service_name=\"${local.push_service_name}\" jsonPayload.message=\"job summary\")"
-    }
-    predict-availability = {
-      slo    = google_monitoring_slo.predict_availability.name
-      events = local.predict_requests
-      what   = "predictions answered 2xx"
-      look   = "5xx answers of the ${local.predict_service_name} service"
-    }
-    predict-latency = {
-      slo    = google_monitoring_slo.predict_latency.name
-      events = local.predict_requests
-      what   = "predictions within ${var.predict_latency_threshold_ms} ms"
-      look   = "request latencies and instance counts of the ${local.predict_service_name} service"
-    }
-  }
-
   burn_windows = {
     fast = { long = 3600, short = 300, rate = 14.4, severity = "CRITICAL", kind = "page" }
     slow = { long = 21600, short = 1800, rate = 6, severity = "WARNING", kind = "ticket" }
   }
 
-  burn_alerts = {
-    for pair in setproduct(keys(local.slo_alerts), keys(local.burn_windows)) :
-    "${pair[0]}-${pair[1]}" => merge(local.slo_alerts[pair[0]], local.burn_windows[pair[1]], { name = pair[0] })
-  }
+  # Each SLO with each window: "push-availability-fast", ...
+  burn_alerts = merge([
+    for name, slo in local.slos : {
+      for window, burn in local.burn_windows : "${name}-${window}" => merge(slo, burn, {
+        name = name
+        slo  = google_monitoring_slo.slos[name].name
+        what = lower(slo.title)
+      })
+    }
+  ]...)
 }
 
 resource "google_monitoring_alert_policy" "slo_burn" {
@@ -419,6 +414,58 @@ locals {
   dlq_metric             = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" resource.type=\"pubsub_subscription\" resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letters.name}\""
   latency_metric         = "metric.type=\"run.googleapis.com/request_latencies\" resource.type=\"cloud_run_revision\" resource.labels.service_name=\"${local.push_service_name}\""
   predict_latency_metric = "metric.type=\"run.googleapis.com/request_latencies\" resource.type=\"cloud_run_revision\" resource.labels.service_name=\"${local.predict_service_name}\""
+
+  # How a chart's series are aligned (period, per-series aligner) and
+  # combined (cross-series reducer, grouped by some fields).
+  sum_per_5min   = { period = "300s", aligner = "ALIGN_SUM", reducer = "REDUCE_SUM" }
+  rate_by_class  = { period = "60s", aligner = "ALIGN_RATE", reducer = "REDUCE_SUM", group_by = ["metric.label.response_code_class"] }
+  p50_and_p99    = [for p in [50, 99] : { period = "60s", aligner = "ALIGN_DELTA", reducer = "REDUCE_PERCENTILE_${p}" }]
+  max_per_minute = { period = "60s", aligner = "ALIGN_MAX" }
+
+  # The dashboard's charts, two a row, each with its series: a metric filter
+  # and its alignment, or a PromQL query.
+  dashboard_charts = [
+    {
+      title  = "Files by outcome (per 5 min)"
+      plot   = "STACKED_BAR"
+      series = [merge(local.sum_per_5min, { filter = local.jobs_metric, group_by = ["metric.label.outcome"] })]
+    },
+    {
+      title  = "Rows scored (per 5 min)"
+      plot   = "STACKED_BAR"
+      series = [{ promql = "sum(increase(logging_googleapis_com:user_${local.metric_rows_scored}_sum{monitored_resource=\"cloud_run_revision\"}[5m]))" }]
+    },
+    {
+      title  = "Failed files (per 5 min)"
+      plot   = "STACKED_BAR"
+      series = [merge(local.sum_per_5min, { filter = "${local.jobs_metric} metric.label.outcome=\"failed\"" })]
+    },
+    {
+      title  = "Push responses by class"
+      plot   = "STACKED_AREA"
+      series = [merge(local.rate_by_class, { filter = local.run_requests })]
+    },
+    {
+      title  = "Dead letters waiting"
+      plot   = "LINE"
+      series = [merge(local.max_per_minute, { filter = local.dlq_metric })]
+    },
+    {
+      title  = "Push request latency p50 / p99"
+      plot   = "LINE"
+      series = [for s in local.p50_and_p99 : merge(s, { filter = local.latency_metric })]
+    },
+    {
+      title  = "Predict responses by class"
+      plot   = "STACKED_AREA"
+      series = [merge(local.rate_by_class, { filter = local.predict_requests })]
+    },
+    {
+      title  = "Predict latency p50 / p99"
+      plot   = "LINE"
+      series = [for s in local.p50_and_p99 : merge(s, { filter = local.predict_latency_metric })]
+    },
+  ]
 }
 
 resource "google_monitoring_dashboard" "scorer" {
@@ -426,201 +473,30 @@ resource "google_monitoring_dashboard" "scorer" {
     displayName = "scorer"
     mosaicLayout = {
       columns = 12
-      tiles = [
-        {
-          xPos = 0, yPos = 0, width = 6, height = 4
-          widget = {
-            title = "Files by outcome (per 5 min)"
-            xyChart = {
-              dataSets = [{
-                plotType = "STACKED_BAR"
-                timeSeriesQuery = {
-                  timeSeriesFilter = {
-                    filter = local.jobs_metric
-                    aggregation = {
-                      alignmentPeriod    = "300s"
-                      perSeriesAligner   = "ALIGN_SUM"
-                      crossSeriesReducer = "REDUCE_SUM"
-                      groupByFields      = ["metric.label.outcome"]
-                    }
-                  }
-                }
-              }]
-            }
+      tiles = [for i, chart in local.dashboard_charts : {
+        xPos = i % 2 * 6, yPos = floor(i / 2) * 4, width = 6, height = 4
+        widget = {
+          title = chart.title
+          xyChart = {
+            dataSets = [for s in chart.series : {
+              plotType = chart.plot
+              # only the fields the series has (jsonencode would write nulls)
+              timeSeriesQuery = { for k, v in {
+                prometheusQuery = try(s.promql, null)
+                timeSeriesFilter = can(s.filter) ? {
+                  filter = s.filter
+                  aggregation = { for k, v in {
+                    alignmentPeriod    = s.period
+                    perSeriesAligner   = s.aligner
+                    crossSeriesReducer = try(s.reducer, null)
+                    groupByFields      = try(s.group_by, null)
+                  } : k => v if v != null }
+                } : null
+              } : k => v if v != null }
+            }]
           }
-        },
-        {
-          xPos = 6, yPos = 0, width = 6, height = 4
-          widget = {
-            title = "Rows scored (per 5 min)"
-            xyChart = {
-              dataSets = [{
-                plotType = "STACKED_BAR"
-                timeSeriesQuery = {
-                  prometheusQuery = "sum(increase(logging_googleapis_com:user_${local.metric_rows_scored}_sum{monitored_resource=\"cloud_run_revision\"}[5m]))"
-                }
-              }]
-            }
-          }
-        },
-        {
-          xPos = 0, yPos = 4, width = 6, height = 4
-          widget = {
-            title = "Failed files (per 5 min)"
-            xyChart = {
-              dataSets = [{
-                plotType = "STACKED_BAR"
-                timeSeriesQuery = {
-                  timeSeriesFilter = {
-                    filter = "${local.jobs_metric} metric.label.outcome=\"failed\""
-                    aggregation = {
-                      alignmentPeriod    = "300s"
-                      perSeriesAligner   = "ALIGN_SUM"
-                      crossSeriesReducer = "REDUCE_SUM"
-                    }
-                  }
-                }
-              }]
-            }
-          }
-        },
-        {
-          xPos = 6, yPos = 4, width = 6, height = 4
-          widget = {
-            title = "Push responses by class"
-            xyChart = {
-              dataSets = [{
-                plotType = "STACKED_AREA"
-                timeSeriesQuery = {
-                  timeSeriesFilter = {
-                    filter = local.run_requests
-                    aggregation = {
-                      alignmentPeriod    = "60s"
-                      perSeriesAligner   = "ALIGN_RATE"
-                      crossSeriesReducer = "REDUCE_SUM"
-                      groupByFields      = ["metric.label.response_code_class"]
-                    }
-                  }
-                }
-              }]
-            }
-          }
-        },
-        {
-          xPos = 0, yPos = 8, width = 6, height = 4
-          widget = {
-            title = "Dead letters waiting"
-            xyChart = {
-              dataSets = [{
-                plotType = "LINE"
-                timeSeriesQuery = {
-                  timeSeriesFilter = {
-                    filter = local.dlq_metric
-                    aggregation = {
-                      alignmentPeriod  = "60s"
-                      perSeriesAligner = "ALIGN_MAX"
-                    }
-                  }
-                }
-              }]
-            }
-          }
-        },
-        {
-          xPos = 6, yPos = 8, width = 6, height = 4
-          widget = {
-            title = "Push request latency p50 / p99"
-            xyChart = {
-              dataSets = [
-                {
-                  plotType = "LINE"
-                  timeSeriesQuery = {
-                    timeSeriesFilter = {
-                      filter = local.latency_metric
-                      aggregation = {
-                        alignmentPeriod    = "60s"
-                        perSeriesAligner   = "ALIGN_DELTA"
-                        crossSeriesReducer = "REDUCE_PERCENTILE_50"
-                      }
-                    }
-                  }
-                },
-                {
-                  plotType = "LINE"
-                  timeSeriesQuery = {
-                    timeSeriesFilter = {
-                      filter = local.latency_metric
-                      aggregation = {
-                        alignmentPeriod    = "60s"
-                        perSeriesAligner   = "ALIGN_DELTA"
-                        crossSeriesReducer = "REDUCE_PERCENTILE_99"
-                      }
-                    }
-                  }
-                },
-              ]
-            }
-          }
-        },
-        {
-          xPos = 0, yPos = 12, width = 6, height = 4
-          widget = {
-            title = "Predict responses by class"
-            xyChart = {
-              dataSets = [{
-                plotType = "STACKED_AREA"
-                timeSeriesQuery = {
-                  timeSeriesFilter = {
-                    filter = local.predict_requests
-                    aggregation = {
-                      alignmentPeriod    = "60s"
-                      perSeriesAligner   = "ALIGN_RATE"
-                      crossSeriesReducer = "REDUCE_SUM"
-                      groupByFields      = ["metric.label.response_code_class"]
-                    }
-                  }
-                }
-              }]
-            }
-          }
-        },
-        {
-          xPos = 6, yPos = 12, width = 6, height = 4
-          widget = {
-            title = "Predict latency p50 / p99"
-            xyChart = {
-              dataSets = [
-                {
-                  plotType = "LINE"
-                  timeSeriesQuery = {
-                    timeSeriesFilter = {
-                      filter = local.predict_latency_metric
-                      aggregation = {
-                        alignmentPeriod    = "60s"
-                        perSeriesAligner   = "ALIGN_DELTA"
-                        crossSeriesReducer = "REDUCE_PERCENTILE_50"
-                      }
-                    }
-                  }
-                },
-                {
-                  plotType = "LINE"
-                  timeSeriesQuery = {
-                    timeSeriesFilter = {
-                      filter = local.predict_latency_metric
-                      aggregation = {
-                        alignmentPeriod    = "60s"
-                        perSeriesAligner   = "ALIGN_DELTA"
-                        crossSeriesReducer = "REDUCE_PERCENTILE_99"
-                      }
-                    }
-                  }
-                },
-              ]
-            }
-          }
-        },
-      ]
+        }
+      }]
     }
   })
 

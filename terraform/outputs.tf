@@ -35,22 +35,22 @@ output "image_uri" {
 
 output "push_service_name" {
   description = "Cloud Run service that scores the input files (Pub/Sub pushes to POST /)."
-  value       = google_cloud_run_v2_service.push.name
+  value       = google_cloud_run_v2_service.services["push"].name
 }
 
 output "push_service_url" {
   description = "URL of the push service (only the push service account may invoke it)."
-  value       = google_cloud_run_v2_service.push.uri
+  value       = google_cloud_run_v2_service.services["push"].uri
 }
 
 output "predict_service_name" {
   description = "Cloud Run service of the online API (POST /predict)."
-  value       = google_cloud_run_v2_service.predict.name
+  value       = google_cloud_run_v2_service.services["predict"].name
 }
 
 output "predict_service_url" {
   description = "URL of the online API: POST <predict_service_url>/predict with an identity token of a predict invoker."
-  value       = google_cloud_run_v2_service.predict.uri
+  value       = google_cloud_run_v2_service.services["predict"].uri
 }
 
 output "push_request_timeout_seconds" {

@@ -61,7 +61,7 @@ resource "google_pubsub_subscription" "push" {
   }
 
   push_config {
-    push_endpoint = "${google_cloud_run_v2_service.push.uri}/"
+    push_endpoint = "${google_cloud_run_v2_service.services["push"].uri}/"
 
     # Signed by Google for the push service account, with a fixed audience
     # that the service checks (PUSH_AUDIENCE, PUSH_SERVICE_ACCOUNT) and Cloud

@@ -78,6 +78,8 @@ class Checker:
         self.used_providers: set[str] = set()
         self.variables: set[str] = set()
         self.locals: set[str] = set()
+        self.repeated: set[tuple[str, str]] = set()  # (type, name) of resources with count or for_each
+        self.moved_from: set[str] = set()  # every moved block's `from`
         self.counts = {"resources": 0, "data": 0, "types": set()}
 
     def err(self, where: str, msg: str) -> None:
@@ -160,6 +162,8 @@ class Checker:
                                 continue
                             self.declared.setdefault((kind, rtype), set()).add(name)
                             self.provider_of[(kind, rtype, name)] = provider_of(rtype, body)
+                            if kind == "resource" and ("count" in body or "for_each" in body):
+                                self.repeated.add((rtype, name))
             for tf in doc.get("terraform", []):
                 for rp in tf.get("required_providers", []):
                     for pname, spec in rp.items():
@@ -169,6 +173,8 @@ class Checker:
                 self.variables.update(k for k in entry if k not in META)
             for entry in doc.get("locals", []):
                 self.locals.update(k for k in entry if k not in META)
+            for mv in doc.get("moved", []):
+                self.moved_from.add(re.sub(r"^\$\{|\}$", "", str(mv.get("from", ""))))
         return docs
 
     def check(self, tf_dir: Path) -> None:
@@ -236,12 +242,18 @@ class Checker:
 
     def check_refs(self, doc: dict, rel: str) -> None:
         # a moved block's `from` names an address that no longer exists; its
-        # `to` must be declared
+        # `to` must be declared (an instance key only on a resource with count
+        # or for_each), or be the `from` of a later move (a chain)
         for mv in doc.get("moved", []):
             to = re.sub(r"^\$\{|\}$", "", str(mv.get("to", "")))
-            parts = to.split(".")
-            if len(parts) != 2 or parts[1] not in self.declared.get(("resource", parts[0]), set()):
+            if to in self.moved_from:
+                continue
+            m = re.fullmatch(r"([a-z0-9_]+)\.([A-Za-z_][\w-]*)(\[[^\]]+\])?", to)
+            if not m or m.group(2) not in self.declared.get(("resource", m.group(1)), set()):
                 self.err(rel, f"moved block points at undeclared {to}")
+            elif m.group(3) and (m.group(1), m.group(2)) not in self.repeated:
+                self.err(rel, f"moved block points at an instance {m.group(3)} of {m.group(1)}.{m.group(2)}, "
+                              f"which has neither count nor for_each")
         doc = {k: v for k, v in doc.items() if k != "moved"}
         for s in self.strings(doc):
             for m in _REF.finditer(s):

@@ -136,6 +136,7 @@ class Env:
         self.repo.mkdir()
         for name in SCRIPTS + ("cloudbuild.yaml",):
             shutil.copy2(ROOT / name, self.repo / name)
+        shutil.copytree(ROOT / "scripts", self.repo / "scripts")
         (self.repo / "app").mkdir()
         shutil.copy2(ROOT / "app" / "Dockerfile", self.repo / "app" / "Dockerfile")
         self.git("init", "-q", "-b", "main")
@@ -179,11 +180,11 @@ class Env:
         return terraform(self.tf, "state", "list").stdout.split()
 
     def run(self, script: str, *args: str, path: str | None = None, stdin=subprocess.DEVNULL,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+            env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
         environ = {k: v for k, v in tf_env().items() if k not in ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")}
         environ.update({"PATH": path or self.path, "STUB_STATE": str(self.state), "SCORER_TF_DIR": str(self.tf),
                         "SCORER_REAL_TERRAFORM": real_terraform()}, **(env or {}))
-        return subprocess.run([str(self.repo / script), *args], cwd=self.repo, env=environ, stdin=stdin,
+        return subprocess.run([str(self.repo / script), *args], cwd=cwd or self.repo, env=environ, stdin=stdin,
                               capture_output=True, text=True, timeout=300)
 
     def calls(self) -> list[dict]:

@@ -51,8 +51,8 @@ MUTATIONS = {
                           'unknown argument or block "ack_deadline_secs" (did you mean "ack_deadline_seconds"?)'),
     "misspelt nested block": ("pubsub.tf", "oidc_token {", "oidc_tokens {",
                               'push_config: unknown argument or block "oidc_tokens"'),
-    "misspelt dynamic block content": ("cloud_run.tf", 'name = "PREDICT_API_KEYS"', 'nam = "PREDICT_API_KEYS"',
-                                       'containers > env: unknown argument or block "nam"'),
+    "misspelt dynamic block content": ("cloud_run.tf", "value = env.value", "valu = env.value",
+                                       'containers > env: unknown argument or block "valu"'),
     "missing required argument": ("cloud_run.tf", 'image = "${local.image_uri}:${var.image_tag}"', "",
                                   'template > containers: required argument "image" is missing'),
     "block written as an argument": ("storage.tf", "versioning {", "versioning = {",
@@ -70,9 +70,12 @@ MUTATIONS = {
                                 'required_providers.time.source is "example/time", not "hashicorp/time"'),
     "misspelt time_sleep argument": ("monitoring.tf", "create_duration =", "create_durations =",
                                      'unknown argument or block "create_durations"'),
-    "moved to nowhere": ("cloud_run.tf", "to   = google_cloud_run_v2_service.push",
-                         "to   = google_cloud_run_v2_service.pusher",
-                         "moved block points at undeclared google_cloud_run_v2_service.pusher"),
+    "moved to nowhere": ("moved.tf", 'to   = google_cloud_run_v2_service.services["predict"]',
+                         'to   = google_cloud_run_v2_service.service["predict"]',
+                         'moved block points at undeclared google_cloud_run_v2_service.service["predict"]'),
+    "moved to an instance of a single resource": ("moved.tf", 'to   = google_monitoring_slo.slos["file-latency"]',
+                                                  'to   = google_monitoring_custom_service.scorer["file-latency"]',
+                                                  "which has neither count nor for_each"),
 }
 
 

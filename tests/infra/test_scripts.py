@@ -47,7 +47,10 @@ def test_scripts_are_strict_bash_and_executable(script):
     text = path.read_text()
     assert text.startswith("#!/usr/bin/env bash\n")
     assert "set -euo pipefail" in text
-    assert "output -json" in text
+    # what the three share, from their own directory whatever the working one
+    assert 'source "$ROOT/scripts/common.sh"' in text
+    assert 'ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"' in text
+    assert "read_outputs" in text and "output -json" in (ROOT / "scripts" / "common.sh").read_text()
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -62,8 +65,20 @@ def test_help(env, script):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_unknown_option_is_refused(env, script):
     r = env.run(script, "--frobnicate")
-    assert r.returncode == 2 and "unknown option: --frobnicate" in r.stderr
+    assert r.returncode == 2 and f"{script}: unknown option: --frobnicate" in r.stderr
     assert env.calls() == []
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_run_from_any_directory(deployed, tmp_path, script):
+    """They find scripts/common.sh (and terraform/) from their own path, and
+    their errors carry their own name."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = ok(deployed.run(script, "--dry-run", cwd=elsewhere, env={"GOOGLE_CLOUD_PROJECT": PROJECT}))
+    assert "dry run: nothing was" in r.stderr
+    r = failed(deployed.run(script, "--dry-run", cwd=elsewhere, env={"SCORER_TF_DIR": str(elsewhere / "none")}))
+    assert f"{script}: error: no Terraform configuration at {elsewhere / 'none'}" in r.stderr
 
 
 def restricted_path(tmp_path: Path, without: str) -> str:

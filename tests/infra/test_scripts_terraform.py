@@ -17,6 +17,18 @@ from script_harness import (BUCKETS, PREDICT, PROJECT, PUSH, Env, ok, outputs, r
 from tf_mirror import Mirror, mirror_address, read_blocks
 
 SETUP = (ROOT / "setup.sh").read_text()
+COMMON = (ROOT / "scripts" / "common.sh").read_text()
+
+
+def outputs_needed(text: str) -> set[str]:
+    """The outputs some script text reads with need_out, also through the
+    functions of scripts/common.sh it calls."""
+    needed = set(re.findall(r"need_out (\w+)", text))
+    for name in re.findall(r"^(\w+)\(\) \{$", COMMON, re.M):
+        if re.search(rf"\b{name}\b", text):
+            body = COMMON[COMMON.index(f"{name}() {{"):]
+            needed |= set(re.findall(r"need_out (\w+)", body[:body.index("\n}\n")]))
+    return needed
 
 
 def setup_targets() -> list[str]:
@@ -57,7 +69,7 @@ def test_outputs_setup_needs_exist_after_its_targeted_apply(tmp_path):
               *[f"-target={mirror_address(t)}" for t in targets])
     out = outputs(tf)
     # what setup.sh reads between its targeted apply and the full apply
-    read = set(re.findall(r"need_out (\w+)", SETUP[SETUP.index("# --- 3."):SETUP.index("# --- 5.")]))
+    read = outputs_needed(SETUP[SETUP.index("# --- 3."):SETUP.index("# --- 5.")])
     read |= {"project_id"}  # the state-belongs-to-another-project check of the next run
     assert read >= {"region", "image_uri", "build_service_account", "build_bucket"}
     missing = read - set(out)
@@ -74,12 +86,21 @@ def test_log_metric_readers_are_created_after_the_pause(deployed_template):
     pause = "terraform_data.time_sleep__log_metrics"
     metrics = {a for a in deps if a.startswith("terraform_data.google_logging_metric__")}
     assert len(metrics) == 3 and metrics <= deps[pause]
-    readers = ["terraform_data.google_monitoring_slo__file_latency",
+    readers = ["terraform_data.google_monitoring_slo__slos",
                "terraform_data.google_monitoring_alert_policy__failed_files",
                "terraform_data.google_monitoring_alert_policy__slo_burn",
                "terraform_data.google_monitoring_dashboard__scorer"]
     for reader in readers:
         assert pause in deps[reader], f"{reader} does not wait for the log-based metrics"
+
+
+def test_every_slo_has_a_fast_and_a_slow_burn_rate_alert(deployed_template):
+    """local.slos and local.burn_windows, as the real terraform expands them."""
+    state = json.loads((deployed_template / "terraform.tfstate").read_text())
+    keys = {r["name"]: {i.get("index_key") for i in r["instances"]} for r in state["resources"]}
+    slos = {"push-availability", "file-latency", "predict-availability", "predict-latency"}
+    assert keys["google_monitoring_slo__slos"] == slos
+    assert keys["google_monitoring_alert_policy__slo_burn"] == {f"{s}-{w}" for s in slos for w in ("fast", "slow")}
 
 
 def test_the_notification_is_created_after_the_push_subscription(deployed_template):
@@ -97,9 +118,9 @@ def test_push_concurrency_and_slots_are_one_number(tmp_path):
     terraform(tf, "apply", "-input=false", "-auto-approve", f"-var=project_id={PROJECT}", "-var=image_tag=t",
               "-var=max_concurrent_jobs=3", "-var=inline_max_bytes=1000000")
     state = json.loads((tf / "terraform.tfstate").read_text())
-    push = next(r for r in state["resources"] if r["name"] == "google_cloud_run_v2_service__push")
-    attrs = push["instances"][0]["attributes"]["input"]["value"]
-    assert attrs["name"] == PUSH
+    services = next(r for r in state["resources"] if r["name"] == "google_cloud_run_v2_service__services")
+    names = {i["index_key"]: i["attributes"]["input"]["value"]["name"] for i in services["instances"]}
+    assert names == {"push": PUSH, "predict": PREDICT}
     push_env = outputs_locals(tf, "local.push_env")
     assert push_env["MAX_CONCURRENT_JOBS"] == "3" and push_env["SERVICE_ROLE"] == "push"
     assert push_env["INLINE_MAX_BYTES"] == "1000000"

@@ -165,7 +165,7 @@ def test_push_subscription_authenticates_retries_and_dead_letters(tf):
     assert sub["ack_deadline_seconds"] == "${var.request_timeout_seconds}"
 
     push = block(sub, "push_config")
-    assert push["push_endpoint"] == "${google_cloud_run_v2_service.push.uri}/"
+    assert push["push_endpoint"] == '${google_cloud_run_v2_service.services["push"].uri}/'
     oidc = block(push, "oidc_token")
     assert oidc["audience"] == "${var.push_audience}"
     assert oidc["service_account_email"] == "${google_service_account.push.email}"
@@ -231,7 +231,33 @@ def test_artifact_registry_repository_for_the_image(tf):
 
 
 def _service(tf, name: str = "push"):
-    return tf.resource("google_cloud_run_v2_service", name)
+    """The Cloud Run service `name` as Terraform makes it: the one for_each
+    resource, with each.value.X replaced by X of local.services[name] (a null
+    argument is an unset one)."""
+    return _resolve(tf.resource("google_cloud_run_v2_service", "services"), tf.locals["services"][name])
+
+
+def _resolve(node, entry: dict):
+    each = re.compile(r"\$\{each\.value\.(\w+)\}")
+    if isinstance(node, str):
+        whole = each.fullmatch(node)
+        if whole:
+            return entry[whole.group(1)]
+        return each.sub(lambda m: str(entry[m.group(1)]), node)
+    if isinstance(node, dict):
+        resolved = {k: _resolve(v, entry) for k, v in node.items()}
+        return {k: v for k, v in resolved.items() if v is not None}
+    if isinstance(node, list):
+        return [_resolve(v, entry) for v in node]
+    return node
+
+
+def _moved_to(tf, address: str) -> str:
+    """Where the moved blocks take `address` (following chains)."""
+    moves = {m["from"].strip("${}"): m["to"].strip("${}") for m in tf.moved}
+    while address in moves:
+        address = moves[address]
+    return address
 
 
 def _container(tf, name: str = "push"):
@@ -277,8 +303,11 @@ def test_predict_has_its_own_service_from_the_same_image(tf):
                                       "max_instance_count": "${var.predict_max_instances}"}
     assert tmpl["service_account"] == "${google_service_account.predict.email}"
     assert "custom_audiences" not in predict, "callers use the service URL as audience"
-    moved = [m for m in tf.moved if m["to"] == "${google_cloud_run_v2_service.push}"]
-    assert moved and moved[0]["from"] == "${google_cloud_run_v2_service.scorer}", "no replacement of the old service"
+    # no replacement of the single service of old, nor of either service
+    # when they had a resource each
+    for old, new in (("scorer", "push"), ("push", "push"), ("predict", "predict")):
+        assert _moved_to(tf, f"google_cloud_run_v2_service.{old}") == f'google_cloud_run_v2_service.services["{new}"]'
+
 
 
 def test_long_jobs_cannot_outlive_their_request(tf):
@@ -322,11 +351,15 @@ def _env(tf, name: str = "push") -> dict[str, dict]:
             continue
         source = dyn["env"]["for_each"]
         content = block(dyn["env"], "content")
-        if content["name"] == "${env.key}":
-            local = re.fullmatch(r"\$\{local\.(\w+)\}", source).group(1)
-            env.update(_local_env(tf, local))
-        else:
+        if content["name"] != "${env.key}":
             env[content["name"]] = dict(content, __dynamic__=source)
+        elif isinstance(source, dict):  # a map written out: its entries
+            env.update({k: dict(content, value=v) for k, v in source.items()})
+        elif local := re.fullmatch(r"\$\{local\.(\w+)\}", source):
+            env.update(_local_env(tf, local.group(1)))
+        else:  # cond ? { NAME = value } : {} (as python-hcl2 writes it)
+            for name, value in re.findall(r"\{'([A-Z_]+)': '([^']*)'\}", source):
+                env[name] = dict(content, __dynamic__=source, __value__=value)
     return env
 
 
@@ -462,8 +495,8 @@ def test_invokers_are_the_push_account_and_the_optional_predict_list(tf):
                 if body["role"] == "roles/run.invoker"}
     assert set(invokers) == {"push_invoker", "predict_invokers"}
     assert invokers["push_invoker"]["member"] == "${google_service_account.push.member}"
-    assert invokers["push_invoker"]["name"] == "${google_cloud_run_v2_service.push.name}"
-    assert invokers["predict_invokers"]["name"] == "${google_cloud_run_v2_service.predict.name}"
+    assert invokers["push_invoker"]["name"] == '${google_cloud_run_v2_service.services["push"].name}'
+    assert invokers["predict_invokers"]["name"] == '${google_cloud_run_v2_service.services["predict"].name}'
     assert invokers["predict_invokers"]["for_each"] == "${toset(var.predict_invokers)}"
     assert tf.default("predict_invokers") == []
     validation = block(tf.variables["predict_invokers"], "validation")
@@ -479,29 +512,56 @@ def test_dedicated_service_accounts(tf):
 # --- monitoring ---------------------------------------------------------------------------------
 
 
+def _dynamic(body: dict, name: str) -> dict:
+    """The content of the one dynamic block `name` of a body, with its for_each."""
+    found = [d[name] for d in body.get("dynamic", []) if name in d]
+    assert len(found) == 1, f"expected one dynamic {name} block, got {found!r}"
+    return dict(block(found[0], "content"), __for_each__=found[0]["for_each"])
+
+
 def test_slos(tf):
-    avail = tf.resource("google_monitoring_slo", "push_availability")
-    ratio = block(block(avail, "request_based_sli"), "good_total_ratio")
+    """One SLO resource over local.slos: an availability SLO counts its requests
+    answered 2xx among 2xx + 5xx, a latency SLO the values of a distribution up
+    to a bound."""
+    slo = tf.resource("google_monitoring_slo", "slos")
+    assert slo["for_each"] == "${local.slos}" and slo["slo_id"] == "${each.key}"
+    assert slo["service"] == "${each.value.service}" and slo["goal"] == "${each.value.goal}"
+    assert slo["rolling_period_days"] == 28
+    sli = block(slo, "request_based_sli")
+    ratio = _dynamic(sli, "good_total_ratio")
+    assert ratio["__for_each__"] == "${can(each.value.requests) ? ['${each.value.requests}'] : []}"
+    assert ratio["good_service_filter"] == '${good_total_ratio.value} AND metric.labels.response_code_class="2xx"'
+    assert ratio["bad_service_filter"] == '${good_total_ratio.value} AND metric.labels.response_code_class="5xx"'
+    cut = _dynamic(sli, "distribution_cut")
+    assert cut["__for_each__"] == "${can(each.value.latency) ? ['${each.value.latency}'] : []}"
+    assert cut["distribution_filter"] == "${distribution_cut.value.filter}"
+    assert block(cut, "range")["max"] == "${distribution_cut.value.max}"
+
+    slos = tf.locals["slos"]
+    assert set(slos) == {"push-availability", "file-latency", "predict-availability", "predict-latency"}
+    for name, slo in slos.items():
+        assert ("requests" in slo) != ("latency" in slo), f"{name}: an availability or a latency SLO"
+
+    avail = slos["push-availability"]
     assert "run.googleapis.com/request_count" in tf.locals["run_request_count"]
     assert "local.push_service_name" in tf.locals["run_requests"]
-    assert 'response_code_class="2xx"' in ratio["good_service_filter"]
-    assert 'response_code_class="5xx"' in ratio["bad_service_filter"]
+    assert avail["requests"] == "${local.run_requests}"
     assert avail["goal"] == "${var.availability_slo_goal}" and tf.default("availability_slo_goal") == 0.995
 
-    lat = tf.resource("google_monitoring_slo", "file_latency")
-    cut = block(block(lat, "request_based_sli"), "distribution_cut")
-    assert "local.metric_job_duration" in cut["distribution_filter"]
-    assert block(cut, "range")["max"] == "${var.file_latency_budget_ms}"
+    lat = slos["file-latency"]
+    assert "local.metric_job_duration" in lat["latency"]["filter"]
+    assert lat["latency"]["max"] == "${var.file_latency_budget_ms}"
     assert lat["goal"] == "${var.latency_slo_goal}" and tf.default("latency_slo_goal") == 0.99
+    for s in (avail, lat):
+        assert s["service"] == "${google_monitoring_custom_service.scorer.service_id}"
 
     # the predict service's own SLOs
-    pavail = tf.resource("google_monitoring_slo", "predict_availability")
-    assert pavail["service"] == "${google_monitoring_custom_service.predict.service_id}"
-    assert "local.predict_requests" in str(pavail)
-    plat = tf.resource("google_monitoring_slo", "predict_latency")
-    pcut = block(block(plat, "request_based_sli"), "distribution_cut")
-    assert "run.googleapis.com/request_latencies" in pcut["distribution_filter"]
-    assert "local.predict_service_name" in pcut["distribution_filter"]
+    pavail, plat = slos["predict-availability"], slos["predict-latency"]
+    for s in (pavail, plat):
+        assert s["service"] == "${google_monitoring_custom_service.predict.service_id}"
+    assert pavail["requests"] == "${local.predict_requests}"
+    assert "run.googleapis.com/request_latencies" in plat["latency"]["filter"]
+    assert "local.predict_service_name" in plat["latency"]["filter"]
 
 
 def test_burn_rate_alerts_are_multi_window_with_a_minimum_of_events(tf):
@@ -509,9 +569,11 @@ def test_burn_rate_alerts_are_multi_window_with_a_minimum_of_events(tf):
     file of three could page the latency SLO."""
     burn = tf.resource("google_monitoring_alert_policy", "slo_burn")
     assert burn["for_each"] == "${local.burn_alerts}" and burn["combiner"] == "AND"
-    slos = str(tf.locals["slo_alerts"])
-    for slo in ("push_availability", "file_latency", "predict_availability", "predict_latency"):
-        assert f"google_monitoring_slo.{slo}.name" in slos
+    # every SLO with every window (the real terraform's instances:
+    # test_scripts_terraform.py), each alert on its own SLO
+    alerts = tf.locals["burn_alerts"]
+    assert "in local.slos" in alerts and "in local.burn_windows" in alerts
+    assert "google_monitoring_slo.slos[name].name" in alerts
     windows = tf.text["monitoring.tf"]
     assert re.search(r"fast = \{ long = 3600, short = 300, rate = 14\.4", windows)
     assert re.search(r"slow = \{ long = 21600, short = 1800, rate = 6,", windows)
@@ -527,8 +589,11 @@ def test_burn_rate_alerts_are_multi_window_with_a_minimum_of_events(tf):
     assert block(events, "aggregations")["alignment_period"] == "${each.value.long}s"
     assert tf.default("slo_alert_min_events") >= 10
     # the file-latency SLO counts scored files, the others requests of their own service
-    assert "local.scored_files" in slos
+    slos = tf.locals["slos"]
+    assert slos["file-latency"]["events"] == "${local.scored_files}"
     assert tf.locals["scored_files"].endswith('metric.labels.outcome="scored"')
+    assert slos["push-availability"]["events"] == "${local.run_requests}"
+    assert slos["predict-availability"]["events"] == slos["predict-latency"]["events"] == "${local.predict_requests}"
 
 
 def test_log_based_metrics_are_read_only_through_the_pause(tf):
@@ -583,8 +648,8 @@ def test_required_apis_are_enabled(tf):
 def test_outputs_used_by_the_scripts(tf):
     assert REQUIRED_OUTPUTS <= set(tf.outputs)
     assert tf.outputs["image_uri"]["value"] == "${local.image_uri}"
-    assert tf.outputs["push_service_url"]["value"] == "${google_cloud_run_v2_service.push.uri}"
-    assert tf.outputs["predict_service_url"]["value"] == "${google_cloud_run_v2_service.predict.uri}"
+    assert tf.outputs["push_service_url"]["value"] == '${google_cloud_run_v2_service.services["push"].uri}'
+    assert tf.outputs["predict_service_url"]["value"] == '${google_cloud_run_v2_service.services["predict"].uri}'
     assert tf.outputs["dead_letter_subscription"]["value"] == "${google_pubsub_subscription.dead_letters.id}"
 
 
@@ -600,5 +665,10 @@ def test_github_deployment_is_keyless_and_scoped(tf):
     assert "var.github_repository}" not in str(provider) + member, "the name is only a label"
     assert "regex" in block(tf.variables["github_repository_id"], "validation")["condition"]
     assert not tf.resources.get("google_service_account_key"), "no long-lived keys"
-    dev = tf.resource("google_cloud_run_v2_service_iam_member", "deployer_develops_service")
-    assert dev["role"] == "roles/run.developer"
+    dev = tf.resource("google_cloud_run_v2_service_iam_member", "deployer_develops")
+    assert dev["role"] == "roles/run.developer" and "keys(local.services)" in dev["for_each"]
+    assert dev["name"] == "${google_cloud_run_v2_service.services[each.key].name}"
+    acts = tf.resource("google_service_account_iam_member", "deployer_acts_as")
+    assert acts["role"] == "roles/iam.serviceAccountUser" and acts["service_account_id"] == "${each.value}"
+    for account in ("runtime", "predict"):
+        assert f"google_service_account.{account}.name" in acts["for_each"]

@@ -62,21 +62,35 @@ def _s(expr: str) -> str:
     return "${" + expr + "}"
 
 
+def _account_email(a: dict) -> str:
+    return f'{_s(a["account_id"])}@${{var.project_id}}.iam.gserviceaccount.com'
+
+
+def _project_path(collection: str, a: dict) -> str:
+    return f'"projects/${{var.project_id}}/{collection}/{_s(a["name"])}"'
+
+
+def _pool(a: dict) -> str:
+    return f'projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/{_s(a["workload_identity_pool_id"])}'
+
+
+PUBSUB_AGENT = f"service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
 COMPUTED = {
-    ("google_service_account", "email"): lambda a: f'"{_s(a["account_id"])}@${{var.project_id}}.iam.gserviceaccount.com"',
-    ("google_service_account", "member"): lambda a: f'"serviceAccount:{_s(a["account_id"])}@${{var.project_id}}.iam.gserviceaccount.com"',
-    ("google_service_account", "name"): lambda a: f'"projects/${{var.project_id}}/serviceAccounts/{_s(a["account_id"])}@${{var.project_id}}.iam.gserviceaccount.com"',
+    ("google_service_account", "email"): lambda a: f'"{_account_email(a)}"',
+    ("google_service_account", "member"): lambda a: f'"serviceAccount:{_account_email(a)}"',
+    ("google_service_account", "name"): lambda a: f'"projects/${{var.project_id}}/serviceAccounts/{_account_email(a)}"',
     ("google_cloud_run_v2_service", "uri"): lambda a: f'"https://{_s(a["name"])}-abcdefghij-ew.a.run.app"',
-    ("google_pubsub_topic", "id"): lambda a: f'"projects/${{var.project_id}}/topics/{_s(a["name"])}"',
-    ("google_pubsub_subscription", "id"): lambda a: f'"projects/${{var.project_id}}/subscriptions/{_s(a["name"])}"',
+    ("google_pubsub_topic", "id"): lambda a: _project_path("topics", a),
+    ("google_pubsub_subscription", "id"): lambda a: _project_path("subscriptions", a),
     ("google_artifact_registry_repository", "project"): lambda a: "var.project_id",
     ("google_artifact_registry_repository", "name"): lambda a: a["repository_id"],
     ("google_monitoring_slo", "name"): lambda a: f'"projects/{PROJECT_NUMBER}/services/{_s(a["service"])}/serviceLevelObjectives/{_s(a["slo_id"])}"',
     ("google_monitoring_dashboard", "id"): lambda a: f'"projects/{PROJECT_NUMBER}/dashboards/0a1b2c3d-4e5f"',
-    ("google_iam_workload_identity_pool", "name"): lambda a: f'"projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/{_s(a["workload_identity_pool_id"])}"',
-    ("google_iam_workload_identity_pool_provider", "name"): lambda a: f'"projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/{_s(a["workload_identity_pool_id"])}/providers/{_s(a["workload_identity_pool_provider_id"])}"',
-    ("google_project_service_identity", "email"): lambda a: f'"service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"',
-    ("google_project_service_identity", "member"): lambda a: f'"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"',
+    ("google_iam_workload_identity_pool", "name"): lambda a: f'"{_pool(a)}"',
+    ("google_iam_workload_identity_pool_provider", "name"): lambda a: f'"{_pool(a)}/providers/{_s(a["workload_identity_pool_provider_id"])}"',
+    ("google_project_service_identity", "email"): lambda a: f'"{PUBSUB_AGENT}"',
+    ("google_project_service_identity", "member"): lambda a: f'"serviceAccount:{PUBSUB_AGENT}"',
     ("google_storage_project_service_account", "email_address"): lambda a: f'"service-{PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com"',
     ("google_project", "number"): lambda a: f'"{PROJECT_NUMBER}"',
 }
