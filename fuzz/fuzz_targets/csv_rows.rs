@@ -83,6 +83,7 @@ fuzz_target!(|data: &[u8]| {
         chunk_bytes: CHUNK_BYTES[usize::from(opts & 7)],
         max_record_bytes: MAX_RECORD_BYTES[usize::from((opts >> 3) & 3)],
         explain: usize::from((opts >> 5) & 3) % 3,
+        range_of: None,
     };
     let reader: Box<dyn Read + Send + '_> = if opts & 0x80 != 0 {
         Box::new(Trickle {

@@ -29,7 +29,7 @@ pub struct Evaluation {
 
 /// Accumulates labelled predictions. Memory is bounded by the number of
 /// distinct probabilities at 1e-6 resolution.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvaluationBuilder {
     confusion: [[u64; 2]; 2],
     log_loss_sum: f64,

@@ -84,6 +84,31 @@ pub fn decode<'a>(raw: impl Read + Send + 'a) -> io::Result<Result<(TextReader<'
     }
 }
 
+/// Wraps `raw` as text in an encoding decided from elsewhere: a range of a
+/// file starts with the file's header, but its own first 64 KiB may not
+/// show the file's encoding (a Windows-1252 file whose accents come later),
+/// so every range decodes as the file's start said. Only for
+/// [`super::shard::splittable`] formats.
+pub fn decode_as<'a>(
+    raw: impl Read + Send + 'a,
+    text: Partial,
+) -> io::Result<Result<(TextReader<'a>, Partial), NotText>> {
+    let (prefix, mut reader) = peek(raw, 3)?;
+    if prefix.is_empty() {
+        return Ok(Err(NotText::Empty));
+    }
+    if text.byte_order_mark && prefix.starts_with(&[0xef, 0xbb, 0xbf]) {
+        io::copy(&mut (&mut reader).take(3), &mut io::sink())?;
+    }
+    if text.encoding == "windows-1252" {
+        let reader = DecodeReaderBytesBuilder::new()
+            .encoding(Some(WINDOWS_1252))
+            .build(reader);
+        return Ok(Ok((Box::new(reader), text)));
+    }
+    Ok(Ok((reader, text)))
+}
+
 /// The format facts known before the header is read.
 #[derive(Debug, Clone, Copy)]
 pub struct Partial {

@@ -30,6 +30,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod records;
 pub mod rejects;
+pub mod shard;
 pub mod writer;
 
 use std::io;
@@ -37,7 +38,7 @@ use std::io;
 use polars::prelude::PolarsError;
 use serde::Serialize;
 
-use crate::model::Evaluation;
+use crate::model::{Evaluation, EvaluationBuilder};
 pub use input::InputFormat;
 use input::NotText;
 pub use pipeline::score;
@@ -54,6 +55,10 @@ pub struct ScoreOptions {
     /// When above 0, add an `explanation` column with that many top
     /// contributions per row.
     pub explain: usize,
+    /// Set when scoring one range of a file ([`shard`]): the file's text
+    /// format, decided once from the file's start (not from the range's),
+    /// and an empty range is no error.
+    pub range_of: Option<input::Partial>,
 }
 
 impl Default for ScoreOptions {
@@ -62,6 +67,7 @@ impl Default for ScoreOptions {
             chunk_bytes: 8 << 20,
             max_record_bytes: 16 << 20,
             explain: 0,
+            range_of: None,
         }
     }
 }
@@ -80,6 +86,10 @@ pub struct Summary {
     /// Rows whose label column held 0 or 1 (metrics are over these).
     pub labelled_rows: u64,
     pub metrics: Option<Evaluation>,
+    /// What `metrics` was computed from, for merging the metrics of the
+    /// ranges of one file.
+    #[serde(skip)]
+    pub evaluation: EvaluationBuilder,
     pub seconds: f64,
 }
 

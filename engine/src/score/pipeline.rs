@@ -25,7 +25,11 @@ pub fn score(
     options: &ScoreOptions,
 ) -> Result<Summary, ScoreError> {
     let started = Instant::now();
-    let (text, partial) = match input::decode(input).map_err(ScoreError::from_read)? {
+    let decoded = match options.range_of {
+        Some(text) => input::decode_as(input, text),
+        None => input::decode(input),
+    };
+    let (text, partial) = match decoded.map_err(ScoreError::from_read)? {
         Ok(decoded) => decoded,
         Err(not_text) => return Err(FileRejection::from(not_text).into()),
     };
@@ -115,7 +119,7 @@ pub fn score(
         written?;
         scoring
     })?;
-    if state.rows_in == 0 {
+    if state.rows_in == 0 && options.range_of.is_none() {
         return Err(FileRejection::HeaderOnly.into());
     }
     Ok(Summary {
@@ -128,6 +132,7 @@ pub fn score(
         output_columns: plan.writer.output_columns.clone(),
         labelled_rows: state.metrics.rows(),
         metrics: state.metrics.finish(),
+        evaluation: state.metrics,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -257,7 +257,7 @@ impl Plan {
         let expected = self.n_fields as u64 - 1;
         records
             .iter()
-            .all(|r| chunker::delimiters_outside_quotes(&chunk.bytes[r.start..r.end], self.delimiter) == expected)
+            .all(|r| chunker::regular_delimiters(&chunk.bytes[r.start..r.end], self.delimiter) == Some(expected))
     }
 
     /// Re-reads a chunk record by record: records with the wrong number of

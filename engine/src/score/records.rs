@@ -6,11 +6,18 @@
 //! field only at the start of a field, `""` inside one is an escaped quote,
 //! and a record ends at a `\n` outside quotes.
 
-/// Field delimiters outside quoted fields, with the chunker's quote rules.
-pub fn delimiters_outside_quotes(bytes: &[u8], delimiter: u8) -> u64 {
+/// Field delimiters outside quoted fields, with the chunker's quote rules,
+/// when the record's quoting is regular: every quote opens a field at its
+/// start, closes it right before a delimiter or the line end, or is the
+/// escaped `""` inside it. `None` otherwise (a stray `5"` inside a field, a
+/// closing quote followed by more text, a quote left open): polars reads
+/// such quotes differently from the chunker and the `csv` crate (it may
+/// open a quoted field mid-field and swallow the next record), so a record
+/// like that must take the careful path, whatever its field count.
+pub fn regular_delimiters(bytes: &[u8], delimiter: u8) -> Option<u64> {
     if memchr::memchr(b'"', bytes).is_none() {
         // The common case: a plain count, which the compiler vectorises.
-        return bytes.iter().filter(|b| **b == delimiter).count() as u64;
+        return Some(bytes.iter().filter(|b| **b == delimiter).count() as u64);
     }
     let mut count = 0u64;
     let mut in_quotes = false;
@@ -21,18 +28,25 @@ pub fn delimiters_outside_quotes(bytes: &[u8], delimiter: u8) -> u64 {
             if in_quotes {
                 in_quotes = false;
                 closed_at = Some(pos);
+                if !matches!(bytes.get(pos + 1), None | Some(b'"' | b'\r' | b'\n'))
+                    && bytes.get(pos + 1) != Some(&delimiter)
+                {
+                    return None;
+                }
             } else if closed_at.is_some_and(|c| c + 1 == pos)
                 || pos == 0
                 || bytes[pos - 1] == delimiter
                 || bytes[pos - 1] == b'\n'
             {
                 in_quotes = true;
+            } else {
+                return None;
             }
         } else if !in_quotes && b == delimiter {
             count += 1;
         }
     }
-    count
+    (!in_quotes).then_some(count)
 }
 
 /// One record of a chunk: its bytes (line end included) and the line it
@@ -105,9 +119,19 @@ mod tests {
 
     #[test]
     fn delimiters_inside_quotes_do_not_count() {
-        assert_eq!(delimiters_outside_quotes(b"a,b,c\nd,e,f\n", b','), 4);
-        assert_eq!(delimiters_outside_quotes(b"\"a,b\",c\n\"x\"\"y,\",z\n", b','), 2);
-        assert_eq!(delimiters_outside_quotes(b"5\",x,y\n", b','), 2);
-        assert_eq!(delimiters_outside_quotes(b"a;\"b;c\";d\n", b';'), 2);
+        assert_eq!(regular_delimiters(b"a,b,c\nd,e,f\n", b','), Some(4));
+        assert_eq!(regular_delimiters(b"\"a,b\",c\n\"x\"\"y,\",z\n", b','), Some(2));
+        assert_eq!(regular_delimiters(b"a;\"b;c\";d\r\n", b';'), Some(2));
+        assert_eq!(regular_delimiters(b"\"say \"\"hi\"\"\nthen\",x\n", b','), Some(1));
+    }
+
+    #[test]
+    fn irregular_quoting_is_not_counted() {
+        // A stray quote inside a field: polars may open a quoted field there.
+        assert_eq!(regular_delimiters(b"1,5\" tall,y\n", b','), None);
+        // Text after a closing quote.
+        assert_eq!(regular_delimiters(b"\"a\"b,c\n", b','), None);
+        // A quote left open.
+        assert_eq!(regular_delimiters(b"a,\"b,c\n", b','), None);
     }
 }

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 /// One rejected input row. `line` is the physical line it starts on (the
 /// header is line 1); `row` counts data records from 1.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RejectedRow {
     pub line: u64,
     pub row: u64,
