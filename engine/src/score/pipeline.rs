@@ -26,8 +26,8 @@ pub fn score(
 ) -> Result<Summary, ScoreError> {
     let started = Instant::now();
     let (text, partial) = match input::decode(input).map_err(ScoreError::from_read)? {
-        Ok(decoded) => decoded,
-        Err(not_text) => return Err(FileRejection::from(not_text).into()),
+        input::Decoded::Text(text, partial) => (text, partial),
+        input::Decoded::NotText(not_text) => return Err(FileRejection::from(not_text).into()),
     };
     let mut chunker = Chunker::new(text, options.chunk_bytes, options.max_record_bytes);
     let header = chunker
