@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::event::{Generation, ObjectName};
+use crate::layout::OutputNames;
 use crate::manifest::{Manifest, Status};
 use crate::notifier::{self, NotifierConfig};
 use crate::startup::{Application, StartError};
-use crate::storage::local::{LocalStore, generation_of};
+use crate::storage::local::generation_of;
+use crate::storage::{self, Missing, StorageError};
 
 /// The real SCL 2017 flights (see data/README.md), built in so the demo runs
 /// from any directory.
@@ -41,6 +44,10 @@ pub enum DemoError {
     Start(#[from] StartError),
     #[error("demo directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("demo bucket: {0}")]
+    Bucket(#[from] StorageError),
+    #[error("demo file {0}: {1}")]
+    Name(String, String),
     #[error("no manifest for {0} after {1:?}")]
     Timeout(String, Duration),
     #[error("unreadable manifest {0}: {1}")]
@@ -70,7 +77,8 @@ pub async fn run(dir: Option<PathBuf>, timeout: Duration) -> Result<DemoResult, 
     let state = app.state();
     let stop = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(stop.clone()));
-    let input = LocalStore::new("input", dir.join("input"))?;
+    let input = storage::open_local(&dir, "input", Missing::Create)?;
+    let output = storage::open_local(&dir, "output", Missing::Create)?;
     let notifier = tokio::spawn(notifier::run(
         NotifierConfig {
             input: input.clone(),
@@ -94,13 +102,16 @@ pub async fn run(dir: Option<PathBuf>, timeout: Duration) -> Result<DemoResult, 
         (RAW_SAMPLE_NAME, RAW_SAMPLE.as_bytes()),
     ] {
         let generation = drop_file(input.root(), name, bytes)?;
-        expected.push((
-            name.to_owned(),
-            dir.join("output")
-                .join(name)
-                .join(generation.to_string())
-                .join("manifest.json"),
-        ));
+        // Named by the layout, as the job names it (a long or odd name
+        // goes under `_by-hash/`).
+        let object = ObjectName::parse(name).map_err(|e| DemoError::Name(name.to_owned(), e))?;
+        let generation = Generation::new(generation)
+            .ok_or_else(|| DemoError::Name(name.to_owned(), format!("generation {generation} is not positive")))?;
+        let manifest = OutputNames::new(&object, generation).manifest();
+        let path = output
+            .path_of(&manifest)
+            .map_err(|e| DemoError::Name(name.to_owned(), e.to_string()))?;
+        expected.push((name.to_owned(), path));
     }
     let mut manifests = Vec::new();
     for (name, path) in expected {

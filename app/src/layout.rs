@@ -88,6 +88,34 @@ impl OutputNames {
         }
     }
 
+    /// The names of the generation an output object belongs to, and which
+    /// output it is: the inverse of [`OutputNames::manifest`],
+    /// [`OutputNames::predictions`] and [`OutputNames::errors`]. `None` for
+    /// any other name (leases, fitted models, strays), so a listing of the
+    /// output bucket can be read without knowing how names are made.
+    pub fn parse_output(name: &str) -> Option<(OutputNames, OutputFile)> {
+        if name.starts_with(LEASE_PREFIX) || name.starts_with(MODEL_PREFIX) {
+            return None;
+        }
+        let (dir, file) = name.rsplit_once('/')?;
+        let kind = output_file(file)?;
+        let (lead, generation) = dir.rsplit_once('/')?;
+        // Spelt as `OutputNames::new` spells it, or it is not ours.
+        let generation = Generation::parse(generation)
+            .ok()
+            .filter(|g| g.to_string() == generation)?;
+        if lead.is_empty() {
+            return None;
+        }
+        Some((
+            OutputNames {
+                prefix: format!("{lead}/{generation}/"),
+                lease_prefix: format!("{LEASE_PREFIX}{lead}/{generation}/"),
+            },
+            kind,
+        ))
+    }
+
     pub fn lease(&self, seq: u32) -> String {
         format!("{}{seq:06}.json", self.lease_prefix)
     }
@@ -95,6 +123,43 @@ impl OutputNames {
     /// Where this input generation's lease records are.
     pub fn lease_prefix(&self) -> &str {
         &self.lease_prefix
+    }
+}
+
+/// Which output of a generation an object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFile {
+    Manifest,
+    /// Predictions of attempt `n` (1 for `predictions.csv`).
+    Predictions(u32),
+    /// Rejected rows of attempt `n` (1 for `errors.csv`).
+    Errors(u32),
+}
+
+/// Whether `file` (the last segment of a name) is one an output set holds:
+/// `manifest.json`, `predictions.csv`, `predictions.N.csv`, `errors.csv`,
+/// `errors.N.csv`.
+pub fn is_output_name(file: &str) -> bool {
+    output_file(file).is_some()
+}
+
+fn output_file(file: &str) -> Option<OutputFile> {
+    if file == "manifest.json" {
+        return Some(OutputFile::Manifest);
+    }
+    let stem = file.strip_suffix(".csv")?;
+    let (kind, n) = match stem.split_once('.') {
+        None => (stem, 1),
+        // Only the numbers `numbered` writes: 2, 3, ... spelt canonically.
+        Some((kind, text)) => (
+            kind,
+            text.parse::<u32>().ok().filter(|n| *n >= 2 && n.to_string() == text)?,
+        ),
+    };
+    match kind {
+        "predictions" => Some(OutputFile::Predictions(n)),
+        "errors" => Some(OutputFile::Errors(n)),
+        _ => None,
     }
 }
 
@@ -164,6 +229,38 @@ mod tests {
         );
         assert_ne!(a.predictions(1), b.predictions(1));
         assert!(!b.manifest().starts_with(&a.manifest()));
+    }
+
+    #[test]
+    fn output_names_parse_back_into_their_generation() {
+        for input in ["a/b.csv", "x.csv", "_leases/q.csv", "../up.csv"] {
+            let n = OutputNames::new(&ObjectName::parse(input).unwrap(), Generation::new(17).unwrap());
+            for (name, kind) in [
+                (n.manifest(), OutputFile::Manifest),
+                (n.predictions(1), OutputFile::Predictions(1)),
+                (n.predictions(3), OutputFile::Predictions(3)),
+                (n.errors(1), OutputFile::Errors(1)),
+                (n.errors(12), OutputFile::Errors(12)),
+            ] {
+                assert_eq!(OutputNames::parse_output(&name), Some((n.clone(), kind)), "{name}");
+            }
+            assert_eq!(OutputNames::parse_output(&n.lease(1)), None);
+        }
+        for stray in [
+            "a.csv",
+            "a.csv/manifest.json",
+            "a.csv/x/manifest.json",
+            "a.csv/17/predictions.1.csv",
+            "a.csv/17/predictions.02.csv",
+            "a.csv/17/predictions.+2.csv",
+            "a.csv/+17/manifest.json",
+            "a.csv/17/predictionsX.csv",
+            "a.csv/17/notes.csv",
+            "_models/sha256-00.json",
+        ] {
+            assert_eq!(OutputNames::parse_output(stray), None, "{stray}");
+        }
+        assert!(is_output_name("errors.2.csv") && !is_output_name("errors.csv.bak"));
     }
 
     #[test]

@@ -40,7 +40,9 @@
 //! - [`config`]: environment and flags, parsed into settings;
 //!   [`startup`]: settings to a bound listener and a loading model.
 //! - [`telemetry`]: Cloud Logging JSON logs and Prometheus metrics;
-//!   [`google`]: what our Google clients share (logged retries).
+//!   [`google_clients`]: what our Google clients share (bounded, logged
+//!   retries; credentials: anonymous for the emulators, missing ones said
+//!   at once).
 //! - [`shutdown`]: SIGTERM to a cancellation token.
 //! - [`exit`]: the command line's exit statuses; [`demo`]: the whole local
 //!   pipeline on the shipped data.
@@ -61,7 +63,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod exit;
-pub mod google;
+pub mod google_clients;
 pub mod job;
 pub mod layout;
 pub mod lease;

@@ -21,7 +21,6 @@ use crate::model::Model;
 use crate::model::fit::{self, FitSpec};
 use crate::score::ScoreOptions;
 use crate::server::{AppState, router};
-use crate::storage::gcs::GcsOptions;
 use crate::storage::{self, Location, ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
 use crate::telemetry::Metrics;
 
@@ -52,7 +51,8 @@ pub struct Application {
 
 /// Opens one bucket of a configuration, on its backend.
 async fn open_bucket(settings: &Settings, bucket: &str) -> Result<Arc<dyn ObjectStore>, StartError> {
-    let store = storage::open(&settings.backend, bucket, &settings.gcs)
+    // The service's own buckets: a local one is created on first start.
+    let store = storage::open(&settings.backend, bucket, storage::Missing::Create)
         .await
         .map_err(|e| StartError::Bucket {
             bucket: bucket.to_owned(),
@@ -257,10 +257,15 @@ async fn read_location(settings: &Settings, location: &Location, limit: usize) -
     match location {
         Location::Local(path) => tokio::fs::read(path).await.map_err(|e| e.to_string()),
         Location::Gcs { bucket, name } => {
-            let backend = storage::Backend::Gcs {
-                emulator: settings.storage_emulator().map(str::to_owned),
+            // A gs:// model with local buckets is still read from Cloud Storage.
+            let backend = match &settings.backend {
+                gcs @ storage::Backend::Gcs { .. } => gcs.clone(),
+                storage::Backend::Local { .. } => storage::Backend::Gcs {
+                    emulator: None,
+                    options: Default::default(),
+                },
             };
-            let store = storage::open(&backend, bucket, &GcsOptions::default())
+            let store = storage::open(&backend, bucket, storage::Missing::Refuse)
                 .await
                 .map_err(|e| e.to_string())?;
             read_all(store.as_ref(), name, limit)

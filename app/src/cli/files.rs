@@ -7,7 +7,127 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::exit::{Exit, Failed};
+use super::ending;
+use super::failed::{Exit, Failed};
+
+/// Whether a path argument is `-`: standard input for an input, standard
+/// output for the one primary output.
+pub fn is_dash(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Refuses `-` for an argument where it means nothing (anything but the
+/// input and the primary output): a file named `-` is never what was meant.
+pub fn refuse_dash(flag: &str, path: &Path, why: &str) -> Result<(), Failed> {
+    if is_dash(path) {
+        return Err(Failed::usage(format!(
+            "{flag} -: `-` is standard input or output only for the input and --out; {why}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an output path that is a directory (or is spelt as one, with a
+/// trailing `/`), before anything is read: the rename into place would fail
+/// at the end with an OS error instead.
+pub fn refuse_directory_output(flag: &str, path: &Path) -> Result<(), Failed> {
+    let text = path.as_os_str().to_string_lossy();
+    if path.is_dir() || text.ends_with('/') {
+        return Err(Failed::usage(format!(
+            "{flag} {} is a directory: give the path of a file",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses, before anything is read, standard input or output that is the
+/// same file as an output or input named by path (`score - --out f < f`,
+/// `score f --out - > f`), as `cat` refuses "input file is output file":
+/// device and inode compared, so any spelling of the path is caught.
+/// `inputs`/`outputs` are the named files; the flags say which of them is
+/// standard input (`-` input) or standard output (`-` output).
+pub fn check_std_streams(
+    stdin_read: bool,
+    stdout_written: bool,
+    inputs: &[(&str, &Path)],
+    outputs: &[(&str, &Path)],
+) -> Result<(), Failed> {
+    let stdin = stdin_read.then(|| std_file_id(StdStream::In)).flatten();
+    let stdout = stdout_written.then(|| std_file_id(StdStream::Out)).flatten();
+    let refuse = |what: String| {
+        Err(Failed::usage(format!(
+            "{what}: input file is output file, refusing to overwrite it"
+        )))
+    };
+    if let Some(id) = stdin {
+        if stdout == Some(id) {
+            return refuse("standard input and standard output are the same file".to_owned());
+        }
+        for (flag, path) in outputs {
+            if file_id(path) == Some(id) {
+                return refuse(format!("{flag} {} is standard input, the input", path.display()));
+            }
+        }
+    }
+    if let Some(id) = stdout {
+        for (flag, path) in inputs {
+            if file_id(path) == Some(id) {
+                return refuse(format!("standard output (--out -) is {flag} {}", path.display()));
+            }
+        }
+        for (flag, path) in outputs {
+            if file_id(path) == Some(id) {
+                return Err(Failed::usage(format!(
+                    "standard output (--out -) and {flag} {} are the same file: give each output its own path",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum StdStream {
+    In,
+    Out,
+}
+
+/// Device and inode of a regular file (pipes and terminals are never one of
+/// our named files).
+type FileId = (u64, u64);
+
+#[cfg(unix)]
+fn std_file_id(stream: StdStream) -> Option<FileId> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    // A duplicate of the descriptor, closed when dropped: fstat without libc.
+    let fd = match stream {
+        StdStream::In => std::io::stdin().as_fd().try_clone_to_owned(),
+        StdStream::Out => std::io::stdout().as_fd().try_clone_to_owned(),
+    }
+    .ok()?;
+    let meta = File::from(fd).metadata().ok()?;
+    meta.is_file().then(|| (meta.dev(), meta.ino()))
+}
+
+#[cfg(unix)]
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    meta.is_file().then(|| (meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn std_file_id(_: StdStream) -> Option<FileId> {
+    None
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &Path) -> Option<FileId> {
+    None
+}
 
 /// `dir/name.csv` -> `dir/name.<suffix>`.
 pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -83,14 +203,22 @@ pub fn check_outputs(input: Option<(&str, &Path)>, outputs: &[(&str, &Path)]) ->
     Ok(())
 }
 
-/// Opens an input file; the error names it and what it is.
+/// Opens an input file; the error names it and what it is. A directory is
+/// a wrong argument (status 2), not a file that failed to read.
 pub fn open_input(path: &Path, what: &str) -> Result<File, Failed> {
-    File::open(path).map_err(|e| {
+    let file = File::open(path).map_err(|e| {
         Failed::new(
             Exit::Failure,
             anyhow::anyhow!("cannot open the {what} {}: {e}", path.display()),
         )
-    })
+    })?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(Failed::usage(format!(
+            "the {what} {} is a directory: give the path of a file",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// Why writing `path` failed, in the user's terms.
@@ -111,13 +239,13 @@ pub fn write_error(path: &Path, what: &str, e: std::io::Error) -> Failed {
 pub fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<(), Failed> {
     let tmp = temp_beside(path);
     let written = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = ending::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        ending::rename(&tmp, path)
     })();
     written.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
+        ending::remove(&tmp);
         write_error(path, what, e)
     })
 }

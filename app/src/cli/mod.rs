@@ -1,18 +1,21 @@
-//! The command line: one module per command, the exit-status contract in
-//! [`exit`]. Everything of substance lives in the library.
+//! The command line: one module per command, how a command ends in
+//! [`failed`]. Everything of substance lives in the library.
 
-pub mod exit;
+mod ending;
+pub mod failed;
 mod files;
-mod operator;
+mod reconcile;
+mod redrive;
 mod score;
 mod serve;
 mod train;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use exit::{Exit, Failed};
+use failed::{Exit, Failed};
 use scorer::config::ServeArgs;
 use scorer::telemetry::{self, LogFormat};
 
@@ -48,10 +51,10 @@ enum Command {
     /// names; with --publish, send their OBJECT_FINALIZE notifications again
     /// so they are scored through the normal path (also backfills a bucket
     /// that held files before the service existed).
-    Reconcile(Box<operator::ReconcileArgs>),
+    Reconcile(Box<reconcile::ReconcileArgs>),
     /// Pull dead-lettered notifications, republish them to the main topic and
     /// acknowledge each only after its publish succeeded.
-    Redrive(operator::RedriveArgs),
+    Redrive(redrive::RedriveArgs),
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
 }
@@ -61,29 +64,36 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(args) => train::train(args),
-        Command::Score(args) => score::score_file(args),
+        Command::Train(args) => {
+            ending::on_signals_remove_temporaries();
+            train::train(args)
+        }
+        Command::Score(args) => {
+            ending::on_signals_remove_temporaries();
+            score::score_file(args)
+        }
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::serve(*args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(serve::demo(args))),
         Command::Reconcile(args) => {
             operator_logs();
-            runtime().and_then(|rt| rt.block_on(operator::reconcile(*args)))
+            runtime().and_then(|rt| rt.block_on(reconcile::reconcile(*args)))
         }
         Command::Redrive(args) => {
             operator_logs();
-            runtime().and_then(|rt| rt.block_on(operator::redrive(args)))
+            runtime().and_then(|rt| rt.block_on(redrive::redrive(args)))
         }
         Command::Openapi => {
-            print!("{}", scorer::server::openapi::document());
-            Ok(Exit::Ok)
+            ending::say(ending::Stream::Stdout, &scorer::server::openapi::document()).map(|()| Exit::Ok)
         }
     };
     match result {
         Ok(exit) => exit.into(),
+        Err(failed) if ending::ReaderGone::is(&failed) => ending::die_of_sigpipe(),
         Err(failed) => {
             let message = render(&failed.error);
             if !message.is_empty() {
-                eprintln!("error: {message}");
+                // Ignored if it fails: there is nowhere left to say it.
+                let _ = writeln!(std::io::stderr(), "error: {message}");
             }
             failed.exit.into()
         }

@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Serialize;
 
-use super::exit::{Exit, Failed};
-use super::files::{check_outputs, open_input, sibling, temp_beside, write_error};
+use super::ending::{self, ReaderGone, Stream};
+use super::failed::{Exit, Failed};
+use super::files::{
+    check_outputs, check_std_streams, is_dash, open_input, refuse_dash, refuse_directory_output, sibling, temp_beside,
+    write_error,
+};
 use scorer::model::Model;
 use scorer::score::{self, CsvRejects, ScoreError, ScoreOptions, Summary};
 
@@ -16,15 +20,17 @@ use scorer::score::{self, CsvRejects, ScoreError, ScoreOptions, Summary};
 pub struct ScoreArgs {
     /// Input CSV or .csv.gz; `-` reads standard input.
     input: PathBuf,
-    /// Model artifact (default: the shipped data/model.json, built in).
+    /// Model artifact (default: the shipped data/model.json, built in); a
+    /// file, not `-`.
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
     /// Where to write the predictions CSV (written atomically); `-` writes
-    /// them to standard output (then rejected rows need --errors).
+    /// them to standard output, and then --errors FILE is required (whether
+    /// or not a row is rejected).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
     /// Where to write rejected rows (default: OUT with .errors.csv); only
-    /// created when a row is rejected.
+    /// created when a row is rejected. A file, not `-`.
     #[arg(long, value_name = "FILE", required_if_eq("out", "-"))]
     errors: Option<PathBuf>,
     /// Add an `explanation` column with this many top contributions per row.
@@ -42,9 +48,9 @@ pub struct ScoreArgs {
     /// on standard error.
     #[arg(long)]
     json: bool,
-    /// Target chunk size in MiB (memory in flight is a few chunks).
-    #[arg(long, default_value_t = 8)]
-    chunk_mib: usize,
+    /// Target chunk size in MiB, 1-1024 (memory in flight is a few chunks).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    chunk_mib: u16,
 }
 
 /// The `--json` summary.
@@ -72,7 +78,7 @@ struct JsonFailure {
 pub fn score_file(args: ScoreArgs) -> Result<Exit, Failed> {
     let json = args.json;
     score_file_inner(args).map_err(|failed| {
-        if json {
+        if json && !ReaderGone::is(&failed) {
             let report = JsonFailure {
                 error: super::render(&failed.error),
                 exit: failed.exit.code(),
@@ -98,8 +104,19 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
             "--max-rejected-fraction {f}: must be between 0 and 1"
         )));
     }
-    let stdin = args.input.as_os_str() == "-";
-    let stdout = args.out.as_os_str() == "-";
+    let stdin = is_dash(&args.input);
+    let stdout = is_dash(&args.out);
+    if let Some(errors) = &args.errors {
+        let why = if stdout {
+            "with --out -, standard output carries the predictions: give --errors a file"
+        } else {
+            "give --errors a file"
+        };
+        refuse_dash("--errors", errors, why)?;
+    }
+    if let Some(model) = &args.model {
+        refuse_dash("--model", model, "give --model a file")?;
+    }
     let errors_path = match (&args.errors, stdout) {
         (Some(p), _) => p.clone(),
         (None, false) => sibling(&args.out, "errors.csv"),
@@ -110,31 +127,40 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
         outputs.push(("--out", &args.out));
     }
     outputs.push(("--errors", &errors_path));
+    for (flag, path) in &outputs {
+        refuse_directory_output(flag, path)?;
+    }
     check_outputs((!stdin).then_some(("input", args.input.as_path())), &outputs)?;
     // The model is an input too.
     if let Some(model) = &args.model {
         check_outputs(Some(("--model", model)), &outputs)?;
     }
+    let mut inputs: Vec<(&str, &Path)> = Vec::new();
+    if !stdin {
+        inputs.push(("the input", &args.input));
+    }
+    if let Some(model) = &args.model {
+        inputs.push(("--model", model));
+    }
+    check_std_streams(stdin, stdout, &inputs, &outputs)?;
 
     let model = match &args.model {
-        Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| {
+        // Any failure to load the given model is one status (1), whether
+        // the file is missing or holds something else; the path is named
+        // once.
+        Some(path) => std::fs::read(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Model::from_json(&bytes).map_err(anyhow::Error::from))
+            .map_err(|e| {
                 Failed::new(
                     Exit::Failure,
-                    anyhow::anyhow!("cannot read the model {}: {e}", path.display()),
+                    anyhow::anyhow!("cannot load the model {}: {e}", path.display()),
                 )
-            })?;
-            Model::from_json(&bytes).map_err(|e| {
-                Failed::new(
-                    Exit::Usage,
-                    anyhow::anyhow!("the model {} is not usable: {e}", path.display()),
-                )
-            })?
-        }
+            })?,
         None => Model::default_model()?,
     };
     let options = ScoreOptions {
-        chunk_bytes: args.chunk_mib.clamp(1, 1024) << 20,
+        chunk_bytes: usize::from(args.chunk_mib) << 20,
         explain: args.explain,
         ..ScoreOptions::default()
     };
@@ -157,11 +183,11 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
     let errors_tmp = temp_beside(&errors_path);
     let result = (|| -> Result<_, ScoreError> {
         let sink: Box<dyn Write + Send> = match &out_tmp {
-            Some(tmp) => Box::new(File::create(tmp).map_err(ScoreError::Write)?),
+            Some(tmp) => Box::new(ending::create(tmp).map_err(ScoreError::Write)?),
             None => Box::new(io::stdout()),
         };
         let mut out = BufWriter::with_capacity(1 << 20, sink);
-        let mut rejects = CsvRejects::new(|| File::create(&errors_tmp).map(|f| BufWriter::with_capacity(1 << 16, f)));
+        let mut rejects = CsvRejects::new(|| ending::create(&errors_tmp).map(|f| BufWriter::with_capacity(1 << 16, f)));
         let summary = score::score(input, &model, &mut out, &mut rejects, &options)?;
         out.flush().map_err(ScoreError::Write)?;
         if let Some(tmp) = &out_tmp {
@@ -183,15 +209,17 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
         Ok(done) => done,
         Err(e) => {
             if let Some(tmp) = &out_tmp {
-                let _ = std::fs::remove_file(tmp);
+                ending::remove(tmp);
             }
-            let _ = std::fs::remove_file(&errors_tmp);
+            ending::remove(&errors_tmp);
             let input = args.input.display();
             return Err(match e {
                 ScoreError::Rejected(rejection) => {
                     Failed::new(Exit::Unscorable, anyhow::anyhow!("{input} was not scored: {rejection}"))
                 }
                 ScoreError::Read(e) => Failed::new(Exit::Failure, anyhow::anyhow!("cannot read {input}: {e}")),
+                // The reader of the predictions went away (`| head`).
+                ScoreError::Write(e) if stdout && e.kind() == io::ErrorKind::BrokenPipe => ReaderGone::failed(),
                 ScoreError::Write(e) => {
                     let (path, what) = if stdout {
                         (Path::new("standard output"), "predictions")
@@ -204,11 +232,22 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
             });
         }
     };
-    if let Some(tmp) = &out_tmp {
-        std::fs::rename(tmp, &args.out).map_err(|e| write_error(&args.out, "predictions", e))?;
-    }
-    if wrote_errors {
-        std::fs::rename(&errors_tmp, &errors_path).map_err(|e| write_error(&errors_path, "rejected rows", e))?;
+    let renamed = (|| {
+        if let Some(tmp) = &out_tmp {
+            ending::rename(tmp, &args.out).map_err(|e| write_error(&args.out, "predictions", e))?;
+        }
+        if wrote_errors {
+            ending::rename(&errors_tmp, &errors_path).map_err(|e| write_error(&errors_path, "rejected rows", e))?;
+        }
+        Ok::<_, Failed>(())
+    })();
+    if let Err(failed) = renamed {
+        // Nothing half-done is left beside the targets.
+        if let Some(tmp) = &out_tmp {
+            ending::remove(tmp);
+        }
+        ending::remove(&errors_tmp);
+        return Err(failed);
     }
     let too_many = too_many_rejected(&summary, args.max_rejected, args.max_rejected_fraction);
     let predictions = if stdout {
@@ -228,11 +267,10 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
         };
         let text = serde_json::to_string_pretty(&report)?;
         // With --out -, standard output holds the predictions.
-        if stdout {
-            eprintln!("{text}");
-        } else {
-            println!("{text}");
-        }
+        ending::say(
+            if stdout { Stream::Stderr } else { Stream::Stdout },
+            &format!("{text}\n"),
+        )?;
     } else {
         let rate = summary.rows_in as f64 / summary.seconds.max(1e-9);
         let mut text = format!(
@@ -256,11 +294,7 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
                 m.render()
             ));
         }
-        if stdout {
-            eprint!("{text}");
-        } else {
-            print!("{text}");
-        }
+        ending::say(if stdout { Stream::Stderr } else { Stream::Stdout }, &text)?;
     }
     match too_many {
         Some(why) => Err(Failed::new(Exit::TooManyRejected, anyhow::anyhow!("{why}"))),

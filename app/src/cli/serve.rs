@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::exit::{Exit, Failed};
+use super::failed::{Exit, Failed};
 use scorer::config::{Backend, ServeArgs, Settings};
 use scorer::notifier::{self, NotifierConfig};
 use scorer::startup::Application;
-use scorer::storage::local::LocalStore;
+use scorer::storage::{self, Missing};
 use scorer::telemetry::{self, LogFormat};
 
 #[derive(Args)]
@@ -36,7 +36,7 @@ pub async fn serve(args: ServeArgs) -> Result<Exit, Failed> {
     let notifier = match (&settings.backend, &settings.pushes) {
         (Backend::Local { dir }, Some(pushes)) => {
             let bucket = pushes.input_bucket.as_str();
-            let input = LocalStore::new(bucket, dir.join(bucket))?;
+            let input = storage::open_local(dir, bucket, Missing::Create)?;
             let host = if addr.ip().is_unspecified() {
                 "127.0.0.1".to_owned()
             } else {
@@ -83,7 +83,7 @@ pub async fn demo(args: DemoArgs) -> Result<Exit, Failed> {
         telemetry::init(LogFormat::detect(false), "info");
     }
     let result = scorer::demo::run(args.dir, Duration::from_secs(args.timeout)).await?;
-    print!("{}", scorer::demo::render(&result));
+    super::ending::say(super::ending::Stream::Stdout, &scorer::demo::render(&result))?;
     if result.manifests.is_empty() {
         return Err(Failed::new(
             Exit::Failure,

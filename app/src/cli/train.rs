@@ -1,12 +1,13 @@
 //! `scorer train`: fit a logistic regression and write its artifact.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::exit::{Exit, Failed};
-use super::files::{check_outputs, open_input, write_atomically};
+use super::ending::{self, Stream};
+use super::failed::{Exit, Failed};
+use super::files::{check_outputs, check_std_streams, is_dash, open_input, refuse_directory_output, write_atomically};
 use scorer::model::fit::{self, FitError, FitSpec, Split};
 
 #[derive(Args)]
@@ -47,20 +48,27 @@ pub struct TrainArgs {
     /// Probability from which the prediction is 1.
     #[arg(long, default_value_t = 0.5)]
     threshold: f64,
-    /// Name recorded in the artifact.
-    #[arg(long, default_value = "model")]
-    name: String,
-    /// Where to write the artifact.
+    /// Name recorded in the artifact (and printed beside its version by
+    /// `score`). Default: the data file's name without `.csv`/`.gz`, or the
+    /// target column when the data comes from standard input.
+    #[arg(long)]
+    name: Option<String>,
+    /// Where to write the artifact (written atomically); `-` writes it to
+    /// standard output (the summary then goes to standard error).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
 }
 
 pub fn train(args: TrainArgs) -> Result<Exit, Failed> {
-    let stdin = args.data.as_os_str() == "-";
-    check_outputs(
-        (!stdin).then_some(("--data", args.data.as_path())),
-        &[("--out", &args.out)],
-    )?;
+    let stdin = is_dash(&args.data);
+    let stdout = is_dash(&args.out);
+    let outputs: &[(&str, &Path)] = if stdout { &[] } else { &[("--out", &args.out)] };
+    for (flag, path) in outputs {
+        refuse_directory_output(flag, path)?;
+    }
+    check_outputs((!stdin).then_some(("--data", args.data.as_path())), outputs)?;
+    let inputs: &[(&str, &Path)] = if stdin { &[] } else { &[("--data", &args.data)] };
+    check_std_streams(stdin, stdout, inputs, outputs)?;
     let data: Box<dyn Read + Send> = if stdin {
         Box::new(std::io::stdin())
     } else {
@@ -77,8 +85,9 @@ pub fn train(args: TrainArgs) -> Result<Exit, Failed> {
         },
         None => Split::None,
     };
+    let name = args.name.unwrap_or_else(|| default_name(&args.data, &args.target));
     let spec = FitSpec {
-        name: args.name,
+        name,
         target: args.target,
         categorical: args.categorical,
         numeric: args.numeric,
@@ -104,19 +113,53 @@ pub fn train(args: TrainArgs) -> Result<Exit, Failed> {
         };
         Failed::new(exit, anyhow::anyhow!("{}: {e}", args.data.display()))
     })?;
-    write_atomically(&args.out, &fitted.json, "model artifact")?;
+    let report = if stdout {
+        ending::say(Stream::Stdout, &String::from_utf8_lossy(&fitted.json))?;
+        Stream::Stderr
+    } else {
+        write_atomically(&args.out, &fitted.json, "model artifact")?;
+        Stream::Stdout
+    };
     let a = fitted.model.artifact();
-    println!(
-        "fitted {} on {} rows ({} positive) in {} L-BFGS iterations",
+    let mut text = format!(
+        "fitted {} on {} rows ({} positive) in {} L-BFGS iterations\n",
         a.name, a.training.rows, a.training.positives, a.training.iterations
     );
     if !fitted.skipped.is_empty() {
-        println!("skipped {}", fitted.skipped_text);
+        text.push_str(&format!("skipped {}\n", fitted.skipped_text));
     }
-    println!("wrote {} (version {})", args.out.display(), fitted.model.version());
+    let target = if stdout {
+        "standard output".to_owned()
+    } else {
+        args.out.display().to_string()
+    };
+    text.push_str(&format!("wrote {target} (version {})\n", fitted.model.version()));
     match &a.training.holdout {
-        Some(m) => println!("held-out metrics:\n{}", m.render()),
-        None => println!("no held-out rows: no metrics"),
+        Some(m) => text.push_str(&format!("held-out metrics:\n{}\n", m.render())),
+        None => text.push_str("no held-out rows: no metrics\n"),
     }
+    ending::say(report, &text)?;
     Ok(Exit::Ok)
+}
+
+/// A trained model's name when none is given: the data file's name without
+/// its extensions (`flights.csv.gz` -> `flights`), so `score` prints
+/// `model flights sha256:...`; the target column for standard input.
+fn default_name(data: &Path, target: &str) -> String {
+    let name = data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lower = name.to_ascii_lowercase();
+    let mut stem = name.as_str();
+    for ext in [".gz", ".csv", ".tsv", ".txt"] {
+        if lower[..stem.len()].ends_with(ext) {
+            stem = &stem[..stem.len() - ext.len()];
+        }
+    }
+    if is_dash(data) || stem.is_empty() {
+        target.to_owned()
+    } else {
+        stem.to_owned()
+    }
 }

@@ -42,8 +42,6 @@ pub struct Settings {
     pub project: Option<String>,
     pub chunk_bytes: usize,
     pub settle: Duration,
-    /// Cloud Storage client settings (retry budget and backoff).
-    pub gcs: crate::storage::gcs::GcsOptions,
     /// The Cloud Run service, when running on Cloud Run.
     pub cloud_run_service: Option<String>,
     /// Names this process in leases (Cloud Run's revision, or `local`).
@@ -113,6 +111,10 @@ impl Settings {
             }
             None => Backend::Gcs {
                 emulator: args.storage_emulator_host.as_deref().map(emulator_url).transpose()?,
+                options: crate::storage::gcs::GcsOptions {
+                    retry_budget: Duration::from_secs(args.storage_retry_seconds.max(1)),
+                    ..Default::default()
+                },
             },
         };
         let model = match (&args.model_uri, &args.training_data_uri) {
@@ -232,10 +234,6 @@ impl Settings {
             project: args.project.clone().filter(|p| !p.is_empty()),
             chunk_bytes: args.chunk_mib << 20,
             settle: Duration::from_secs_f64(args.settle_seconds),
-            gcs: crate::storage::gcs::GcsOptions {
-                retry_budget: Duration::from_secs(args.storage_retry_seconds.max(1)),
-                ..Default::default()
-            },
             cloud_run_service,
             revision: args
                 .k_revision
@@ -274,7 +272,6 @@ impl Settings {
             project: None,
             chunk_bytes: 8 << 20,
             settle: Duration::from_millis(200),
-            gcs: Default::default(),
             cloud_run_service: None,
             revision: "local".to_owned(),
             test_faults: None,
@@ -285,7 +282,7 @@ impl Settings {
     /// The Cloud Storage emulator in use, if any (for `gs://` model URIs).
     pub fn storage_emulator(&self) -> Option<&str> {
         match &self.backend {
-            Backend::Gcs { emulator } => emulator.as_deref(),
+            Backend::Gcs { emulator, .. } => emulator.as_deref(),
             Backend::Local { .. } => None,
         }
     }
@@ -323,7 +320,11 @@ mod tests {
         assert_eq!(e.setting, "INPUT_BUCKET");
         let s = settings(&["--input-bucket", "gs://in-b", "--output-bucket", "out-b"]).unwrap();
         assert_eq!(s.pushes.as_ref().unwrap().input_bucket.as_str(), "in-b");
-        assert_eq!(s.backend, Backend::Gcs { emulator: None });
+        assert!(
+            matches!(s.backend, Backend::Gcs { emulator: None, .. }),
+            "{:?}",
+            s.backend
+        );
         assert_eq!(s.model, ModelSource::Builtin);
     }
 
@@ -425,11 +426,10 @@ mod tests {
             "127.0.0.7:80",
         ])
         .unwrap();
-        assert_eq!(
-            s.backend,
-            Backend::Gcs {
-                emulator: Some("http://127.0.0.7:80".into())
-            }
+        assert!(
+            matches!(&s.backend, Backend::Gcs { emulator: Some(e), .. } if e == "http://127.0.0.7:80"),
+            "{:?}",
+            s.backend
         );
     }
 }

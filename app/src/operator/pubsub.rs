@@ -9,7 +9,7 @@ use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicyExt};
 use google_cloud_pubsub::client::{Publisher, Subscriber, SubscriptionAdmin, TopicAdmin};
 
 use super::OperatorError;
-use crate::google::{LoggedRetries, credentials};
+use crate::google_clients::{LoggedRetries, credentials};
 
 /// Where Pub/Sub is.
 #[derive(Debug, Clone, Default)]

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::OperatorError;
 use crate::event::{Generation, ObjectName};
-use crate::layout::{LEASE_PREFIX, MODEL_PREFIX, OutputNames};
+use crate::layout::{OutputFile, OutputNames};
 use crate::manifest::Manifest;
 use crate::storage::{ObjectMeta, ObjectStore, StorageError, read_all};
 
@@ -78,6 +78,27 @@ fn in_window(object: &ObjectMeta, since: Option<SystemTime>) -> bool {
     }
 }
 
+/// What turns an input object into a push: it decides which objects
+/// should have outputs at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Cloud Storage notifies every object.
+    CloudStorage,
+    /// The local notifier (`serve --local`) ignores hidden and temporary
+    /// files: they never get outputs, so reporting them would be a finding
+    /// no run can clear.
+    LocalNotifier,
+}
+
+impl Trigger {
+    fn notifies(self, name: &str) -> bool {
+        match self {
+            Trigger::CloudStorage => true,
+            Trigger::LocalNotifier => crate::notifier::is_candidate(std::path::Path::new(name)),
+        }
+    }
+}
+
 /// Whether an input object name is one the service scores.
 fn is_input(name: &str) -> bool {
     crate::format::Format::for_object(name).is_some()
@@ -89,6 +110,7 @@ pub async fn scan(
     input: &dyn ObjectStore,
     output: &dyn ObjectStore,
     since: Option<SystemTime>,
+    trigger: Trigger,
 ) -> Result<Report, OperatorError> {
     let mut report = Report {
         window_start: rfc3339(since),
@@ -98,7 +120,7 @@ pub async fn scan(
         .list("")
         .await?
         .into_iter()
-        .filter(|o| is_input(&o.name) && in_window(o, since))
+        .filter(|o| is_input(&o.name) && trigger.notifies(&o.name) && in_window(o, since))
         .collect();
     let checked = futures::stream::iter(candidates)
         .map(|object| async move {
@@ -148,24 +170,21 @@ async fn orphans(
     since: Option<SystemTime>,
     report: &mut Report,
 ) -> Result<(), OperatorError> {
-    let mut dirs: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+    // Output sets by their prefix; the layout says which names are outputs.
+    let mut sets: BTreeMap<String, (OutputNames, Vec<ObjectMeta>)> = BTreeMap::new();
     for object in output.list("").await? {
-        if object.name.starts_with(LEASE_PREFIX) || object.name.starts_with(MODEL_PREFIX) {
-            continue;
-        }
-        let Some((dir, file)) = object.name.rsplit_once('/') else {
+        let Some((names, file)) = OutputNames::parse_output(&object.name) else {
             continue;
         };
-        let is_output = file == "manifest.json"
-            || (file.starts_with("predictions") || file.starts_with("errors")) && file.ends_with(".csv");
-        // Outputs live in `.../<generation>/`.
-        let keyed = dir.rsplit('/').next().is_some_and(|g| g.parse::<i64>().is_ok());
-        if is_output && keyed && (in_window(&object, since) || file == "manifest.json") {
-            dirs.entry(dir.to_owned()).or_default().push(object);
+        if in_window(&object, since) || file == OutputFile::Manifest {
+            sets.entry(names.prefix().to_owned())
+                .or_insert_with(|| (names, Vec::new()))
+                .1
+                .push(object);
         }
     }
-    for (dir, objects) in dirs {
-        let manifest_name = format!("{dir}/manifest.json");
+    for (names, objects) in sets.into_values() {
+        let manifest_name = names.manifest();
         // Only a directory with an output inside the window can hold an
         // orphan to report: others cost no manifest read.
         if !objects.iter().any(|o| o.name != manifest_name && in_window(o, since)) {

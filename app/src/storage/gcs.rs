@@ -30,7 +30,7 @@ use google_cloud_storage::streaming_source::{Payload, SizeHint, StreamingSource}
 use serde::Deserialize;
 
 use crate::event::notification::path_segment;
-use crate::google::LoggedRetries;
+use crate::google_clients::LoggedRetries;
 
 use super::{ByteStream, ObjectMeta, ObjectStore, StorageError, WriteBody, WriteOptions, until_end};
 
@@ -41,7 +41,7 @@ const RESUMABLE_THRESHOLD: usize = 8 << 20;
 const RESUMABLE_BUFFER: usize = 8 << 20;
 
 /// Client settings worth changing (tests shorten the retry budget).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcsOptions {
     /// How long one operation may keep retrying transient failures.
     pub retry_budget: Duration,
@@ -78,7 +78,7 @@ struct JsonApi {
 impl GcsStore {
     /// A client for `bucket`; with `emulator` (an http URL), anonymous.
     pub async fn new(bucket: &str, emulator: Option<&str>, options: GcsOptions) -> Result<GcsStore, StorageError> {
-        let credentials = crate::google::credentials(emulator.is_some()).map_err(StorageError::Permanent)?;
+        let credentials = crate::google_clients::credentials(emulator.is_some()).map_err(StorageError::Unopenable)?;
         let backoff = ExponentialBackoffBuilder::new()
             .with_initial_delay(options.initial_backoff)
             .with_maximum_delay(options.max_backoff)

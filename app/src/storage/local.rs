@@ -34,6 +34,19 @@ impl LocalStore {
         })
     }
 
+    /// Opens the existing directory `root` as bucket `bucket`; `NotFound`
+    /// when it is missing (or is not a directory).
+    pub fn existing(bucket: impl Into<String>, root: impl AsRef<Path>) -> io::Result<LocalStore> {
+        let root = std::fs::canonicalize(root.as_ref())?;
+        if !root.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "not a directory"));
+        }
+        Ok(LocalStore {
+            bucket: bucket.into(),
+            root,
+        })
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

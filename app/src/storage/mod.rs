@@ -87,6 +87,10 @@ pub enum StorageError {
     Transient(String),
     #[error("storage refused the request: {0}")]
     Permanent(String),
+    /// The bucket cannot be opened from here at all (a local bucket
+    /// directory that does not exist, no credentials): retrying cannot help.
+    #[error("cannot open the bucket: {0}")]
+    Unopenable(String),
     /// The writer gave up (its job failed or was cancelled); nothing was
     /// committed.
     #[error("write abandoned: {0}")]
@@ -233,25 +237,53 @@ pub async fn write_bytes(
 pub enum Backend {
     /// Bucket `b` is the directory `DIR/b` (local mode and tests).
     Local { dir: std::path::PathBuf },
-    /// Cloud Storage, or its emulator at `emulator` (an http URL).
-    Gcs { emulator: Option<String> },
+    /// Cloud Storage, or its emulator at `emulator` (an http URL), with its
+    /// client settings.
+    Gcs {
+        emulator: Option<String>,
+        options: gcs::GcsOptions,
+    },
+}
+
+/// What [`open`] does about a local bucket directory that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Create it: the service's own buckets (`serve --local`, the demo).
+    Create,
+    /// Refuse: an operator tool reading buckets that should be there, where
+    /// creating one would turn a typo into "all clear".
+    Refuse,
 }
 
 /// Opens `bucket` on `backend`: the one place buckets are made, for the
-/// service, the operator tools and the tests.
+/// service, the operator tools and the tests. `missing` matters to local
+/// buckets only (a Cloud Storage bucket is never created here).
 pub async fn open(
     backend: &Backend,
     bucket: &str,
-    gcs: &gcs::GcsOptions,
+    missing: Missing,
 ) -> Result<std::sync::Arc<dyn ObjectStore>, StorageError> {
     Ok(match backend {
-        Backend::Local { dir } => std::sync::Arc::new(
-            local::LocalStore::new(bucket, dir.join(bucket))
-                .map_err(|e| StorageError::Permanent(format!("{}: {e}", dir.join(bucket).display())))?,
-        ),
-        Backend::Gcs { emulator } => {
-            std::sync::Arc::new(gcs::GcsStore::new(bucket, emulator.as_deref(), gcs.clone()).await?)
+        Backend::Local { dir } => std::sync::Arc::new(open_local(dir, bucket, missing)?),
+        Backend::Gcs { emulator, options } => {
+            std::sync::Arc::new(gcs::GcsStore::new(bucket, emulator.as_deref(), options.clone()).await?)
         }
+    })
+}
+
+/// Opens the local bucket `DIR/bucket`, as [`open`] does, as the concrete
+/// type the local notifier watches.
+pub fn open_local(dir: &std::path::Path, bucket: &str, missing: Missing) -> Result<local::LocalStore, StorageError> {
+    let root = dir.join(bucket);
+    let opened = match missing {
+        Missing::Create => local::LocalStore::new(bucket, &root),
+        Missing::Refuse => local::LocalStore::existing(bucket, &root),
+    };
+    opened.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            StorageError::Unopenable(format!("{bucket}: the directory {} does not exist", root.display()))
+        }
+        _ => StorageError::Unopenable(format!("{bucket}: {}: {e}", root.display())),
     })
 }
 

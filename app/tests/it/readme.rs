@@ -183,6 +183,79 @@ async fn the_predict_example_answers_as_written() {
     );
 }
 
+/// The local pipeline block runs as pasted into a shell: every line, in
+/// order, with the server in the background. Only the places that would
+/// clash with other tests change: the binary's path, the directory and the
+/// port (a free one instead of 8080, through `PORT` and the URLs).
+#[test]
+fn the_serve_local_example_runs_as_pasted() {
+    use std::os::unix::process::CommandExt;
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let script = blocks(&readme, "serve-local", 1).remove(0).0;
+    for needed in [
+        "target/release/scorer serve --local /tmp/scoring &",
+        "127.0.0.1:8080",
+        "manifest.json",
+    ] {
+        assert!(
+            script.contains(needed),
+            "the serve-local example lost {needed:?}:\n{script}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scoring = dir.path().join("scoring");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = script
+        .replace("target/release/scorer", SCORER)
+        .replace("/tmp/scoring", scoring.to_str().unwrap())
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let mut child = Command::new("bash")
+        .args(["-c", &format!("set -e\n{script}")])
+        .current_dir(repo_root())
+        .env("PORT", port.to_string())
+        .env_remove("HOST")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        // Its own process group: the server it leaves in the background is
+        // stopped with the group.
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let group = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{group}")])
+        .status();
+    let output = child.wait_with_output().unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let status = status.unwrap_or_else(|| panic!("the serve-local example did not finish; it printed:\n{printed}"));
+    assert!(
+        status.success(),
+        "the serve-local example failed ({status}); it printed:\n{printed}"
+    );
+    let manifest_start = printed
+        .find("{\n")
+        .unwrap_or_else(|| panic!("no manifest printed:\n{printed}"));
+    let manifest: Value = serde_json::from_str(printed[manifest_start..].trim())
+        .unwrap_or_else(|e| panic!("the manifest printed is not JSON ({e}):\n{printed}"));
+    assert_eq!(manifest["status"], "scored", "{manifest}");
+    assert_eq!(manifest["rows"]["scored"], 68206, "{manifest}");
+}
+
 #[test]
 fn every_setting_of_serve_is_documented() {
     let help = Command::new(SCORER).args(["serve", "--help"]).output().unwrap();

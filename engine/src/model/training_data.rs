@@ -4,13 +4,14 @@
 //! by reason and every whole-file problem said in words.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Cursor, Read};
 
 use sha2::{Digest, Sha256};
 
 use super::fit::{FitError, FitSpec, Split};
 use super::parse_label;
-use crate::score::input::{self, NotText};
+use crate::score::chunker::Chunker;
+use crate::score::input::{self, Decoded, NotText};
 
 /// How many line numbers are kept per skip reason.
 const SHOWN_LINES: usize = 3;
@@ -208,18 +209,25 @@ pub fn read(raw: impl Read + Send, spec: &FitSpec) -> Result<TrainingData, FitEr
         inner: raw,
         hasher: hasher.clone(),
     };
-    let (text, _format) = match input::decode(raw).map_err(FitError::Read)? {
-        Ok(decoded) => decoded,
-        Err(NotText::Empty) => return Err(FitError::Empty),
-        Err(NotText::Binary) => return Err(FitError::NotText),
+    let text = match input::decode(raw).map_err(FitError::Read)? {
+        Decoded::Text(text, _format) => text,
+        Decoded::NotText(NotText::Empty) => return Err(FitError::Empty),
+        Decoded::NotText(NotText::Binary) => return Err(FitError::NotText),
     };
-    // The delimiter is sniffed from the header line, looked at in the
-    // buffer without consuming it: the CSV reader then reads from the start
-    // (its line numbers are the file's).
-    let mut text = BufReader::with_capacity(1 << 20, CrlfToLf::new(text));
-    let buffered = text.fill_buf().map_err(FitError::Read)?;
-    let header = buffered.split(|&b| b == b'\n').next().unwrap_or_default();
-    let delimiter = input::sniff_delimiter(header);
+    // The delimiter is sniffed from the whole header record, read as
+    // `score` reads it (the chunker's header): one read of a decoder, a pipe
+    // or a gzip stream may hold only part of the first line. The header is
+    // then put back in front of the rest, so the CSV reader reads from the
+    // start and its line numbers are the file's.
+    let max_record = crate::score::ScoreOptions::default().max_record_bytes;
+    let mut chunker = Chunker::new(CrlfToLf::new(text), 64 << 10, max_record);
+    let Some(header) = chunker.header().map_err(FitError::Read)? else {
+        return Err(FitError::Empty);
+    };
+    let delimiter = input::sniff_delimiter(&header);
+    let mut replay = header;
+    replay.push(b'\n');
+    let text = BufReader::with_capacity(1 << 20, Cursor::new(replay).chain(chunker.into_rest()));
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(true)

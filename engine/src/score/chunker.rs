@@ -114,6 +114,13 @@ impl<R: Read> Chunker<R> {
         }
     }
 
+    /// What has not been handed out yet: the bytes read ahead, then the rest
+    /// of the input. After [`Chunker::header`], the input after its header,
+    /// for a reader that takes it from there (training data).
+    pub fn into_rest(self) -> io::Chain<io::Cursor<Vec<u8>>, R> {
+        io::Cursor::new(self.buf).chain(self.reader)
+    }
+
     /// From now on, quotes open only at the start of a field.
     pub fn set_delimiter(&mut self, delimiter: u8) {
         self.delimiter = Some(delimiter);

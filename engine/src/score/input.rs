@@ -35,13 +35,24 @@ pub enum NotText {
 
 pub type TextReader<'a> = Box<dyn Read + Send + 'a>;
 
+/// What [`decode`] made of the bytes: text to read, or why there is none.
+pub enum Decoded<'a> {
+    /// UTF-8 text without a byte-order mark, and what was found out on the
+    /// way.
+    Text(TextReader<'a>, Partial),
+    NotText(NotText),
+}
+
 /// Wraps `raw` so it yields UTF-8 text without a byte-order mark.
 ///
 /// gzip is recognised by its magic bytes, whatever the object's name. Text
 /// that is not valid UTF-8 in its first 64 KiB is read as Windows-1252 (a
 /// superset of Latin-1, what Excel writes in Spanish locales), so `AÑO`
 /// survives; UTF-16 with a byte-order mark is converted.
-pub fn decode<'a>(raw: impl Read + Send + 'a) -> io::Result<Result<(TextReader<'a>, Partial), NotText>> {
+///
+/// The `io::Error` is the source's (a read that failed); the data's problems
+/// are [`Decoded::NotText`].
+pub fn decode<'a>(raw: impl Read + Send + 'a) -> io::Result<Decoded<'a>> {
     let (magic, raw) = peek(raw, 2)?;
     let (compression, reader): (&'static str, TextReader<'a>) = if magic.starts_with(&[0x1f, 0x8b]) {
         ("gzip", Box::new(MultiGzDecoder::new(raw)))
@@ -50,7 +61,7 @@ pub fn decode<'a>(raw: impl Read + Send + 'a) -> io::Result<Result<(TextReader<'
     };
     let (prefix, reader) = peek(reader, SNIFF_BYTES)?;
     if prefix.is_empty() {
-        return Ok(Err(NotText::Empty));
+        return Ok(Decoded::NotText(NotText::Empty));
     }
     let partial = |encoding, byte_order_mark| Partial {
         compression,
@@ -60,26 +71,26 @@ pub fn decode<'a>(raw: impl Read + Send + 'a) -> io::Result<Result<(TextReader<'
     if prefix.starts_with(&[0xff, 0xfe]) || prefix.starts_with(&[0xfe, 0xff]) {
         let encoding = if prefix[0] == 0xff { "utf-16le" } else { "utf-16be" };
         let reader = DecodeReaderBytesBuilder::new().bom_sniffing(true).build(reader);
-        return Ok(Ok((Box::new(reader), partial(encoding, true))));
+        return Ok(Decoded::Text(Box::new(reader), partial(encoding, true)));
     }
     if memchr::memchr(0, &prefix).is_some() {
-        return Ok(Err(NotText::Binary));
+        return Ok(Decoded::NotText(NotText::Binary));
     }
     if let Some(rest) = prefix.strip_prefix(&[0xef, 0xbb, 0xbf]) {
         let skip = prefix.len() - rest.len();
         let mut reader = reader;
         io::copy(&mut (&mut reader).take(skip as u64), &mut io::sink())?;
-        return Ok(Ok((reader, partial("utf-8", true))));
+        return Ok(Decoded::Text(reader, partial("utf-8", true)));
     }
     match std::str::from_utf8(&prefix) {
         // error_len() == None: the sniffed prefix merely ends mid-character.
-        Ok(_) => Ok(Ok((reader, partial("utf-8", false)))),
-        Err(e) if e.error_len().is_none() => Ok(Ok((reader, partial("utf-8", false)))),
+        Ok(_) => Ok(Decoded::Text(reader, partial("utf-8", false))),
+        Err(e) if e.error_len().is_none() => Ok(Decoded::Text(reader, partial("utf-8", false))),
         Err(_) => {
             let reader = DecodeReaderBytesBuilder::new()
                 .encoding(Some(WINDOWS_1252))
                 .build(reader);
-            Ok(Ok((Box::new(reader), partial("windows-1252", false))))
+            Ok(Decoded::Text(Box::new(reader), partial("windows-1252", false)))
         }
     }
 }
@@ -92,10 +103,10 @@ pub fn decode<'a>(raw: impl Read + Send + 'a) -> io::Result<Result<(TextReader<'
 pub fn decode_as<'a>(
     raw: impl Read + Send + 'a,
     text: Partial,
-) -> io::Result<Result<(TextReader<'a>, Partial), NotText>> {
+) -> io::Result<Decoded<'a>> {
     let (prefix, mut reader) = peek(raw, 3)?;
     if prefix.is_empty() {
-        return Ok(Err(NotText::Empty));
+        return Ok(Decoded::NotText(NotText::Empty));
     }
     if text.byte_order_mark && prefix.starts_with(&[0xef, 0xbb, 0xbf]) {
         io::copy(&mut (&mut reader).take(3), &mut io::sink())?;
@@ -104,9 +115,9 @@ pub fn decode_as<'a>(
         let reader = DecodeReaderBytesBuilder::new()
             .encoding(Some(WINDOWS_1252))
             .build(reader);
-        return Ok(Ok((Box::new(reader), text)));
+        return Ok(Decoded::Text(Box::new(reader), text));
     }
-    Ok(Ok((reader, text)))
+    Ok(Decoded::Text(reader, text))
 }
 
 /// The format facts known before the header is read.
@@ -165,7 +176,9 @@ mod tests {
     use std::io::Write;
 
     fn text(bytes: &[u8]) -> (String, Partial) {
-        let (mut reader, partial) = decode(bytes).unwrap().unwrap();
+        let Decoded::Text(mut reader, partial) = decode(bytes).unwrap() else {
+            panic!("not text")
+        };
         let mut out = String::new();
         reader.read_to_string(&mut out).unwrap();
         (out, partial)
@@ -214,8 +227,11 @@ mod tests {
 
     #[test]
     fn empty_and_binary_are_not_text() {
-        assert_eq!(decode(&b""[..]).unwrap().err(), Some(NotText::Empty));
-        assert_eq!(decode(&b"PK\x03\x04\x00\x00"[..]).unwrap().err(), Some(NotText::Binary));
+        assert!(matches!(decode(&b""[..]).unwrap(), Decoded::NotText(NotText::Empty)));
+        assert!(matches!(
+            decode(&b"PK\x03\x04\x00\x00"[..]).unwrap(),
+            Decoded::NotText(NotText::Binary)
+        ));
     }
 
     #[test]

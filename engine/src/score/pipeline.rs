@@ -30,8 +30,8 @@ pub fn score(
         None => input::decode(input),
     };
     let (text, partial) = match decoded.map_err(ScoreError::from_read)? {
-        Ok(decoded) => decoded,
-        Err(not_text) => return Err(FileRejection::from(not_text).into()),
+        input::Decoded::Text(text, partial) => (text, partial),
+        input::Decoded::NotText(not_text) => return Err(FileRejection::from(not_text).into()),
     };
     let mut chunker = Chunker::new(text, options.chunk_bytes, options.max_record_bytes);
     let header = chunker

@@ -1,16 +1,19 @@
-//! `scorer reconcile` and `scorer redrive`: the operator tools.
+//! `scorer reconcile`: inputs without committed outputs, and orphans.
 
+use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use super::exit::{Exit, Failed};
+use super::ending::{self, Stream};
+use super::failed::{Exit, Failed};
+use super::redrive::pubsub;
 use scorer::event::BucketName;
-use scorer::operator::pubsub::{PubSubTarget, resource_name};
-use scorer::operator::{reconcile, redrive};
-use scorer::storage::Backend;
+use scorer::operator::pubsub::resource_name;
+use scorer::operator::reconcile::{self, Trigger};
 use scorer::storage::gcs::GcsOptions;
+use scorer::storage::{Backend, Missing};
 
 #[derive(Args)]
 pub struct ReconcileArgs {
@@ -59,38 +62,6 @@ pub struct ReconcileArgs {
     retry_seconds: u64,
 }
 
-#[derive(Args)]
-pub struct RedriveArgs {
-    /// The dead-letter subscription (projects/P/subscriptions/S, or S with
-    /// --project).
-    #[arg(long, value_name = "SUBSCRIPTION")]
-    subscription: String,
-    /// The main notification topic to republish to.
-    #[arg(long, value_name = "TOPIC")]
-    topic: String,
-    /// Handle at most this many messages.
-    #[arg(long, value_name = "N")]
-    max: Option<usize>,
-    /// Show what would be republished; publish and acknowledge nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Stop once no message arrived for this many seconds.
-    #[arg(long, default_value_t = 10)]
-    idle_seconds: u64,
-    /// Project for short names.
-    #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
-    project: Option<String>,
-    /// Print JSON instead of lines.
-    #[arg(long)]
-    json: bool,
-    /// Use a Pub/Sub emulator at HOST:PORT, anonymously.
-    #[arg(long, env = "PUBSUB_EMULATOR_HOST", value_name = "HOST:PORT")]
-    pubsub_emulator_host: Option<String>,
-    /// How long one Pub/Sub call keeps retrying before the command fails.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
-    retry_seconds: u64,
-}
-
 /// A bucket argument, read as `serve` reads it.
 fn bucket(value: Option<&str>, flag: &str, local_default: Option<&str>) -> Result<BucketName, Failed> {
     let text = value
@@ -98,17 +69,6 @@ fn bucket(value: Option<&str>, flag: &str, local_default: Option<&str>) -> Resul
         .ok_or_else(|| Failed::usage(format!("{flag} is required (or --local DIR)")))?;
     BucketName::parse(text.trim_start_matches("gs://").trim_end_matches('/'))
         .map_err(|m| Failed::usage(format!("{flag}: {m}")))
-}
-
-fn pubsub(emulator: Option<&str>, retry_seconds: u64) -> Result<PubSubTarget, Failed> {
-    Ok(PubSubTarget {
-        emulator: emulator
-            .filter(|h| !h.trim().is_empty())
-            .map(scorer::storage::emulator_url)
-            .transpose()
-            .map_err(|m| Failed::usage(format!("PUBSUB_EMULATOR_HOST {m}")))?,
-        retry_budget: Duration::from_secs(retry_seconds.max(1)),
-    })
 }
 
 fn parse_since(text: &str) -> Result<SystemTime, Failed> {
@@ -134,21 +94,43 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
     if input_bucket == output_bucket {
         return Err(Failed::usage("--output-bucket must differ from --input-bucket"));
     }
-    let backend = match &args.local {
+    let (backend, trigger) = match &args.local {
         Some(dir) => {
-            if !dir.is_dir() {
-                return Err(Failed::usage(format!("--local {}: not a directory", dir.display())));
+            if args.publish.is_some() {
+                // Nothing listens to a Pub/Sub topic in local mode: the
+                // local notifier watches the input directory instead.
+                return Err(Failed::usage(format!(
+                    "--publish cannot be used with --local: local mode has no Pub/Sub. To have \
+                     `scorer serve --local {dir}` score the files listed, make its notifier see \
+                     them again: `touch` each one (it is scored once settled), or move it out of \
+                     {input} and back in",
+                    dir = dir.display(),
+                    input = dir.join("input").display(),
+                )));
             }
-            Backend::Local { dir: dir.clone() }
+            if !dir.is_dir() {
+                return Err(Failed::new(
+                    Exit::Failure,
+                    anyhow::anyhow!("--local {}: no such directory", dir.display()),
+                ));
+            }
+            (Backend::Local { dir: dir.clone() }, Trigger::LocalNotifier)
         }
-        None => Backend::Gcs {
-            emulator: args
-                .storage_emulator_host
-                .as_deref()
-                .map(scorer::storage::emulator_url)
-                .transpose()
-                .map_err(|m| Failed::usage(format!("STORAGE_EMULATOR_HOST {m}")))?,
-        },
+        None => (
+            Backend::Gcs {
+                emulator: args
+                    .storage_emulator_host
+                    .as_deref()
+                    .map(scorer::storage::emulator_url)
+                    .transpose()
+                    .map_err(|m| Failed::usage(format!("STORAGE_EMULATOR_HOST {m}")))?,
+                options: GcsOptions {
+                    retry_budget: Duration::from_secs(args.retry_seconds.max(1)),
+                    ..GcsOptions::default()
+                },
+            },
+            Trigger::CloudStorage,
+        ),
     };
     let since = match (&args.since, args.all, args.retention_days) {
         (Some(text), _, _) => Some(parse_since(text)?),
@@ -161,13 +143,11 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
         .map(|t| resource_name("topics", t, args.project.as_deref()))
         .transpose()
         .map_err(Failed::usage)?;
-    let gcs = GcsOptions {
-        retry_budget: Duration::from_secs(args.retry_seconds.max(1)),
-        ..GcsOptions::default()
-    };
-    let input = scorer::storage::open(&backend, input_bucket.as_str(), &gcs).await?;
-    let output = scorer::storage::open(&backend, output_bucket.as_str(), &gcs).await?;
-    let report = reconcile::scan(input.as_ref(), output.as_ref(), since).await?;
+    // An operator tool reads buckets that should exist: creating a missing
+    // one would turn a typo into "all clear".
+    let input = scorer::storage::open(&backend, input_bucket.as_str(), Missing::Refuse).await?;
+    let output = scorer::storage::open(&backend, output_bucket.as_str(), Missing::Refuse).await?;
+    let report = reconcile::scan(input.as_ref(), output.as_ref(), since, trigger).await?;
     let published = match &topic {
         Some(topic) if !report.objects.is_empty() => {
             let target = pubsub(args.pubsub_emulator_host.as_deref(), args.retry_seconds)?;
@@ -177,6 +157,8 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
         }
         _ => None,
     };
+    // Said in one write: a reader that goes away is one quiet end.
+    let mut text = String::new();
     if args.json {
         let out = serde_json::json!({
             "window_start": report.window_start,
@@ -185,7 +167,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
             "problems": report.problems,
             "published": published,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(text, "{}", serde_json::to_string_pretty(&out)?)?;
     } else {
         let window = report
             .window_start
@@ -193,39 +175,47 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
             .map(|w| format!(" updated since {w}"))
             .unwrap_or_default();
         if report.unscored.is_empty() {
-            println!("every CSV object in {}{window} has a committed manifest", input.uri(""));
+            writeln!(
+                text,
+                "every CSV object in {}{window} has a committed manifest",
+                input.uri("")
+            )?;
         } else {
-            println!(
+            writeln!(
+                text,
                 "{} object(s){window} without a committed manifest:",
                 report.unscored.len()
-            );
-            println!("{:<60} {:>20} {:>12}  updated", "object", "generation", "bytes");
+            )?;
+            writeln!(text, "{:<60} {:>20} {:>12}  updated", "object", "generation", "bytes")?;
             for row in &report.unscored {
-                println!(
+                writeln!(
+                    text,
                     "{:<60} {:>20} {:>12}  {}",
                     row.uri,
                     row.generation,
                     row.size,
                     row.updated.as_deref().unwrap_or("")
-                );
+                )?;
             }
         }
         for orphan in &report.orphans {
-            println!(
+            writeln!(
+                text,
                 "orphan (left alone): {} ({} bytes): {}",
                 orphan.uri, orphan.size, orphan.why
-            );
+            )?;
         }
         for problem in &report.problems {
-            println!("could not judge {}: {}", problem.uri, problem.problem);
+            writeln!(text, "could not judge {}: {}", problem.uri, problem.problem)?;
         }
         if let Some(p) = &published {
-            println!("published {} notification(s) to {}", p.message_ids.len(), p.topic);
+            writeln!(text, "published {} notification(s) to {}", p.message_ids.len(), p.topic)?;
             for failure in &p.failed {
-                println!("FAILED to publish for {}: {}", failure.uri, failure.problem);
+                writeln!(text, "FAILED to publish for {}: {}", failure.uri, failure.problem)?;
             }
         }
     }
+    ending::say(Stream::Stdout, &text)?;
     if published.as_ref().is_some_and(|p| !p.failed.is_empty()) {
         return Err(Failed::new(
             Exit::Failure,
@@ -237,59 +227,4 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
     } else {
         Exit::Unscored
     })
-}
-
-pub async fn redrive(args: RedriveArgs) -> Result<Exit, Failed> {
-    let subscription =
-        resource_name("subscriptions", &args.subscription, args.project.as_deref()).map_err(Failed::usage)?;
-    let topic = resource_name("topics", &args.topic, args.project.as_deref()).map_err(Failed::usage)?;
-    let target = pubsub(args.pubsub_emulator_host.as_deref(), args.retry_seconds)?;
-    let report = redrive::redrive(
-        &target,
-        &subscription,
-        &topic,
-        args.max,
-        args.dry_run,
-        Duration::from_secs(args.idle_seconds.max(1)),
-    )
-    .await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        let verb = if report.dry_run {
-            "would republish"
-        } else {
-            "republished"
-        };
-        for r in &report.republished {
-            println!(
-                "{verb} {} ({} deliveries){}",
-                r.object.as_deref().unwrap_or(&r.dead_letter_id),
-                r.delivery_count.as_deref().unwrap_or("?"),
-                r.new_id
-                    .as_deref()
-                    .map(|id| format!(" as message {id}"))
-                    .unwrap_or_default()
-            );
-        }
-        for r in &report.failed {
-            println!(
-                "FAILED {}: {} (left in {subscription})",
-                r.object.as_deref().unwrap_or(&r.dead_letter_id),
-                r.error.as_deref().unwrap_or("?")
-            );
-        }
-        println!("{} {verb}, {} failed", report.republished.len(), report.failed.len());
-    }
-    if report.failed.is_empty() {
-        Ok(Exit::Ok)
-    } else {
-        Err(Failed::new(
-            Exit::Failure,
-            anyhow::anyhow!(
-                "{} message(s) could not be republished and stay in {subscription}",
-                report.failed.len()
-            ),
-        ))
-    }
 }
