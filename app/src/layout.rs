@@ -8,6 +8,21 @@
 //! a/b.csv/G/errors.csv             rejected rows (line, row, column, value, reason), if any
 //! a/b.csv/G/manifest.json          written last, create-only: the commit point
 //! _leases/a/b.csv/G/NNNNNN.json    who is scoring it, until when
+//! ```
+//!
+//! An input too large to score inside a push request is scored by a Cloud
+//! Run job in N tasks (see `docs/SHARDING.md`):
+//!
+//! ```text
+//! a/b.csv/G/predictions-00003-of-00008.csv   task 3's predictions, with the header
+//! a/b.csv/G/errors.csv                       every rejected row, lines global to the input
+//! a/b.csv/G/manifest.json                    lists the shards in order
+//! _shards/a/b.csv/G/dispatch-NNNNNN.json     an execution was asked for (and .started.json: it was)
+//! _shards/a/b.csv/G/of-00008/00003.json      task 3's record: its real byte range, rows, objects
+//! _shards/a/b.csv/G/of-00008/rejects-00003.jsonl  task 3's rejected rows, lines local to its range
+//! ```
+//!
+//! ```text
 //! _models/sha256-XXXXXXXXXXXXXXXX.json   a model fitted at start (TRAINING_DATA_URI)
 //! ```
 //!
@@ -26,12 +41,16 @@ use crate::event::{Generation, ObjectName};
 pub const LEASE_PREFIX: &str = "_leases/";
 /// Prefix of models fitted at start from `TRAINING_DATA_URI`.
 pub const MODEL_PREFIX: &str = "_models/";
+/// Prefix of a sharded input's working objects (dispatch and shard
+/// records, shard rejects), cleaned by a lifecycle rule.
+pub const SHARD_PREFIX: &str = "_shards/";
 
 /// The output object names for one input generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputNames {
     prefix: String,
     lease_prefix: String,
+    shard_prefix: String,
 }
 
 /// Prefix of the outputs of inputs whose own name cannot lead their outputs'
@@ -60,6 +79,7 @@ impl OutputNames {
         OutputNames {
             prefix: format!("{lead}/{generation}/"),
             lease_prefix: format!("{LEASE_PREFIX}{lead}/{generation}/"),
+            shard_prefix: format!("{SHARD_PREFIX}{lead}/{generation}/"),
         }
     }
 
@@ -94,7 +114,7 @@ impl OutputNames {
     /// any other name (leases, fitted models, strays), so a listing of the
     /// output bucket can be read without knowing how names are made.
     pub fn parse_output(name: &str) -> Option<(OutputNames, OutputFile)> {
-        if name.starts_with(LEASE_PREFIX) || name.starts_with(MODEL_PREFIX) {
+        if name.starts_with(LEASE_PREFIX) || name.starts_with(MODEL_PREFIX) || name.starts_with(SHARD_PREFIX) {
             return None;
         }
         let (dir, file) = name.rsplit_once('/')?;
@@ -111,6 +131,7 @@ impl OutputNames {
             OutputNames {
                 prefix: format!("{lead}/{generation}/"),
                 lease_prefix: format!("{LEASE_PREFIX}{lead}/{generation}/"),
+                shard_prefix: format!("{SHARD_PREFIX}{lead}/{generation}/"),
             },
             kind,
         ))
@@ -124,6 +145,50 @@ impl OutputNames {
     pub fn lease_prefix(&self) -> &str {
         &self.lease_prefix
     }
+
+    /// Task `index` of `count`'s predictions, `n`-th attempt at the name:
+    /// `predictions-00003-of-00008.csv`, then `...-of-00008.2.csv`.
+    pub fn predictions_shard(&self, index: u32, count: u32, n: u32) -> String {
+        self.numbered(&format!("predictions-{index:05}-of-{count:05}"), n)
+    }
+
+    /// The `seq`-th request for an execution (a later one only when an
+    /// earlier execution ended without a manifest).
+    pub fn dispatch(&self, seq: u32) -> String {
+        format!("{}dispatch-{seq:06}.json", self.shard_prefix)
+    }
+
+    /// Written once the `seq`-th execution was started: its name.
+    pub fn dispatch_started(&self, seq: u32) -> String {
+        format!("{}dispatch-{seq:06}.started.json", self.shard_prefix)
+    }
+
+    /// Where the dispatch records are (listing finds the latest).
+    pub fn dispatch_prefix(&self) -> String {
+        format!("{}dispatch-", self.shard_prefix)
+    }
+
+    /// Where the records of an execution in `count` tasks are.
+    pub fn shard_records_prefix(&self, count: u32) -> String {
+        format!("{}of-{count:05}/", self.shard_prefix)
+    }
+
+    /// Task `index` of `count`'s record, written create-only when its range
+    /// is scored and its objects verified.
+    pub fn shard_record(&self, index: u32, count: u32) -> String {
+        format!("{}{index:05}.json", self.shard_records_prefix(count))
+    }
+
+    /// Task `index` of `count`'s rejected rows (JSON lines, lines local to
+    /// its range), `n`-th attempt at the name.
+    pub fn shard_rejects(&self, index: u32, count: u32, n: u32) -> String {
+        let stem = format!("{}rejects-{index:05}", self.shard_records_prefix(count));
+        if n <= 1 {
+            format!("{stem}.jsonl")
+        } else {
+            format!("{stem}.{n}.jsonl")
+        }
+    }
 }
 
 /// Which output of a generation an object is.
@@ -134,11 +199,17 @@ pub enum OutputFile {
     Predictions(u32),
     /// Rejected rows of attempt `n` (1 for `errors.csv`).
     Errors(u32),
+    /// Task `index` of `count`'s predictions, attempt `n`.
+    PredictionsShard {
+        index: u32,
+        count: u32,
+        n: u32,
+    },
 }
 
 /// Whether `file` (the last segment of a name) is one an output set holds:
 /// `manifest.json`, `predictions.csv`, `predictions.N.csv`, `errors.csv`,
-/// `errors.N.csv`.
+/// `errors.N.csv`, `predictions-00003-of-00008.csv` (and `.N.csv`).
 pub fn is_output_name(file: &str) -> bool {
     output_file(file).is_some()
 }
@@ -159,7 +230,13 @@ fn output_file(file: &str) -> Option<OutputFile> {
     match kind {
         "predictions" => Some(OutputFile::Predictions(n)),
         "errors" => Some(OutputFile::Errors(n)),
-        _ => None,
+        _ => {
+            // `predictions-00003-of-00008`, spelt as `predictions_shard` spells it.
+            let (index, count) = kind.strip_prefix("predictions-")?.split_once("-of-")?;
+            let (i, c) = (index.parse::<u32>().ok()?, count.parse::<u32>().ok()?);
+            (format!("{i:05}") == index && format!("{c:05}") == count && i < c)
+                .then_some(OutputFile::PredictionsShard { index: i, count: c, n })
+        }
     }
 }
 
@@ -192,6 +269,21 @@ mod tests {
         assert_eq!(n.predictions(2), "a/b.csv/17/predictions.2.csv");
         assert_eq!(n.errors(1), "a/b.csv/17/errors.csv");
         assert_eq!(n.lease(3), "_leases/a/b.csv/17/000003.json");
+        assert_eq!(
+            n.predictions_shard(3, 8, 1),
+            "a/b.csv/17/predictions-00003-of-00008.csv"
+        );
+        assert_eq!(
+            n.predictions_shard(3, 8, 2),
+            "a/b.csv/17/predictions-00003-of-00008.2.csv"
+        );
+        assert_eq!(n.dispatch(1), "_shards/a/b.csv/17/dispatch-000001.json");
+        assert_eq!(n.dispatch_started(1), "_shards/a/b.csv/17/dispatch-000001.started.json");
+        assert_eq!(n.shard_record(3, 8), "_shards/a/b.csv/17/of-00008/00003.json");
+        assert_eq!(
+            n.shard_rejects(3, 8, 1),
+            "_shards/a/b.csv/17/of-00008/rejects-00003.jsonl"
+        );
     }
 
     #[test]
@@ -208,6 +300,7 @@ mod tests {
             let n = OutputNames::new(&ObjectName::parse(name).unwrap(), Generation::new(9).unwrap());
             assert!(n.prefix().starts_with(HASHED_PREFIX), "{name}: {}", n.prefix());
             assert!(n.lease(999_999).len() <= 1024);
+            assert!(n.shard_rejects(9_999, 10_000, 999).len() <= 1024);
             assert_eq!(
                 n,
                 OutputNames::new(&ObjectName::parse(name).unwrap(), Generation::new(9).unwrap())
@@ -218,6 +311,8 @@ mod tests {
         let n = OutputNames::new(&ObjectName::parse(&fits).unwrap(), Generation::new(i64::MAX).unwrap());
         assert!(n.prefix().starts_with(&fits));
         assert!(n.lease(999_999).len() <= 1024, "{}", n.lease(999_999).len());
+        assert!(n.shard_rejects(9_999, 10_000, 999).len() <= 1024);
+        assert!(n.dispatch_started(999_999).len() <= 1024);
     }
 
     #[test]
@@ -241,10 +336,28 @@ mod tests {
                 (n.predictions(3), OutputFile::Predictions(3)),
                 (n.errors(1), OutputFile::Errors(1)),
                 (n.errors(12), OutputFile::Errors(12)),
+                (
+                    n.predictions_shard(3, 8, 1),
+                    OutputFile::PredictionsShard {
+                        index: 3,
+                        count: 8,
+                        n: 1,
+                    },
+                ),
+                (
+                    n.predictions_shard(0, 10_000, 2),
+                    OutputFile::PredictionsShard {
+                        index: 0,
+                        count: 10_000,
+                        n: 2,
+                    },
+                ),
             ] {
                 assert_eq!(OutputNames::parse_output(&name), Some((n.clone(), kind)), "{name}");
             }
             assert_eq!(OutputNames::parse_output(&n.lease(1)), None);
+            assert_eq!(OutputNames::parse_output(&n.shard_record(1, 2)), None);
+            assert_eq!(OutputNames::parse_output(&n.dispatch(1)), None);
         }
         for stray in [
             "a.csv",
@@ -257,6 +370,8 @@ mod tests {
             "a.csv/17/predictionsX.csv",
             "a.csv/17/notes.csv",
             "_models/sha256-00.json",
+            "a.csv/17/predictions-3-of-8.csv",
+            "a.csv/17/predictions-00008-of-00008.csv",
         ] {
             assert_eq!(OutputNames::parse_output(stray), None, "{stray}");
         }

@@ -27,7 +27,11 @@
 //!   health, metrics, OpenAPI.
 //! - [`auth`]: Google OIDC tokens on pushes; API keys on `/predict`.
 //! - [`job`]: one input generation to exactly one committed output set
-//!   (deliveries, the run, the commit, the summary log entry).
+//!   (deliveries, the run, the commit, the summary log entry); for an input
+//!   too large to score in a push request, the dispatch of a job execution
+//!   and each task's range ([`job::shard`]).
+//! - [`dispatch`]: starting job executions: Cloud Run Jobs, or a pool of
+//!   local `scorer shard` processes.
 //! - [`lease`]: who is scoring an input, so redeliveries do not rescore.
 //! - [`layout`]: every object name in the output bucket, in one place.
 //! - [`manifest`]: the commit record.
@@ -62,6 +66,7 @@
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod dispatch;
 pub mod exit;
 pub mod google_clients;
 pub mod job;

@@ -38,6 +38,35 @@ pub struct Manifest {
     pub metrics: Option<Evaluation>,
     pub failure: Option<String>,
     pub timings: Timings,
+    /// For an input scored by a Cloud Run job (too large for a push
+    /// request): the execution, its tasks, and whether it fell back to one
+    /// task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<ExecutionInfo>,
+}
+
+/// The job execution that scored an input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionInfo {
+    /// `projects/P/locations/L/jobs/J/executions/E`, or a local run's name.
+    pub name: String,
+    /// Tasks the input was cut into.
+    pub tasks: u32,
+    /// Why the ranges were not used and the input was scored whole by one
+    /// task, if they were not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+/// The sums over the ranges of a sharded input, for its manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardTotals {
+    pub format: InputFormatInfo,
+    pub columns: Vec<String>,
+    pub output_columns: Vec<String>,
+    pub rows: Rows,
+    pub labelled_rows: u64,
+    pub metrics: Option<Evaluation>,
 }
 
 /// What every manifest of one job says, scored or failed.
@@ -51,6 +80,8 @@ pub struct JobFacts<'a> {
     pub started_at: SystemTime,
     /// Reading, scoring and writing the outputs.
     pub score_ms: u64,
+    /// When a job execution scored the input.
+    pub execution: Option<ExecutionInfo>,
 }
 
 impl Manifest {
@@ -66,6 +97,7 @@ impl Manifest {
         manifest.input.columns = summary.columns.clone();
         manifest.outputs = Outputs {
             predictions: Some(predictions),
+            shards: Vec::new(),
             errors,
             columns: summary.output_columns.clone(),
         };
@@ -77,6 +109,30 @@ impl Manifest {
         };
         manifest.labelled_rows = summary.labelled_rows;
         manifest.metrics = summary.metrics.clone();
+        manifest
+    }
+
+    /// The commit record of an input scored in ranges by the tasks of a job
+    /// execution: `shards` are the predictions objects in input order, each
+    /// with the header line.
+    pub fn sharded(
+        facts: JobFacts<'_>,
+        totals: ShardTotals,
+        shards: Vec<OutputObject>,
+        errors: Option<OutputObject>,
+    ) -> Manifest {
+        let mut manifest = Manifest::base(facts, Status::Scored);
+        manifest.input.format = Some(totals.format);
+        manifest.input.columns = totals.columns;
+        manifest.outputs = Outputs {
+            predictions: None,
+            shards,
+            errors,
+            columns: totals.output_columns,
+        };
+        manifest.rows = totals.rows;
+        manifest.labelled_rows = totals.labelled_rows;
+        manifest.metrics = totals.metrics;
         manifest
     }
 
@@ -115,6 +171,7 @@ impl Manifest {
             labelled_rows: 0,
             metrics: None,
             failure: None,
+            execution: facts.execution,
             timings: Timings {
                 started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
                 finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -133,6 +190,7 @@ impl Manifest {
         self.outputs
             .predictions
             .as_ref()
+            .or(self.outputs.shards.first())
             .or(self.outputs.errors.as_ref())
             .map(|o| {
                 let dir = o.uri.rsplit_once('/').map_or(o.uri.as_str(), |(d, _)| d);
@@ -176,7 +234,13 @@ impl From<&InputFormat> for InputFormatInfo {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Outputs {
+    /// The predictions object of an input scored in one piece.
     pub predictions: Option<OutputObject>,
+    /// The predictions objects of an input scored in ranges, in input
+    /// order, each with the header line (concatenated without their repeated
+    /// headers, they are what `predictions` would have held).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<OutputObject>,
     pub errors: Option<OutputObject>,
     /// The extra columns appended to every scored row.
     pub columns: Vec<String>,

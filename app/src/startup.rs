@@ -14,8 +14,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{ApiKeys, PushAuth};
-use crate::config::{ModelSource, Settings};
-use crate::job::JobRunner;
+use crate::config::{ModelSource, Settings, ShardTarget, ShardingSettings};
+use crate::dispatch::Dispatcher;
+use crate::dispatch::cloud_run::CloudRunDispatcher;
+use crate::dispatch::local::LocalPool;
+use crate::job::{JobRunner, Sharding};
 use crate::layout::fitted_model;
 use crate::model::Model;
 use crate::model::fit::{self, FitSpec};
@@ -23,6 +26,78 @@ use crate::score::ScoreOptions;
 use crate::server::{AppState, router};
 use crate::storage::{self, Location, ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
 use crate::telemetry::Metrics;
+
+/// The dispatcher for inputs over `INLINE_MAX_BYTES`, and its limits.
+async fn sharding_of(
+    settings: &Settings,
+    sharding: &ShardingSettings,
+    model: &Model,
+    shutdown: CancellationToken,
+) -> Result<Sharding, StartError> {
+    // The tasks must run the very model this service runs: a fitted one
+    // is read back from where it was written.
+    let model_uri = match (&settings.model, &settings.backend) {
+        (ModelSource::Builtin, _) => None,
+        (ModelSource::Load(location), _) => Some(location.to_string()),
+        (ModelSource::Fit(_), storage::Backend::Local { dir }) => Some(
+            dir.join(settings.output_bucket.as_str())
+                .join(fitted_model(model.version()))
+                .display()
+                .to_string(),
+        ),
+        (ModelSource::Fit(_), storage::Backend::Gcs { .. }) => Some(format!(
+            "gs://{}/{}",
+            settings.output_bucket,
+            fitted_model(model.version())
+        )),
+    };
+    let dispatcher: Arc<dyn Dispatcher> = match &sharding.target {
+        ShardTarget::CloudRun { job, endpoint } => Arc::new(
+            CloudRunDispatcher::new(job, endpoint.as_deref(), model_uri)
+                .await
+                .map_err(|e| StartError::Dispatcher(e.to_string()))?,
+        ),
+        ShardTarget::Local { parallelism } => {
+            let exe = std::env::current_exe().map_err(|e| StartError::Dispatcher(format!("the scorer binary: {e}")))?;
+            let mut env = vec![
+                ("OUTPUT_BUCKET".to_owned(), settings.output_bucket.to_string()),
+                ("CHUNK_MIB".to_owned(), (settings.chunk_bytes >> 20).max(1).to_string()),
+                (
+                    "LEASE_TTL_SECONDS".to_owned(),
+                    settings
+                        .pushes
+                        .as_ref()
+                        .map_or(120, |p| p.lease_ttl.as_secs())
+                        .to_string(),
+                ),
+                ("SHARD_MAX_RETRIES".to_owned(), sharding.max_retries.to_string()),
+            ];
+            match &settings.backend {
+                storage::Backend::Local { dir } => env.push(("SCORER_LOCAL_DIR".to_owned(), dir.display().to_string())),
+                storage::Backend::Gcs { emulator, options } => {
+                    if let Some(emulator) = emulator {
+                        env.push(("STORAGE_EMULATOR_HOST".to_owned(), emulator.clone()));
+                    }
+                    env.push((
+                        "STORAGE_RETRY_SECONDS".to_owned(),
+                        options.retry_budget.as_secs().max(1).to_string(),
+                    ));
+                }
+            }
+            if let Some(uri) = model_uri {
+                env.push(("MODEL_URI".to_owned(), uri));
+            }
+            Arc::new(LocalPool::new(exe, env, *parallelism, sharding.max_retries, shutdown))
+        }
+    };
+    Ok(Sharding {
+        dispatcher,
+        shard_bytes: sharding.shard_bytes,
+        max_tasks: sharding.max_tasks,
+        stale_after: sharding.stale_after,
+        max_dispatches: 3,
+    })
+}
 
 /// Largest model artifact or training file loaded at start.
 const MAX_MODEL_BYTES: usize = 64 << 20;
@@ -34,6 +109,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot open bucket {bucket}: {message}")]
     Bucket { bucket: String, message: String },
+    #[error("cannot start job executions: {0}")]
+    Dispatcher(String),
     #[error("cannot load the model ({location}): {message}")]
     Model { location: String, message: String },
     #[error("server error: {0}")]
@@ -101,14 +178,14 @@ impl Application {
             let state = state.clone();
             let settings = settings.clone();
             tokio::spawn(async move {
-                let model = Arc::new(load_model(&settings, output.as_ref()).await?);
+                let model = Arc::new(load_model(&settings.model, &settings.backend, output.as_ref()).await?);
                 tracing::info!(model = model.name(), model_version = model.version(), "model ready");
                 if let (Some(pushes), Some(input)) = (&settings.pushes, input) {
                     let options = ScoreOptions {
                         chunk_bytes: settings.chunk_bytes,
                         ..ScoreOptions::default()
                     };
-                    let runner = JobRunner::new(
+                    let mut runner = JobRunner::new(
                         input,
                         output,
                         model.clone(),
@@ -117,6 +194,15 @@ impl Application {
                         metrics,
                         &settings.revision,
                     );
+                    if let Some(sharding) = &pushes.sharding {
+                        let sharding = sharding_of(&settings, sharding, &model, runner.shutdown.clone()).await?;
+                        tracing::info!(
+                            dispatcher = sharding.dispatcher.describe(),
+                            inline_max_bytes = pushes.inline_max_bytes,
+                            "inputs over INLINE_MAX_BYTES are dispatched to job executions"
+                        );
+                        runner.sharding = Some(sharding);
+                    }
                     let _ = state.jobs.set(Arc::new(runner));
                 }
                 let _ = state.model.set(model);
@@ -198,8 +284,11 @@ impl Application {
 }
 
 /// Loads or fits the model as configured.
-pub async fn load_model(settings: &Settings, output: &dyn ObjectStore) -> Result<Model, StartError> {
-    let source = &settings.model;
+pub async fn load_model(
+    source: &ModelSource,
+    backend: &storage::Backend,
+    output: &dyn ObjectStore,
+) -> Result<Model, StartError> {
     let fail = |location: &dyn std::fmt::Display, message: String| StartError::Model {
         location: location.to_string(),
         message,
@@ -208,7 +297,7 @@ pub async fn load_model(settings: &Settings, output: &dyn ObjectStore) -> Result
         ModelSource::Builtin => Model::default_model().map_err(|e| fail(&"built-in data/model.json", e.to_string())),
         ModelSource::Load(location) => {
             let named = format!("MODEL_URI={location}");
-            let bytes = read_location(settings, location, MAX_MODEL_BYTES)
+            let bytes = read_location(backend, location, MAX_MODEL_BYTES)
                 .await
                 .map_err(|m| fail(&named, m))?;
             Model::from_json(&bytes).map_err(|e| fail(&named, e.to_string()))
@@ -216,7 +305,7 @@ pub async fn load_model(settings: &Settings, output: &dyn ObjectStore) -> Result
         ModelSource::Fit(data_location) => {
             let named = format!("TRAINING_DATA_URI={data_location}");
             let location = &named;
-            let data = read_location(settings, data_location, MAX_TRAINING_BYTES)
+            let data = read_location(backend, data_location, MAX_TRAINING_BYTES)
                 .await
                 .map_err(|m| fail(location, m))?;
             let base = Model::default_model().map_err(|e| fail(&"built-in model", e.to_string()))?;
@@ -253,12 +342,12 @@ pub async fn load_model(settings: &Settings, output: &dyn ObjectStore) -> Result
     }
 }
 
-async fn read_location(settings: &Settings, location: &Location, limit: usize) -> Result<Vec<u8>, String> {
+async fn read_location(backend: &storage::Backend, location: &Location, limit: usize) -> Result<Vec<u8>, String> {
     match location {
         Location::Local(path) => tokio::fs::read(path).await.map_err(|e| e.to_string()),
         Location::Gcs { bucket, name } => {
             // A gs:// model with local buckets is still read from Cloud Storage.
-            let backend = match &settings.backend {
+            let backend = match backend {
                 gcs @ storage::Backend::Gcs { .. } => gcs.clone(),
                 storage::Backend::Local { .. } => storage::Backend::Gcs {
                     emulator: None,

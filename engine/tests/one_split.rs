@@ -92,8 +92,8 @@ fn whole(model: &Model, file: &[u8]) -> (Vec<u8>, Vec<RejectedRow>) {
 
 fn text_of(file: &[u8]) -> Partial {
     match input::decode(Cursor::new(file)).unwrap() {
-        Ok((_, partial)) => partial,
-        Err(e) => panic!("not text: {e}"),
+        input::Decoded::Text(_, partial) => partial,
+        input::Decoded::NotText(e) => panic!("not text: {e}"),
     }
 }
 

@@ -8,6 +8,7 @@ mod reconcile;
 mod redrive;
 mod score;
 mod serve;
+mod shard;
 mod train;
 
 use std::io::Write;
@@ -46,6 +47,12 @@ enum Command {
     /// Run the local pipeline end to end on the shipped data and model, print
     /// where the outputs are and a summary.
     Demo(serve::DemoArgs),
+    /// Score one task's byte range of a large input, as a task of a Cloud
+    /// Run job execution (the job's command): the input and the task come
+    /// from the environment (INPUT_URI, INPUT_GENERATION,
+    /// CLOUD_RUN_TASK_INDEX, CLOUD_RUN_TASK_COUNT, ...). The task that
+    /// finds every range scored commits the input's manifest.
+    Shard(Box<scorer::config::shard::ShardArgs>),
     /// List input CSV objects whose current generation has no committed
     /// manifest (exit status 5 when there are any), and outputs no manifest
     /// names; with --publish, send their OBJECT_FINALIZE notifications again
@@ -73,6 +80,7 @@ pub fn run() -> ExitCode {
             score::score_file(args)
         }
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::serve(*args))),
+        Command::Shard(args) => runtime().and_then(|rt| rt.block_on(shard::shard(*args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(serve::demo(args))),
         Command::Reconcile(args) => {
             operator_logs();

@@ -65,7 +65,7 @@ pub async fn serve(args: ServeArgs) -> Result<Exit, Failed> {
 /// A panic anywhere (a job, an upload task, a scoring thread) is logged as
 /// an ERROR entry with where it happened, so Cloud Logging shows it; the
 /// job that met it answers 500 or 503 and its input is retried.
-fn log_panics() {
+pub(super) fn log_panics() {
     std::panic::set_hook(Box::new(|info| {
         let message = info
             .payload()

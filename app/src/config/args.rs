@@ -63,10 +63,40 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_CONCURRENT_JOBS", default_value_t = 2)]
     pub max_concurrent_jobs: usize,
     /// An input larger than this is not scored inside its push request (it
-    /// would not finish within a safe share of the request deadline); it
-    /// gets a committed failure report naming the limit.
+    /// would not finish within a safe share of the request deadline): it is
+    /// dispatched to SHARD_JOB, or without one gets a committed failure
+    /// report naming the limit.
     #[arg(long, env = "INLINE_MAX_BYTES", default_value_t = DEFAULT_INLINE_MAX_BYTES, value_name = "BYTES")]
     pub inline_max_bytes: u64,
+    /// Where inputs over INLINE_MAX_BYTES are scored in parallel tasks:
+    /// `projects/P/locations/L/jobs/J` (a Cloud Run job running `scorer
+    /// shard`), or `local` (`scorer shard` processes on this machine; the
+    /// default with --local).
+    #[arg(long, env = "SHARD_JOB", value_name = "JOB")]
+    pub shard_job: Option<String>,
+    /// Bytes of input per task: an input gets size / SHARD_BYTES tasks.
+    #[arg(long, env = "SHARD_BYTES", default_value_t = 1 << 30, value_name = "BYTES")]
+    pub shard_bytes: u64,
+    /// Most tasks in one execution (Cloud Run allows 10,000).
+    #[arg(long, env = "MAX_TASKS", default_value_t = 100)]
+    pub max_tasks: u32,
+    /// Retries of a failed task (the job's max retries; its last attempt
+    /// writes the input's failure report).
+    #[arg(long, env = "SHARD_MAX_RETRIES", default_value_t = 3)]
+    pub shard_max_retries: u32,
+    /// Tasks run at once by SHARD_JOB=local. Default: the cores of this
+    /// machine.
+    #[arg(long, env = "SHARD_PARALLELISM")]
+    pub shard_parallelism: Option<usize>,
+    /// A started execution is presumed still running this long; a delivery
+    /// after that, with no manifest, dispatches the input again (at least
+    /// the job's task timeout times its attempts).
+    #[arg(long, env = "DISPATCH_STALE_SECONDS", default_value_t = 6 * 3600)]
+    pub dispatch_stale_seconds: u64,
+    /// The Cloud Run Admin API's address (tests: a local stand-in, reached
+    /// anonymously).
+    #[arg(long, env = "RUN_API_ENDPOINT", hide = true)]
+    pub run_api_endpoint: Option<String>,
     /// Expected audience of push OIDC tokens. When set, every push must carry
     /// a valid Google-signed token for it (401 otherwise).
     #[arg(long, env = "PUSH_AUDIENCE")]

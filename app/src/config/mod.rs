@@ -4,6 +4,7 @@
 //! start with one message naming it.
 
 mod args;
+pub mod shard;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -61,6 +62,74 @@ pub struct Pushes {
     pub lease_ttl: Duration,
     pub auth: Option<PushAuthConfig>,
     pub inline_max_bytes: u64,
+    /// Where larger inputs go; `None`: they get a failure report.
+    pub sharding: Option<ShardingSettings>,
+}
+
+/// How inputs over `INLINE_MAX_BYTES` are scored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardingSettings {
+    pub target: ShardTarget,
+    pub shard_bytes: u64,
+    pub max_tasks: u32,
+    pub max_retries: u32,
+    pub stale_after: Duration,
+}
+
+/// What runs the tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardTarget {
+    /// A Cloud Run job, `projects/P/locations/L/jobs/J`; `endpoint` replaces
+    /// the Admin API's (tests).
+    CloudRun { job: String, endpoint: Option<String> },
+    /// `scorer shard` processes on this machine, this many at once.
+    Local { parallelism: usize },
+}
+
+impl ShardingSettings {
+    fn from_args(args: &ServeArgs) -> Result<Option<ShardingSettings>, ConfigError> {
+        let job = args.shard_job.as_deref().map(str::trim).filter(|j| !j.is_empty());
+        let target = match job {
+            None if args.local.is_none() => return Ok(None),
+            None | Some("local") => ShardTarget::Local {
+                parallelism: args
+                    .shard_parallelism
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+                    .max(1),
+            },
+            Some(job) => {
+                let parts: Vec<&str> = job.split('/').collect();
+                let well_formed = parts.len() == 6
+                    && parts[0] == "projects"
+                    && parts[2] == "locations"
+                    && parts[4] == "jobs"
+                    && [1, 3, 5].iter().all(|&i| !parts[i].is_empty());
+                if !well_formed {
+                    return Err(err(
+                        "SHARD_JOB",
+                        format!("{job:?} is not `local` nor a job name projects/PROJECT/locations/REGION/jobs/JOB"),
+                    ));
+                }
+                ShardTarget::CloudRun {
+                    job: job.to_owned(),
+                    endpoint: args.run_api_endpoint.clone().filter(|e| !e.is_empty()),
+                }
+            }
+        };
+        if args.shard_bytes == 0 {
+            return Err(err("SHARD_BYTES", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&args.max_tasks) {
+            return Err(err("MAX_TASKS", "must be between 1 and 10000 (Cloud Run's limit)"));
+        }
+        Ok(Some(ShardingSettings {
+            target,
+            shard_bytes: args.shard_bytes,
+            max_tasks: args.max_tasks,
+            max_retries: args.shard_max_retries,
+            stale_after: Duration::from_secs(args.dispatch_stale_seconds.max(1)),
+        }))
+    }
 }
 
 /// A setting that stops the start.
@@ -205,12 +274,14 @@ impl Settings {
         if args.inline_max_bytes == 0 {
             return Err(err("INLINE_MAX_BYTES", "must be at least 1"));
         }
+        let sharding = ShardingSettings::from_args(args)?;
         let pushes = input_bucket.map(|input_bucket| Pushes {
             input_bucket,
             max_concurrent_jobs: args.max_concurrent_jobs,
             lease_ttl: Duration::from_secs(args.lease_ttl_seconds),
             auth: push_auth,
             inline_max_bytes: args.inline_max_bytes,
+            sharding,
         });
         Ok(Settings {
             role: args.role,
@@ -263,6 +334,15 @@ impl Settings {
                 lease_ttl: Duration::from_secs(120),
                 auth: None,
                 inline_max_bytes: DEFAULT_INLINE_MAX_BYTES,
+                sharding: Some(ShardingSettings {
+                    target: ShardTarget::Local {
+                        parallelism: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    },
+                    shard_bytes: 1 << 30,
+                    max_tasks: 100,
+                    max_retries: 3,
+                    stale_after: Duration::from_secs(6 * 3600),
+                }),
             }),
             predict_api_keys: None,
             predict_max_rows: 10_000,

@@ -186,6 +186,7 @@ mod tests {
             lease_ttl: Duration::from_secs(60),
             auth: None,
             inline_max_bytes: 1 << 30,
+            sharding: None,
         };
         JobRunner::new(
             input,

@@ -20,13 +20,22 @@
 //! deterministic, so two racing writers produce identical objects, and an
 //! existing object is adopted only when its bytes are identical.
 //!
+//! An input larger than `INLINE_MAX_BYTES` is not scored inside its push
+//! request: [`dispatch`] starts a job execution whose tasks each score a
+//! byte range of it ([`shard`]), and the task that finds every range scored
+//! commits the manifest, with the same create-only rules.
+//!
 //! Rooms: [`deliveries`] (concurrent deliveries of one input join one job;
 //! job slots), `run` (the sequence), `commit` (verification, reports and the
-//! manifest), `summary` (the one log entry per delivery).
+//! manifest), `summary` (the one log entry per delivery), [`dispatch`] (the
+//! push side of a large input), [`shard`] (a task's side: its range, its
+//! record, and the commit of the whole).
 
 mod commit;
 pub mod deliveries;
+pub mod dispatch;
 mod run;
+pub mod shard;
 mod summary;
 
 use std::collections::HashMap;
@@ -39,13 +48,14 @@ use crate::config::Pushes;
 use crate::event::ObjectEvent;
 use crate::format::Format;
 use crate::lease::HeldElsewhere;
-use crate::manifest::{Manifest, Status};
+use crate::manifest::{ExecutionInfo, Manifest, Status};
 use crate::model::Model;
 use crate::score::ScoreOptions;
 use crate::storage::{ObjectStore, StorageError};
 use crate::telemetry::Metrics;
 
 pub use deliveries::Handled;
+pub use dispatch::{Dispatched, Sharding};
 
 /// How a job ended, for the push status code and the summary log.
 #[derive(Debug, Clone)]
@@ -56,6 +66,9 @@ pub enum Outcome {
     Duplicate(Box<Manifest>),
     /// Another live job holds the lease.
     InProgress(HeldElsewhere),
+    /// Too large to score here: a job execution scores it (started now or
+    /// by an earlier delivery).
+    Dispatched(Dispatched),
 }
 
 impl Outcome {
@@ -65,6 +78,7 @@ impl Outcome {
             Outcome::Committed(_) => "failed",
             Outcome::Duplicate(_) => "duplicate",
             Outcome::InProgress(_) => "in_progress",
+            Outcome::Dispatched(_) => "dispatched",
         }
     }
 }
@@ -97,6 +111,10 @@ pub struct JobRunner {
     pub lease_ttl: Duration,
     /// Larger inputs are not scored inside a push request.
     pub inline_max_bytes: u64,
+    /// Where larger inputs go; without it they get a failure report.
+    pub sharding: Option<Sharding>,
+    /// In a job's task: the execution, named in the manifest.
+    pub execution: Option<ExecutionInfo>,
     /// Names this process in leases; unique per process.
     pub instance: String,
     pub metrics: Arc<Metrics>,
@@ -124,6 +142,8 @@ impl JobRunner {
             options,
             lease_ttl: pushes.lease_ttl,
             inline_max_bytes: pushes.inline_max_bytes,
+            sharding: None,
+            execution: None,
             instance: format!("{revision}-{:016x}", rand::random::<u64>()),
             metrics,
             shutdown: CancellationToken::new(),

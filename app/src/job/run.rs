@@ -15,14 +15,19 @@ use crate::storage::blocking::{StreamReader, Upload};
 use crate::storage::{ObjectMeta, StorageError, WriteOptions};
 
 /// Why an input got a failure report instead of predictions.
-enum Failure {
+pub(super) enum Failure {
     /// The file as a whole cannot be scored.
     Rejected(FileRejection),
     /// The input generation no longer exists (deleted or replaced), or its
     /// name cannot be read here.
     Gone(String),
-    /// Too large to score inside a push request.
+    /// Too large to score inside a push request, and no job to dispatch
+    /// it to.
     TooLarge { size: u64, limit: u64 },
+    /// Job executions were started for it and none finished it.
+    Unfinished { executions: u32, last: String },
+    /// A task of the job execution failed on its last allowed attempt.
+    Task(String),
 }
 
 impl Failure {
@@ -32,9 +37,15 @@ impl Failure {
             Failure::Gone(why) => why.clone(),
             Failure::TooLarge { size, limit } => format!(
                 "the input is {size} bytes, more than INLINE_MAX_BYTES ({limit} bytes), the most one push \
-                 request can score within its deadline; split the file, or raise INLINE_MAX_BYTES together \
+                 request can score within its deadline, and no job is configured for larger inputs \
+                 (SHARD_JOB, docs/SHARDING.md); split the file, or raise INLINE_MAX_BYTES together \
                  with the push service's CPU and request timeout (docs/OPERATIONS.md)"
             ),
+            Failure::Unfinished { executions, last } => format!(
+                "{executions} job executions were started for this input and none finished it (the last: \
+                 {last}); see the job's logs"
+            ),
+            Failure::Task(why) => format!("a task of the job execution failed on its last attempt: {why}"),
         }
     }
 
@@ -45,6 +56,24 @@ impl Failure {
             _ => String::new(),
         }
     }
+}
+
+/// How much of a large input's start decides whether it can be cut into
+/// ranges (the engine decides the encoding from as much).
+const HEAD_BYTES: usize = 64 * 1024;
+
+/// The first `limit` bytes of a stream (fewer if it is shorter).
+pub(super) async fn head_of(mut stream: crate::storage::ByteStream, limit: usize) -> Result<Vec<u8>, JobError> {
+    use futures::StreamExt as _;
+    let mut head = Vec::with_capacity(limit);
+    while head.len() < limit {
+        match stream.next().await {
+            Some(piece) => head.extend_from_slice(&piece?),
+            None => break,
+        }
+    }
+    head.truncate(limit);
+    Ok(head)
 }
 
 /// Aborts a helper task when the job that needs it ends.
@@ -106,6 +135,7 @@ impl JobRunner {
             model: &self.model,
             started_at: SystemTime::now(),
             score_ms: 0,
+            execution: self.execution.clone(),
         }
     }
 
@@ -135,6 +165,10 @@ impl JobRunner {
             Err(e) => return Err(e.into()),
         };
         if meta.size > self.inline_max_bytes {
+            if let Some(sharding) = &self.sharding {
+                let head = head_of(stream, HEAD_BYTES).await?;
+                return self.dispatch(sharding, object, names, &meta, &head, started_at).await;
+            }
             drop(stream);
             let failure = Failure::TooLarge {
                 size: meta.size,
@@ -222,7 +256,7 @@ impl JobRunner {
 
     /// Reports an input that cannot be scored: an errors object with the
     /// reason, and a `failed` manifest.
-    async fn report_failure(
+    pub(super) async fn report_failure(
         &self,
         object: &ObjectRef,
         names: &OutputNames,

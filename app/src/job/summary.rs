@@ -61,6 +61,17 @@ pub(super) fn record(runner: &JobRunner, object: &ObjectRef, result: &Result<Out
             duration_ms,
             "job summary"
         ),
+        Ok(Outcome::Dispatched(d)) => tracing::info!(
+            outcome = label,
+            input_uri,
+            generation,
+            model_version,
+            execution = d.execution,
+            tasks = d.tasks,
+            started_now = d.now,
+            duration_ms,
+            "job summary"
+        ),
         Ok(Outcome::InProgress(elsewhere)) => tracing::info!(
             outcome = label,
             input_uri,

@@ -351,8 +351,13 @@ mod tests {
         async fn stat(&self, name: &str) -> Result<Option<ObjectMeta>, StorageError> {
             self.inner.stat(name).await
         }
-        async fn read(&self, name: &str, generation: Option<i64>) -> Result<(ObjectMeta, ByteStream), StorageError> {
-            self.inner.read(name, generation).await
+        async fn read_from(
+            &self,
+            name: &str,
+            generation: Option<i64>,
+            offset: u64,
+        ) -> Result<(ObjectMeta, ByteStream), StorageError> {
+            self.inner.read_from(name, generation, offset).await
         }
         async fn write(&self, name: &str, body: WriteBody, options: WriteOptions) -> Result<ObjectMeta, StorageError> {
             let written = self.inner.write(name, body, options).await;

@@ -197,6 +197,7 @@ async fn orphans(
                     Ok(m) => [m.outputs.predictions, m.outputs.errors]
                         .into_iter()
                         .flatten()
+                        .chain(m.outputs.shards)
                         .map(|o| o.name)
                         .collect(),
                     Err(e) => {

@@ -100,7 +100,7 @@ pub async fn work(state: &AppState, event: ObjectEvent) -> Response {
         );
     };
     let object = &event.object;
-    let input_uri = format!("gs://{}/{}", object.bucket, object.name);
+    let input_uri = jobs.input.uri(object.name.as_str());
     if let Err(reason) = jobs.accept(&event) {
         tracing::info!(
             outcome = "ignored",
@@ -139,6 +139,17 @@ fn respond(handled: Handled) -> Response {
             reply(StatusCode::OK, outcome, m.failure.clone(), Some(m.uri()))
         }
         Handled::Finished(Ok(Outcome::Duplicate(m))) => reply(StatusCode::OK, "duplicate", None, Some(m.uri())),
+        Handled::Finished(Ok(Outcome::Dispatched(d))) => reply(
+            StatusCode::OK,
+            "dispatched",
+            Some(format!(
+                "too large to score in a push request: execution {} scores it in {} tasks{}",
+                d.execution,
+                d.tasks,
+                if d.now { "" } else { " (started by an earlier delivery)" }
+            )),
+            None,
+        ),
         Handled::Finished(Ok(Outcome::InProgress(elsewhere))) => reply(
             StatusCode::TOO_MANY_REQUESTS,
             "in_progress",

@@ -11,7 +11,8 @@
 //! | `errors-upload` | mid-upload of the errors object, after the first piece |
 //! | `manifest` | writing the manifest |
 //!
-//! Actions: `panic`, `fail` (a permanent storage error), `delay=DURATION`
+//! Actions: `panic`, `fail` (a permanent storage error), `abort` (the
+//! process dies on the spot, as a killed instance or task), `delay=DURATION`
 //! (e.g. `delay=5s`: the operation stalls, so the test can act meanwhile;
 //! mid-upload it is exactly "the upload is slower than the engine").
 //! Every injection logs `test fault injected` at WARNING. The service refuses
@@ -39,6 +40,7 @@ pub enum Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Panic,
+    Abort,
     Fail,
     Delay(Duration),
 }
@@ -74,10 +76,11 @@ impl FaultPlan {
             };
             let action = match action {
                 "panic" => Action::Panic,
+                "abort" => Action::Abort,
                 "fail" => Action::Fail,
                 other => match other.strip_prefix("delay=") {
                     Some(d) => Action::Delay(humantime::parse_duration(d).map_err(|e| format!("{item:?}: {e}"))?),
-                    None => return Err(format!("unknown action {other:?} (panic, fail, delay=DURATION)")),
+                    None => return Err(format!("unknown action {other:?} (panic, fail, abort, delay=DURATION)")),
                 },
             };
             faults.push((stage, action));
@@ -98,6 +101,7 @@ impl FaultPlan {
         tracing::warn!(stage = ?stage, action = ?action, object = name, "test fault injected");
         match action {
             Action::Panic => panic!("test fault: panic at {stage:?} on {name}"),
+            Action::Abort => std::process::abort(),
             Action::Fail => Err(StorageError::Permanent(format!("test fault at {stage:?} on {name}"))),
             Action::Delay(d) => {
                 tokio::time::sleep(d).await;
@@ -178,15 +182,20 @@ impl ObjectStore for FaultyStore {
         self.inner.checksum(name).await
     }
 
-    async fn read(&self, name: &str, generation: Option<i64>) -> Result<(ObjectMeta, ByteStream), StorageError> {
+    async fn read_from(
+        &self,
+        name: &str,
+        generation: Option<i64>,
+        offset: u64,
+    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
         if generation.is_some() {
             // Only job reads name a generation: those are the downloads.
             self.plan.hit(Stage::Download, name).await?;
-            let (meta, stream) = self.inner.read(name, generation).await?;
+            let (meta, stream) = self.inner.read_from(name, generation, offset).await?;
             let stream = after_first::<Bytes>(stream, self.plan.clone(), Stage::Scoring, name.to_owned());
             return Ok((meta, stream));
         }
-        self.inner.read(name, generation).await
+        self.inner.read_from(name, generation, offset).await
     }
 
     async fn write(&self, name: &str, body: WriteBody, options: WriteOptions) -> Result<ObjectMeta, StorageError> {

@@ -307,10 +307,18 @@ impl ObjectStore for GcsStore {
         }
     }
 
-    async fn read(&self, name: &str, generation: Option<i64>) -> Result<(ObjectMeta, ByteStream), StorageError> {
+    async fn read_from(
+        &self,
+        name: &str,
+        generation: Option<i64>,
+        offset: u64,
+    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
         let mut request = self.client.read_object(&self.bucket_path, name);
         if let Some(g) = generation {
             request = request.set_generation(g);
+        }
+        if offset > 0 {
+            request = request.set_read_range(google_cloud_storage::model_ext::ReadRange::offset(offset));
         }
         let response = request.send().await.map_err(|e| map_error(name, e))?;
         let highlights = response.object();

@@ -180,9 +180,15 @@ impl ObjectStore for LocalStore {
         Ok(Some(meta))
     }
 
-    async fn read(&self, name: &str, generation: Option<i64>) -> Result<(ObjectMeta, ByteStream), StorageError> {
+    async fn read_from(
+        &self,
+        name: &str,
+        generation: Option<i64>,
+        offset: u64,
+    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
+        use tokio::io::AsyncSeekExt as _;
         let path = self.path_of(name)?;
-        let file = tokio::fs::File::open(&path).await.map_err(|e| io_error(name, e))?;
+        let mut file = tokio::fs::File::open(&path).await.map_err(|e| io_error(name, e))?;
         let md = file.metadata().await.map_err(|e| io_error(name, e))?;
         if !md.is_file() {
             return Err(StorageError::NotFound(name.to_owned()));
@@ -194,6 +200,11 @@ impl ObjectStore for LocalStore {
                 generation.unwrap_or_default(),
                 meta.generation
             )));
+        }
+        if offset > 0 {
+            file.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| io_error(name, e))?;
         }
         let owned = name.to_owned();
         let stream = ReaderStream::with_capacity(file, 256 * 1024).map(move |r| r.map_err(|e| io_error(&owned, e)));

@@ -183,7 +183,19 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Opens an object for streaming. With `generation`, that generation
     /// exactly (`NotFound` if it was replaced or deleted).
-    async fn read(&self, name: &str, generation: Option<i64>) -> Result<(ObjectMeta, ByteStream), StorageError>;
+    async fn read(&self, name: &str, generation: Option<i64>) -> Result<(ObjectMeta, ByteStream), StorageError> {
+        self.read_from(name, generation, 0).await
+    }
+
+    /// Opens an object for streaming from byte `offset` to its end (a
+    /// ranged read: the bytes before it are never sent); the metadata is the
+    /// whole object's. An offset at or past the end yields no bytes.
+    async fn read_from(
+        &self,
+        name: &str,
+        generation: Option<i64>,
+        offset: u64,
+    ) -> Result<(ObjectMeta, ByteStream), StorageError>;
 
     /// Writes a whole object from a body. The object becomes visible only
     /// once the body yielded [`BodyPart::End`]; an error item, or a body that

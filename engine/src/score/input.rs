@@ -100,10 +100,7 @@ pub fn decode<'a>(raw: impl Read + Send + 'a) -> io::Result<Decoded<'a>> {
 /// show the file's encoding (a Windows-1252 file whose accents come later),
 /// so every range decodes as the file's start said. Only for
 /// [`super::shard::splittable`] formats.
-pub fn decode_as<'a>(
-    raw: impl Read + Send + 'a,
-    text: Partial,
-) -> io::Result<Decoded<'a>> {
+pub fn decode_as<'a>(raw: impl Read + Send + 'a, text: Partial) -> io::Result<Decoded<'a>> {
     let (prefix, mut reader) = peek(raw, 3)?;
     if prefix.is_empty() {
         return Ok(Decoded::NotText(NotText::Empty));

@@ -1,0 +1,156 @@
+//! `scorer shard`: one task of a job execution scoring a large input (the
+//! Cloud Run job's command; `serve`'s local pool runs it the same way).
+//!
+//! Exit status 0 when the task's work is done (its range recorded, the
+//! input committed, or nothing left for it); 1 when it failed and should be
+//! retried, or failed on its last attempt after writing the input's failure
+//! report.
+
+use std::sync::Arc;
+
+use super::failed::{Exit, Failed};
+use scorer::config::shard::{ShardArgs, ShardSettings};
+use scorer::job::JobRunner;
+use scorer::job::shard::TaskOutcome;
+use scorer::manifest::Status;
+use scorer::score::ScoreOptions;
+use scorer::startup::load_model;
+use scorer::storage::{self, Missing, ObjectStore};
+use scorer::telemetry::{self, LogFormat, Metrics};
+
+pub async fn shard(args: ShardArgs) -> Result<Exit, Failed> {
+    telemetry::init(
+        args.log_format
+            .unwrap_or_else(|| LogFormat::detect(args.cloud_run_job.is_some())),
+        "info",
+    );
+    super::serve::log_panics();
+    let settings = ShardSettings::from_args(&args).map_err(|e| Failed::new(Exit::Usage, e))?;
+    let task = settings.task.clone();
+    let object = settings.object.clone();
+    let open = |bucket: String| {
+        let settings = &settings;
+        async move {
+            let store = storage::open(&settings.backend, &bucket, Missing::Refuse).await?;
+            Ok::<Arc<dyn ObjectStore>, storage::StorageError>(match &settings.test_faults {
+                Some(plan) => storage::faults::FaultyStore::wrap(store, plan.clone()),
+                None => store,
+            })
+        }
+    };
+    let input = open(object.bucket.to_string()).await?;
+    let output = open(settings.output_bucket.to_string()).await?;
+    let model = load_model(&settings.model, &settings.backend, output.as_ref()).await?;
+    if let Some(expected) = &settings.model_version
+        && expected != model.version()
+    {
+        // Every range of one input must be scored by one model: a job
+        // configured with another model than the service's refuses to run.
+        return Err(Failed::new(
+            Exit::Failure,
+            anyhow::anyhow!(
+                "the task's model is {} but the input was dispatched for {expected}: give the job the service's MODEL_URI",
+                model.version()
+            ),
+        ));
+    }
+    let options = ScoreOptions {
+        chunk_bytes: settings.chunk_bytes,
+        ..ScoreOptions::default()
+    };
+    let runner = JobRunner::for_task(
+        input,
+        output,
+        Arc::new(model),
+        options,
+        settings.lease_ttl,
+        &task,
+        Arc::new(Metrics::default()),
+    );
+    let input_uri = runner.input.uri(object.name.as_str());
+    let generation = object.generation.get();
+    let (execution, index, count, attempt) = (task.execution.as_str(), task.index, task.count, task.attempt);
+    let outcome = match runner.run_task(&object, &task).await {
+        Ok(outcome) => outcome,
+        Err(e) if task.is_last_attempt() => {
+            tracing::error!(input_uri, generation, execution, task = index, attempt, error = %e, "task failed on its last attempt; reporting the input as failed");
+            match runner.fail_task(&object, &e.to_string()).await {
+                Ok(outcome) => log(&input_uri, generation, execution, index, count, attempt, &outcome),
+                Err(report) => {
+                    tracing::error!(input_uri, generation, error = %report, "the failure report could not be written");
+                }
+            }
+            return Err(Failed::new(
+                Exit::Failure,
+                anyhow::anyhow!("task {index} of {count}: {e}"),
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(input_uri, generation, execution, task = index, attempt, error = %e, "task failed; it will be retried");
+            return Err(Failed::new(
+                Exit::Failure,
+                anyhow::anyhow!("task {index} of {count}: {e}"),
+            ));
+        }
+    };
+    log(&input_uri, generation, execution, index, count, attempt, &outcome);
+    Ok(Exit::Ok)
+}
+
+/// The task's one summary entry; the task that commits also writes the
+/// input's job summary.
+fn log(input_uri: &str, generation: i64, execution: &str, index: u32, count: u32, attempt: u32, outcome: &TaskOutcome) {
+    match outcome {
+        TaskOutcome::Committed(m) if m.status == Status::Scored => tracing::info!(
+            outcome = "scored",
+            input_uri,
+            generation,
+            execution,
+            tasks = count,
+            fallback = m.execution.as_ref().and_then(|e| e.fallback.clone()),
+            rows_in = m.rows.input,
+            rows_scored = m.rows.scored,
+            rows_rejected = m.rows.rejected,
+            model_version = m.model.version,
+            manifest = m.uri(),
+            "job summary"
+        ),
+        TaskOutcome::Committed(m) => tracing::warn!(
+            outcome = "failed",
+            input_uri,
+            generation,
+            execution,
+            tasks = count,
+            failure = m.failure,
+            manifest = m.uri(),
+            "job summary"
+        ),
+        TaskOutcome::Duplicate(m) => tracing::info!(
+            outcome = "duplicate",
+            input_uri,
+            generation,
+            execution,
+            task = index,
+            attempt,
+            manifest = m.uri(),
+            "task summary"
+        ),
+        TaskOutcome::RangeDone { .. } => tracing::info!(
+            outcome = "range_scored",
+            input_uri,
+            generation,
+            execution,
+            task = index,
+            attempt,
+            "task summary"
+        ),
+        TaskOutcome::Idle => tracing::info!(
+            outcome = "idle",
+            input_uri,
+            generation,
+            execution,
+            task = index,
+            "task summary"
+        ),
+    }
+}
