@@ -52,7 +52,7 @@ fn reply(status: StatusCode, outcome: &str, detail: Option<String>, manifest: Op
     tag = "push",
     request_body(content = String, description = "Pub/Sub push envelope of a Cloud Storage OBJECT_FINALIZE notification", content_type = "application/json"),
     responses(
-        (status = 200, description = "Done: scored, reported failure, duplicate or ignored", body = PushReply),
+        (status = 200, description = "Done: scored, reported failure, duplicate, ignored, or dispatched to a job execution (a large input)", body = PushReply),
         (status = 400, description = "Malformed envelope", body = PushReply),
         (status = 401, description = "Missing or invalid push token", body = PushReply),
         (status = 429, description = "Over capacity or in progress elsewhere: retry later", body = PushReply),

@@ -17,4 +17,5 @@ mod integrity;
 mod readme;
 mod reliability;
 mod service;
+mod sharding;
 mod support;

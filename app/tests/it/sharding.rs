@@ -1,0 +1,476 @@
+//! Inputs larger than one push request may score (`INLINE_MAX_BYTES`),
+//! scored by a job execution in parallel tasks, on the emulators: the
+//! buckets on fake-gcs-server, the tasks as `scorer shard` processes (the
+//! local pool, `SHARD_JOB=local`, or started by a stand-in of Cloud Run's
+//! `RunJob` endpoint exactly as Cloud Run would start them).
+//!
+//! Each test holds the sharded outputs to the same file scored inline by
+//! `scorer score`: the shards, concatenated without their repeated header
+//! lines, are byte-identical to the inline predictions, and `errors.csv`
+//! (lines and rows global to the input) is byte-identical to the inline
+//! errors file.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{SCORER, Server, data, scorer};
+use crate::support::{FakeGcs, FakeGcsOptions, Notifications, PubSubEmulator, PushSubscription, gsutil_cp};
+
+const PROJECT: &str = "scorer-test";
+
+/// The shipped SCL file with a rejected row every 997 rows, a quoted field
+/// holding the delimiter, and CRLF line ends: about 1.9 MB.
+fn input_file() -> Vec<u8> {
+    let text = std::fs::read_to_string(data("scl_flights_2017.csv")).unwrap();
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = match i {
+            0 => line.to_owned(),
+            i if i % 997 == 0 => line.replacen(",I,", ",X,", 1).replacen(",N,", ",X,", 1),
+            i if i % 1013 == 0 => line.replacen("Grupo LATAM", "\"Grupo LATAM\"", 1),
+            _ => line.to_owned(),
+        };
+        out.push_str(&line);
+        out.push_str("\r\n");
+    }
+    out.into_bytes()
+}
+
+/// `scorer score` of `bytes`: (predictions, errors).
+fn inline(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, bytes).unwrap();
+    let out = dir.path().join("out.csv");
+    let errors = dir.path().join("errors.csv");
+    let o = scorer(&[
+        "score",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--errors",
+        errors.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success() || o.status.code() == Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (std::fs::read(&out).unwrap(), std::fs::read(&errors).unwrap_or_default())
+}
+
+/// The shards of a manifest, concatenated without their repeated headers.
+async fn joined_shards(fake: &FakeGcs, manifest: &Value) -> Vec<u8> {
+    let mut joined = Vec::new();
+    let shards = manifest["outputs"]["shards"].as_array().expect("shards");
+    for (i, shard) in shards.iter().enumerate() {
+        let bytes = fake
+            .get_object("out-bucket", shard["name"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(bytes.len() as u64, shard["size"].as_u64().unwrap());
+        assert_eq!(format!("{:08x}", crc32c::crc32c(&bytes)), shard["crc32c"]);
+        let from = if i == 0 {
+            0
+        } else {
+            bytes.iter().position(|b| *b == b'\n').unwrap() + 1
+        };
+        joined.extend_from_slice(&bytes[from..]);
+    }
+    joined
+}
+
+async fn manifest(fake: &FakeGcs, name: &str, generation: i64, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(bytes) = fake
+            .get_object("out-bucket", &format!("{name}/{generation}/manifest.json"))
+            .await
+        {
+            return serde_json::from_slice(&bytes).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no manifest for {name} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn storage() -> FakeGcs {
+    let fake = FakeGcs::start(FakeGcsOptions::default()).await;
+    fake.create_bucket("in-bucket").await;
+    fake.create_bucket("out-bucket").await;
+    fake
+}
+
+fn server(fake: &FakeGcs, env: &[(&str, &str)]) -> Server {
+    let mut all = vec![
+        ("STORAGE_EMULATOR_HOST", fake.endpoint.as_str()),
+        ("INPUT_BUCKET", "in-bucket"),
+        ("OUTPUT_BUCKET", "out-bucket"),
+        ("STORAGE_RETRY_SECONDS", "10"),
+        ("INLINE_MAX_BYTES", "100000"),
+        ("LEASE_TTL_SECONDS", "5"),
+    ];
+    all.extend_from_slice(env);
+    Server::start(&[], &all)
+}
+
+fn envelope(name: &str, generation: i64, size: u64) -> Value {
+    scorer::event::notification::Notification::finalize("in-bucket", name, generation)
+        .size(size)
+        .time("2026-01-01T00:00:00Z")
+        .push_envelope("1", "projects/p/subscriptions/s")
+}
+
+async fn push(server: &Server, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(server.url("/"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Shard bytes that cut `size` into `tasks` tasks.
+fn shard_bytes(size: usize, tasks: usize) -> String {
+    size.div_ceil(tasks).to_string()
+}
+
+#[tokio::test]
+async fn through_the_emulator_chain_a_large_file_is_scored_in_four_tasks_exactly_as_inline() {
+    let bytes = input_file();
+    let (expected, expected_errors) = inline(&bytes);
+    assert!(!expected_errors.is_empty());
+    let pubsub = PubSubEmulator::start().await;
+    pubsub.create_event_topics(PROJECT).await;
+    let fake = FakeGcs::start(FakeGcsOptions {
+        https: true,
+        notifications: Some(Notifications::new(&pubsub, PROJECT, "gcs-events").bucket("in-bucket")),
+    })
+    .await;
+    fake.create_bucket("in-bucket").await;
+    fake.create_bucket("out-bucket").await;
+    let per_task = shard_bytes(bytes.len(), 4);
+    let server = server(&fake, &[("SHARD_JOB", "local"), ("SHARD_BYTES", &per_task)]);
+    server.ready().await;
+    let push = PushSubscription::new(&server.url("/"))
+        .ack_deadline(Duration::from_secs(60))
+        .backoff(Duration::from_secs(1), Duration::from_secs(5))
+        .dead_letter("gcs-events-dead", 5);
+    pubsub
+        .create_push_subscription(PROJECT, "scorer-push", "gcs-events", &push)
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.csv");
+    std::fs::write(&path, &bytes).unwrap();
+    gsutil_cp(&fake, &path, "gs://in-bucket/exports/big.csv").await;
+    let generation = fake.object_metadata("in-bucket", "exports/big.csv").await.unwrap()["generation"]
+        .as_str()
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    let m = manifest(&fake, "exports/big.csv", generation, Duration::from_secs(120)).await;
+
+    assert_eq!(m["status"], "scored", "{m}");
+    assert_eq!(m["execution"]["tasks"], 4, "{m}");
+    assert!(m["execution"]["fallback"].is_null(), "{m}");
+    assert!(m["outputs"]["predictions"].is_null());
+    assert_eq!(m["outputs"]["shards"].as_array().unwrap().len(), 4);
+    assert_eq!(m["input"]["format"]["delimiter"], ",");
+    let joined = joined_shards(&fake, &m).await;
+    assert!(joined == expected, "the shards differ from the inline predictions");
+    let errors = fake
+        .get_object("out-bucket", m["outputs"]["errors"]["name"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&errors),
+        String::from_utf8_lossy(&expected_errors),
+        "global line numbers"
+    );
+    let rejected = m["rows"]["rejected"].as_u64().unwrap();
+    assert!(rejected > 60, "{rejected}");
+    assert_eq!(m["rows"]["in"], 68206);
+    assert!(m["metrics"]["accuracy"].as_f64().is_some());
+    // The push was answered `dispatched`, once; one summary says `scored`.
+    let dispatched = server
+        .logs_matching(1, |l| l["message"] == "job summary" && l["outcome"] == "dispatched")
+        .await;
+    assert_eq!(dispatched.len(), 1, "{dispatched:?}");
+    let scored = server
+        .logs_matching(1, |l| l["message"] == "job summary" && l["outcome"] == "scored")
+        .await;
+    assert_eq!(scored.len(), 1, "{scored:?}");
+    assert!(pubsub.pull(PROJECT, "gcs-events-dead-pull", 10).await.is_empty());
+}
+
+#[tokio::test]
+async fn redeliveries_start_no_second_execution_and_a_killed_task_is_retried_into_one_set_of_shards() {
+    let fake = storage().await;
+    let bytes = input_file();
+    let (expected, _) = inline(&bytes);
+    let generation = fake.put_object("in-bucket", "big.csv", &bytes).await;
+    let per_task = shard_bytes(bytes.len(), 4);
+    // Task 2's first attempt dies mid-range (mid-download: a killed task);
+    // its retry scores the range.
+    let server = server(
+        &fake,
+        &[
+            ("SHARD_JOB", "local"),
+            ("SHARD_BYTES", &per_task),
+            ("SCORER_TEST_TASK_FAULTS", "2:0:scoring:abort"),
+        ],
+    );
+    server.ready().await;
+    let body = envelope("big.csv", generation, bytes.len() as u64);
+    let answers = futures::future::join_all((0..8).map(|_| push(&server, &body))).await;
+    for (status, answer) in &answers {
+        assert!(
+            *status == 200 && answer["outcome"] == "dispatched" || *status == 429 && answer["outcome"] == "in_progress",
+            "{status} {answer}"
+        );
+    }
+    let m = manifest(&fake, "big.csv", generation, Duration::from_secs(120)).await;
+    assert_eq!(m["status"], "scored", "{m}");
+    let started = server
+        .logs_matching(1, |l| l["message"] == "input dispatched to a job execution")
+        .await;
+    assert_eq!(started.len(), 1, "one execution only: {started:?}");
+    // After the commit a redelivery is a duplicate.
+    let (status, answer) = push(&server, &body).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("duplicate")));
+    assert_eq!(
+        server
+            .logs()
+            .iter()
+            .filter(|l| l["message"] == "input dispatched to a job execution")
+            .count(),
+        1
+    );
+    // The killed attempt was retried.
+    let failed = server
+        .logs_matching(1, |l| l["message"] == "shard task failed" && l["task"] == 2)
+        .await;
+    assert_eq!(failed[0]["attempt"], 0);
+    let record = fake
+        .get_object(
+            "out-bucket",
+            &format!("_shards/big.csv/{generation}/of-00004/00002.json"),
+        )
+        .await
+        .unwrap();
+    let record: Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(record["attempt"], 1);
+    // One set of shards, nothing else beside the manifest.
+    let listed: Vec<String> = fake
+        .list("out-bucket", &format!("big.csv/{generation}/"))
+        .await
+        .into_iter()
+        .map(|(n, _)| n.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "errors.csv",
+            "manifest.json",
+            "predictions-00000-of-00004.csv",
+            "predictions-00001-of-00004.csv",
+            "predictions-00002-of-00004.csv",
+            "predictions-00003-of-00004.csv"
+        ]
+    );
+    assert!(joined_shards(&fake, &m).await == expected);
+}
+
+/// A file whose middle holds one record with a quoted field of many lines:
+/// the second task's speculative start lands inside it.
+fn quoted_middle() -> Vec<u8> {
+    let mut out = String::from("OPERA,TIPOVUELO,MES,note\n");
+    for i in 0..3000 {
+        out.push_str(&format!("Grupo LATAM,N,{},row {i}\n", i % 12 + 1));
+    }
+    out.push_str("Sky Airline,I,7,\"");
+    for i in 0..4000 {
+        out.push_str(&format!("quoted line {i}\n"));
+    }
+    out.push_str("\"\n");
+    for i in 0..3000 {
+        out.push_str(&format!("Sky Airline,I,{},row {i}\n", i % 12 + 1));
+    }
+    out.into_bytes()
+}
+
+#[tokio::test]
+async fn when_a_quoted_line_break_fools_a_boundary_the_input_is_scored_whole_and_says_so() {
+    let fake = storage().await;
+    let bytes = quoted_middle();
+    let (expected, _) = inline(&bytes);
+    let generation = fake.put_object("in-bucket", "quoted.csv", &bytes).await;
+    let per_task = shard_bytes(bytes.len(), 2);
+    let server = server(&fake, &[("SHARD_JOB", "local"), ("SHARD_BYTES", &per_task)]);
+    server.ready().await;
+    let (status, answer) = push(&server, &envelope("quoted.csv", generation, bytes.len() as u64)).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("dispatched")),
+        "{answer}"
+    );
+    let m = manifest(&fake, "quoted.csv", generation, Duration::from_secs(120)).await;
+    assert_eq!(m["status"], "scored", "{m}");
+    let fallback = m["execution"]["fallback"].as_str().unwrap_or_default();
+    assert!(fallback.contains("fooled a range boundary"), "{m}");
+    assert!(m["outputs"]["shards"].is_null(), "{m}");
+    let predictions = fake
+        .get_object("out-bucket", m["outputs"]["predictions"]["name"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        predictions == expected,
+        "the fallback's predictions differ from the inline ones"
+    );
+    assert_eq!(m["rows"]["scored"], 6001);
+}
+
+/// A stand-in of the Cloud Run Admin API's `RunJob`: records each request
+/// and then does what Cloud Run does, starting the execution's tasks with
+/// the overridden environment and `CLOUD_RUN_TASK_*` set.
+struct RunJobStandIn {
+    requests: Arc<Mutex<Vec<(String, Value)>>>,
+    url: String,
+}
+
+impl RunJobStandIn {
+    async fn start(task_env: Vec<(String, String)>) -> RunJobStandIn {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let app = {
+            let requests = requests.clone();
+            axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+                let requests = requests.clone();
+                let task_env = task_env.clone();
+                async move {
+                    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    requests.lock().unwrap().push((uri.to_string(), request.clone()));
+                    let job = uri
+                        .path()
+                        .trim_start_matches("/v2/")
+                        .trim_end_matches(":run")
+                        .to_owned();
+                    let execution = format!("{job}/executions/standin-{:04}", requests.lock().unwrap().len());
+                    let overrides = &request["overrides"];
+                    let tasks = overrides["taskCount"].as_u64().unwrap_or(1);
+                    let env: Vec<(String, String)> = overrides["containerOverrides"][0]["env"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| {
+                            (
+                                e["name"].as_str().unwrap().to_owned(),
+                                e["value"].as_str().unwrap().to_owned(),
+                            )
+                        })
+                        .collect();
+                    for index in 0..tasks {
+                        Command::new(SCORER)
+                            .arg("shard")
+                            .envs(task_env.iter().cloned())
+                            .envs(env.iter().cloned())
+                            .env("CLOUD_RUN_TASK_INDEX", index.to_string())
+                            .env("CLOUD_RUN_TASK_COUNT", tasks.to_string())
+                            .env("CLOUD_RUN_TASK_ATTEMPT", "0")
+                            .env("CLOUD_RUN_EXECUTION", &execution)
+                            .env("RUST_LOG", "warn")
+                            .spawn()
+                            .unwrap();
+                    }
+                    axum::Json(json!({
+                        "name": format!("projects/p/locations/l/operations/op-{tasks}"),
+                        "metadata": {
+                            "@type": "type.googleapis.com/google.cloud.run.v2.Execution",
+                            "name": execution,
+                            "taskCount": tasks,
+                        },
+                    }))
+                }
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        RunJobStandIn { requests, url }
+    }
+}
+
+#[tokio::test]
+async fn the_service_asks_cloud_run_for_one_execution_with_the_input_in_its_environment() {
+    let fake = storage().await;
+    let bytes = input_file();
+    let (expected, _) = inline(&bytes);
+    let generation = fake.put_object("in-bucket", "run/big.csv", &bytes).await;
+    let task_env = vec![
+        ("STORAGE_EMULATOR_HOST".to_owned(), fake.endpoint.clone()),
+        ("OUTPUT_BUCKET".to_owned(), "out-bucket".to_owned()),
+        ("SHARD_MAX_RETRIES".to_owned(), "0".to_owned()),
+    ];
+    let run = RunJobStandIn::start(task_env).await;
+    let job = "projects/my-project/locations/europe-west1/jobs/scorer-shard";
+    let per_task = shard_bytes(bytes.len(), 3);
+    let server = server(
+        &fake,
+        &[
+            ("SHARD_JOB", job),
+            ("RUN_API_ENDPOINT", &run.url),
+            ("SHARD_BYTES", &per_task),
+        ],
+    );
+    server.ready().await;
+    let body = envelope("run/big.csv", generation, bytes.len() as u64);
+    let (status, answer) = push(&server, &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("dispatched")),
+        "{answer}"
+    );
+    let detail = answer["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains(&format!("{job}/executions/standin-0001")), "{answer}");
+    // A redelivery while it runs starts nothing.
+    let (status, again) = push(&server, &body).await;
+    assert_eq!(
+        (status, again["outcome"].as_str()),
+        (200, Some("dispatched")),
+        "{again}"
+    );
+
+    let requests = run.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let (uri, request) = &requests[0];
+    assert!(uri.starts_with(&format!("/v2/{job}:run")), "{uri}");
+    // The job's name travels in the path (`POST /v2/{name}:run`), not the body.
+    assert!(request.get("name").is_none(), "{request}");
+    let overrides = &request["overrides"];
+    assert_eq!(overrides["taskCount"], 3, "{request}");
+    let env: BTreeMap<String, String> = overrides["containerOverrides"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(env["INPUT_URI"], "gs://in-bucket/run/big.csv");
+    assert_eq!(env["INPUT_GENERATION"], generation.to_string());
+    assert!(env["MODEL_VERSION"].starts_with("sha256:"), "{env:?}");
+
+    let m = manifest(&fake, "run/big.csv", generation, Duration::from_secs(120)).await;
+    assert_eq!(m["status"], "scored", "{m}");
+    assert_eq!(m["execution"]["name"], format!("{job}/executions/standin-0001"));
+    assert!(joined_shards(&fake, &m).await == expected);
+}
