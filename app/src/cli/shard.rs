@@ -113,6 +113,7 @@ fn log(input_uri: &str, generation: i64, execution: &str, index: u32, count: u32
             rows_rejected = m.rows.rejected,
             model_version = m.model.version,
             manifest = m.uri(),
+            peak_rss_mib = peak_rss_mib(),
             "job summary"
         ),
         TaskOutcome::Committed(m) => tracing::warn!(
@@ -123,6 +124,7 @@ fn log(input_uri: &str, generation: i64, execution: &str, index: u32, count: u32
             tasks = count,
             failure = m.failure,
             manifest = m.uri(),
+            peak_rss_mib = peak_rss_mib(),
             "job summary"
         ),
         TaskOutcome::Duplicate(m) => tracing::info!(
@@ -133,15 +135,18 @@ fn log(input_uri: &str, generation: i64, execution: &str, index: u32, count: u32
             task = index,
             attempt,
             manifest = m.uri(),
+            peak_rss_mib = peak_rss_mib(),
             "task summary"
         ),
-        TaskOutcome::RangeDone { .. } => tracing::info!(
+        TaskOutcome::RangeDone { rows } => tracing::info!(
             outcome = "range_scored",
+            rows = *rows,
             input_uri,
             generation,
             execution,
             task = index,
             attempt,
+            peak_rss_mib = peak_rss_mib(),
             "task summary"
         ),
         TaskOutcome::Idle => tracing::info!(
@@ -150,7 +155,18 @@ fn log(input_uri: &str, generation: i64, execution: &str, index: u32, count: u32
             generation,
             execution,
             task = index,
+            peak_rss_mib = peak_rss_mib(),
             "task summary"
         ),
     }
+}
+
+/// This process's peak resident memory in MiB, for sizing the job's tasks
+/// (`memory` in Terraform): what the summary entries report.
+fn peak_rss_mib() -> Option<u64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage only writes the struct it is given.
+    let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } == 0;
+    // SAFETY: initialised by the successful call above.
+    ok.then(|| u64::try_from(unsafe { usage.assume_init() }.ru_maxrss).unwrap_or(0) / 1024)
 }

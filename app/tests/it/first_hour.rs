@@ -448,7 +448,7 @@ async fn predict_is_strict_about_every_feature() {
     assert!(text.contains("`instances` is given twice"), "{text}");
     let (status, text) = raw(r#"[{"OPERA": "A", "HORA": 1}]"#).await;
     assert_eq!(status, 400, "{text}");
-    assert!(text.contains("wrap it in \"instances\""), "{text}");
+    assert!(text.contains(r#"wrap it in \"instances\""#), "{text}");
 }
 
 /// `serve --local` listens on loopback unless told otherwise.

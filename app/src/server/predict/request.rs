@@ -100,7 +100,11 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             }
         }
         let (key, rows) = rows.ok_or_else(|| de::Error::custom("the body needs a \"flights\" list"))?;
-        Ok(Parsed { key, rows, explain: explain.unwrap_or(0) })
+        Ok(Parsed {
+            key,
+            rows,
+            explain: explain.unwrap_or(0),
+        })
     }
 }
 
