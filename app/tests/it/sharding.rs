@@ -342,16 +342,29 @@ async fn when_a_quoted_line_break_fools_a_boundary_the_input_is_scored_whole_and
 /// the overridden environment and `CLOUD_RUN_TASK_*` set.
 struct RunJobStandIn {
     requests: Arc<Mutex<Vec<(String, Value)>>>,
+    tasks: Arc<Mutex<Vec<std::process::Child>>>,
     url: String,
+}
+
+impl Drop for RunJobStandIn {
+    fn drop(&mut self) {
+        for mut task in self.tasks.lock().unwrap().drain(..) {
+            let _ = task.kill();
+            let _ = task.wait();
+        }
+    }
 }
 
 impl RunJobStandIn {
     async fn start(task_env: Vec<(String, String)>) -> RunJobStandIn {
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let spawned = Arc::new(Mutex::new(Vec::new()));
         let app = {
             let requests = requests.clone();
+            let spawned = spawned.clone();
             axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
                 let requests = requests.clone();
+                let spawned = spawned.clone();
                 let task_env = task_env.clone();
                 async move {
                     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -376,7 +389,7 @@ impl RunJobStandIn {
                         })
                         .collect();
                     for index in 0..tasks {
-                        Command::new(SCORER)
+                        let task = Command::new(SCORER)
                             .arg("shard")
                             .envs(task_env.iter().cloned())
                             .envs(env.iter().cloned())
@@ -387,6 +400,7 @@ impl RunJobStandIn {
                             .env("RUST_LOG", "warn")
                             .spawn()
                             .unwrap();
+                        spawned.lock().unwrap().push(task);
                     }
                     axum::Json(json!({
                         "name": format!("projects/p/locations/l/operations/op-{tasks}"),
@@ -402,7 +416,11 @@ impl RunJobStandIn {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        RunJobStandIn { requests, url }
+        RunJobStandIn {
+            requests,
+            tasks: spawned,
+            url,
+        }
     }
 }
 
