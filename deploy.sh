@@ -179,7 +179,7 @@ if image_exists "$IMAGE"; then
 elif [[ "$BUILDER" == cloudbuild ]]; then
   say "building $IMAGE with Cloud Build"
   cloud_build_command "$IMAGE" "$COMMIT" "$REGION"
-  run "${BUILD_CMD[@]}"
+  retry_lagging build "${BUILD_CMD[@]}" || die "the build failed (see above); nothing was deployed"
 else
   docker_build "$IMAGE" "$COMMIT"
 fi

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from conftest import ROOT, TF_DIR, need_tool
-from script_harness import (BUCKETS, PREDICT, PROJECT, PUSH, Env, ok, outputs, real_terraform,
-                            state_dependencies, terraform, tf_env, write_mirror)
+from script_harness import (BUCKETS, BUILD_FAILED, PREDICT, PROJECT, PUSH, PUSH_NOT_AUTHORIZED, Env, ok, outputs,
+                            real_terraform, state_dependencies, terraform, tf_env, write_mirror)
 from tf_mirror import Mirror, mirror_address, read_blocks
 
 SETUP = (ROOT / "setup.sh").read_text()
@@ -173,6 +174,15 @@ def test_gcloud_command_lines_parse(tmp_path, mirror_template, deployed_template
     fresh.write("gcloud_project", PROJECT)
     ok(fresh.run("setup.sh", "--yes"))
     collect(fresh)
+    # a build Cloud Build could not push at first: described, and its log pointed at
+    slow = Env(tmp_path / "slow", mirror_template)
+    slow.write("build_fails", json.dumps({"times": 1, "message": BUILD_FAILED}))
+    slow.write("build_info", PUSH_NOT_AUTHORIZED)
+    r = ok(slow.run("setup.sh", "--project", PROJECT, "--yes"))
+    collect(slow)
+    hints = re.findall(r"its log: (gcloud logging read .*)$", r.stderr, re.M)
+    assert hints, "no log hint was printed"
+    lines.extend(shlex.split(h)[1:] for h in hints)
     docker = Env(tmp_path / "docker", mirror_template)
     ok(docker.run("setup.sh", "--project", PROJECT, "--yes", "--builder", "docker"))
     collect(docker)
@@ -195,7 +205,8 @@ def test_gcloud_command_lines_parse(tmp_path, mirror_template, deployed_template
     kinds = {" ".join(w for w in a[:4] if not w.startswith("-")) for a in unique}
     for kind in ("services enable", "builds submit", "auth configure-docker", "run services update",
                  "run services update-traffic", "run services describe", "run revisions list", "storage ls",
-                 "storage rm", "artifacts docker images describe", "config get-value project"):
+                 "storage rm", "artifacts docker images describe", "config get-value project", "builds describe",
+                 "logging read"):
         assert any(k.startswith(kind) for k in kinds), f"no {kind} call was checked"
 
     home = tmp_path / "gcloud-home"
