@@ -91,7 +91,7 @@ need_tools "${TOOLS[@]}"
 
 read_outputs
 PROJECT="$(out project_id)"
-[[ -n "$PROJECT" ]] || die "no Google Cloud project: terraform output has no project_id (no state in $TF_DIR?). Run ./setup.sh first, or configure the remote backend (README.md, "Remote state")"
+[[ -n "$PROJECT" ]] || die "no Google Cloud project: terraform output has no project_id (no state in $TF_DIR?). Run ./setup.sh first, or configure the remote backend (docs/OPERATIONS.md, \"Remote state\")"
 REGION="$(need_out region)"
 PUSH_SERVICE="$(out push_service_name)"
 PREDICT_SERVICE="$(out predict_service_name)"

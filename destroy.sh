@@ -111,7 +111,7 @@ elif [[ -f "$PROGRESS" ]]; then
   done < <(jq -r '.buckets[]?' "$PROGRESS")
   say "resuming the destroy recorded in $PROGRESS"
 elif [[ -z "$(terraform -chdir="$TF_DIR" state list 2>/dev/null)" ]]; then
-  say "nothing to destroy: the Terraform state in $TF_DIR is empty (already destroyed, or its state is elsewhere: see README.md, \"Remote state\")"
+  say "nothing to destroy: the Terraform state in $TF_DIR is empty (already destroyed, or its state is elsewhere: see docs/OPERATIONS.md, \"Remote state\")"
   exit 0
 else
   # Resources in the state, but no outputs and no record (a destroy that

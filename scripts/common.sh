@@ -64,7 +64,7 @@ TF_OUT='{}'
 # cannot read the state.
 read_outputs() {
   TF_OUT="$(terraform -chdir="$TF_DIR" output -json)" ||
-    die "'terraform output' failed in $TF_DIR: run 'terraform -chdir=$TF_DIR init' (and configure the remote backend, see README.md, Remote state)"
+    die "'terraform output' failed in $TF_DIR: run 'terraform -chdir=$TF_DIR init' (and configure the remote backend, see docs/OPERATIONS.md, \"Remote state\")"
   [[ -n "$TF_OUT" ]] || TF_OUT='{}'
 }
 # out NAME: the output NAME (empty when there is none).
