@@ -140,13 +140,20 @@ fi
 
 # The Pub/Sub service agent, which signs the pushes and moves dead letters, is
 # made sure to exist by Terraform (google_project_service_identity.pubsub).
-say "terraform apply: APIs, Artifact Registry repository, image builder"
+# The accounts the services run as and Pub/Sub pushes as are created here too,
+# though only the full apply uses them: by then they are minutes old, past the
+# minute or three in which IAM refuses a new account ("iam.serviceaccounts.actAs
+# denied ... (or it may not exist)", "Gaia id not found").
+say "terraform apply: APIs, Artifact Registry repository, image builder, the services' accounts"
 retry_lagging apply terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_FLAGS[@]}"} "${TF_VARS[@]}" \
   -target=google_project_service.apis \
   -target=google_artifact_registry_repository.images \
   -target=google_artifact_registry_repository_iam_member.builder_pushes_images \
   -target=google_storage_bucket_iam_member.builder_reads_sources \
-  -target=google_project_iam_member.builder_writes_logs ||
+  -target=google_project_iam_member.builder_writes_logs \
+  -target=google_service_account.runtime \
+  -target=google_service_account.predict \
+  -target=google_service_account.push ||
   die "the first apply failed (see above). It is safe to run ./setup.sh again"
 
 # Only outputs that derive from the resources just targeted are in the state

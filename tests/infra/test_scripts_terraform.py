@@ -79,6 +79,32 @@ def test_outputs_setup_needs_exist_after_its_targeted_apply(tmp_path):
     assert "push_service_url" not in out, "setup.sh tells a fresh project by the missing service"
 
 
+def test_the_accounts_the_services_use_are_made_by_the_targeted_apply(tmp_path, deployed_template):
+    """Every service account that a Cloud Run service runs as (or names) and that
+    Pub/Sub pushes as is created by setup.sh's first, targeted apply, minutes
+    before the full apply hands it to Cloud Run (a new account is refused
+    there for a minute or three: "iam.serviceaccounts.actAs denied"). Which
+    accounts those are is the real terraform's recorded dependencies."""
+    deps = state_dependencies(deployed_template)
+    users = [a for a in deps if a.startswith(("terraform_data.google_cloud_run_v2_service__",
+                                              "terraform_data.google_pubsub_subscription__"))]
+    assert users
+    accounts = {d for a in users for d in deps[a] if d.startswith("terraform_data.google_service_account__")}
+    assert {"terraform_data.google_service_account__runtime", "terraform_data.google_service_account__predict",
+            "terraform_data.google_service_account__push"} <= accounts
+    targeted = {mirror_address(t) for t in setup_targets()}
+    assert accounts <= targeted, f"setup.sh's targeted apply does not create {sorted(accounts - targeted)}"
+
+    # ... and that apply still creates nothing that needs the image
+    tf = write_mirror(tmp_path / "tf")
+    terraform(tf, "apply", "-input=false", "-auto-approve", f"-var=project_id={PROJECT}",
+              *[f"-target={mirror_address(t)}" for t in setup_targets()])
+    made = terraform(tf, "state", "list").stdout.split()
+    assert accounts <= set(made)
+    assert not [a for a in made if a.startswith(("terraform_data.google_cloud_run", "terraform_data.google_pubsub",
+                                                 "terraform_data.google_storage_notification"))], made
+
+
 def test_log_metric_readers_are_created_after_the_pause(deployed_template):
     """Issue 18, defect 2: the real terraform's recorded dependencies: every SLO and
     alert reading a log-based metric waits for the time_sleep, which waits for
