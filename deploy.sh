@@ -96,7 +96,10 @@ REGION="$(need_out region)"
 PUSH_SERVICE="$(out push_service_name)"
 PREDICT_SERVICE="$(out predict_service_name)"
 [[ -n "$PUSH_SERVICE" && -n "$PREDICT_SERVICE" ]] ||
-  die "terraform output has no push_service_name / predict_service_name: the state predates the push/predict split (or setup stopped early). Run ./setup.sh first"
+  die "terraform output has no push_service_name / predict_service_name: an apply stopped halfway (a service was never created), or the state predates the push/predict split. Run ./setup.sh: it builds this commit and creates what is missing"
+TAINTED="$(tainted_services || true)"
+[[ -z "$TAINTED" ]] ||
+  die "$(tr '\n' ' ' <<<"$TAINTED")is tainted in the Terraform state (its create failed halfway). Run ./setup.sh: it builds this commit and replaces it"
 GC=(--project "$PROJECT" --region "$REGION")
 
 # --- rollback ----------------------------------------------------------------------

@@ -166,8 +166,27 @@ TFVARS_FILE="$TF_DIR/image.auto.tfvars.json"
 
 # --- 4. The image, once ---------------------------------------------------------------
 
-# (service_url: the single service of earlier versions, now the push service)
-if [[ -n "$(out push_service_url)$(out service_url)" ]]; then
+# The services exist when both are in the outputs and the state holds neither
+# tainted. A full apply that failed halfway leaves one without outputs (never
+# created) or tainted (created, then failed, e.g. its first revision never got
+# ready): the next apply creates or replaces it with the image_tag it is given,
+# so this commit is built for it (the code may have been fixed meanwhile).
+SERVICES_UP=0
+if [[ -n "$(out push_service_url)" && -n "$(out predict_service_url)" ]]; then
+  if TAINTED="$(tainted_services)"; then
+    if [[ -z "$TAINTED" ]]; then
+      SERVICES_UP=1
+    else
+      say "$(tr '\n' ' ' <<<"$TAINTED")is tainted (its create failed halfway; this apply replaces it): building this commit for it"
+    fi
+  else
+    say "cannot read the Terraform state (terraform show): building this commit, in case a service needs it"
+  fi
+elif [[ -n "$(out push_service_url)$(out predict_service_url)" ]]; then
+  say "only one of the two services is in the Terraform state (an earlier apply stopped halfway): building this commit for the other"
+fi
+
+if ((SERVICES_UP)); then
   # The services exist: new code reaches them through deploy.sh, and Terraform
   # ignores their image. Keep the tag they were created with.
   TAG=""

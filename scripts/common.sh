@@ -8,12 +8,12 @@
 #
 # It defines TF_DIR, DRY_RUN and ALLOW_DIRTY (the scripts' options set the
 # last two), the messages (say, warn, die), run, need_tools, the reading of
-# `terraform output` (read_outputs, out), the image's tag and build
-# (image_tag, image_exists, cloud_build_command, explain_build_failure,
-# docker_build) and the bounded retry of what a fresh project is slow to see
-# (lag_reason, retry_lagging). Nothing here runs a command. The image
-# functions read PROJECT, which the scripts set, and call the script's own
-# need_out.
+# `terraform output` (read_outputs, out) and of the state (tainted_services),
+# the image's tag and build (image_tag, image_exists, cloud_build_command,
+# explain_build_failure, docker_build) and the bounded retry of what a fresh
+# project is slow to see (lag_reason, retry_lagging). Nothing here runs a
+# command. The image functions read PROJECT, which the scripts set, and call
+# the script's own need_out.
 
 # The script being run (setup.sh, deploy.sh, destroy.sh): it names its errors.
 SCRIPT_NAME="${BASH_SOURCE[1]##*/}"
@@ -69,6 +69,17 @@ read_outputs() {
 }
 # out NAME: the output NAME (empty when there is none).
 out() { jq -r --arg k "$1" '.[$k].value // empty' <<<"$TF_OUT"; }
+
+# tainted_services: the Cloud Run services that the Terraform state holds
+# tainted (created by an apply that then failed on them: the next apply
+# replaces them), one address a line; fails when terraform cannot show the
+# state.
+tainted_services() {
+  local state
+  state="$(terraform -chdir="$TF_DIR" show -json 2>/dev/null)" || return 1
+  jq -r '.values.root_module.resources[]?
+    | select(.type == "google_cloud_run_v2_service" and .tainted == true) | .address' <<<"$state"
+}
 
 # image_tag: the tag of the image of this work tree, its git commit
 # (<commit>-dirty-<UTC time> for uncommitted changes, with --allow-dirty).

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, need_tool
+from tf_mirror import real_address
 from script_harness import (ACT_AS_NOT_YET, BUCKET_NOT_EMPTY, BUCKETS, BUILD_BUCKET, BUILD_FAILED, BUILD_ID,
                             BUILD_SA, BUILDER_NOT_YET, FETCH_SOURCE_FAILED, IMAGE_URI, METRIC_404, PREDICT, PROJECT,
                             PUSH, PUSH_NOT_AUTHORIZED, REGION, SCRIPTS, SERVICE_DISABLED, STUBS, TOKENS_NOT_YET,
-                            TOPIC_NOT_YET, TOPIC_NOT_YET_403, USER_BUILD_STEP, Env, PtyStdin, failed, index, ok)
+                            TOPIC_NOT_YET, TOPIC_NOT_YET_403, USER_BUILD_STEP, Env, PtyStdin, failed, index, ok,
+                            terraform)
 
 TARGETED = "terraform apply -input=false -auto-approve"
 
@@ -194,6 +196,73 @@ def test_setup_after_the_services_exist_builds_nothing(deployed):
     assert cmds[-1].startswith("terraform apply") and cmds[-1].endswith("-var image_tag=0ld")
     assert "./deploy.sh" in r.stderr
     assert json.loads((deployed.tf / "image.auto.tfvars.json").read_text()) == {"image_tag": "0ld"}
+
+
+REVISION_NOT_READY = (
+    "Error: Error waiting to create Service: resource is in failed state \"Ready:False\", message: Revision "
+    "'scorer-00001-abc' is not ready and cannot serve traffic. The user-provided container failed to start and "
+    "listen on the port defined provided by the PORT=8080 environment variable."
+)
+SERVICES = "google_cloud_run_v2_service.services"
+
+
+def tainted(e: Env) -> list[str]:
+    shown = json.loads(terraform(e.tf, "show", "-json").stdout)
+    return [real_address(r["address"]) for r in shown.get("values", {}).get("root_module", {}).get("resources", [])
+            if r.get("tainted")]
+
+
+@pytest.mark.parametrize("service", ["push", "predict"])
+def test_setup_after_a_service_failed_halfway_builds_the_new_commit(tmp_path, service):
+    """A first full apply in which one service's create fails (its revision never
+    got ready: the code's fault) leaves that service tainted, and without
+    outputs. Once the code is fixed, setup.sh builds the new commit and the
+    apply replaces the service with it; "the services exist" is said only when
+    both are there and whole."""
+    env = Env(tmp_path, faults={SERVICES})
+    env.fault(f"{SERVICES}[{service}]", "create", 1, REVISION_NOT_READY)
+    r = failed(env.run("setup.sh", "--project", PROJECT, "--yes"))
+    assert "the apply failed" in r.stderr and env.sleeps() == [], "the code's fault: not retried"
+    assert env.fired(f"{SERVICES}[{service}]", "create") == 1
+    assert tainted(env) == [f'{SERVICES}["{service}"]'], "the real terraform taints the service whose create failed"
+    other = {"push": "predict", "predict": "push"}[service]
+    assert f"{other}_service_url" in env.outputs() and f"{service}_service_url" not in env.outputs()
+    first = env.sha
+    r = failed(env.run("deploy.sh"))
+    assert "./setup.sh" in r.stderr and not any(c.startswith("gcloud run") for c in env.changing())
+
+    env.git("commit", "-q", "--allow-empty", "-m", "the fix")
+    fixed = env.git("rev-parse", "HEAD").strip()
+    env.clear()
+    r = ok(env.run("setup.sh", "--project", PROJECT, "--yes"))
+    assert "the services exist" not in r.stderr
+    builds = [c for c in env.changing() if "builds submit" in c]
+    assert len(builds) == 1 and f"_IMAGE={IMAGE_URI}:{fixed}," in builds[0] and first != fixed
+    assert applies(env)[-1].endswith(f"-var image_tag={fixed}")
+    assert json.loads((env.tf / "image.auto.tfvars.json").read_text()) == {"image_tag": fixed}
+    assert tainted(env) == [] and env.outputs()["push_service_name"] == PUSH
+    assert env.outputs()["predict_service_name"] == PREDICT
+    env.clear()
+    ok(env.run("deploy.sh"))
+
+
+@pytest.mark.parametrize("service", ["push", "predict"])
+def test_setup_builds_for_a_tainted_service_even_with_both_outputs(deployed, service):
+    """Both services in the outputs, one of them tainted: not "the services exist"."""
+    (deployed.tf / "image.auto.tfvars.json").write_text('{"image_tag": "0ld"}')
+    terraform(deployed.tf, "taint", f'terraform_data.google_cloud_run_v2_service__services["{service}"]')
+    assert {"push_service_url", "predict_service_url"} <= set(deployed.outputs())
+    r = failed(deployed.run("deploy.sh"))
+    assert f'google_cloud_run_v2_service.services["{service}"] is tainted' in r.stderr and "./setup.sh" in r.stderr
+    assert deployed.changing() == []
+
+    deployed.git("commit", "-q", "--allow-empty", "-m", "the fix")
+    fixed = deployed.git("rev-parse", "HEAD").strip()
+    r = ok(deployed.run("setup.sh", "--project", PROJECT, "--yes"))
+    assert f'google_cloud_run_v2_service.services["{service}"] is tainted' in r.stderr
+    assert "the services exist" not in r.stderr
+    assert any(f"_IMAGE={IMAGE_URI}:{fixed}," in c for c in deployed.changing() if "builds submit" in c)
+    assert deployed.changing()[-1].endswith(f"-var image_tag={fixed}") and tainted(deployed) == []
 
 
 def test_setup_reuses_an_image_built_by_an_interrupted_run(env):
