@@ -221,12 +221,20 @@ class Env:
             return []  # (`terraform state list` fails without a state file)
         return terraform(self.tf, "state", "list").stdout.split()
 
-    def run(self, script: str, *args: str, path: str | None = None, stdin=subprocess.DEVNULL,
-            env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    def environ(self, path: str | None = None, env: dict | None = None) -> dict:
         environ = {k: v for k, v in tf_env().items() if k not in ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")}
         environ.update({"PATH": path or self.path, "STUB_STATE": str(self.state), "SCORER_TF_DIR": str(self.tf),
                         "SCORER_REAL_TERRAFORM": real_terraform()}, **(env or {}))
-        return subprocess.run([str(self.repo / script), *args], cwd=cwd or self.repo, env=environ, stdin=stdin,
+        return environ
+
+    def run(self, script: str, *args: str, path: str | None = None, stdin=subprocess.DEVNULL,
+            env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.repo / script), *args], cwd=cwd or self.repo, env=self.environ(path, env),
+                              stdin=stdin, capture_output=True, text=True, timeout=300)
+
+    def shell(self, command: str) -> subprocess.CompletedProcess:
+        """A command line an operator is told to type, with the stand-ins on PATH."""
+        return subprocess.run(["bash", "-c", command], cwd=self.repo, env=self.environ(), stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=300)
 
     def calls(self) -> list[dict]:

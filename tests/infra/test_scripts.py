@@ -893,6 +893,80 @@ def test_destroy_dry_run_runs_nothing(deployed):
     assert deployed.state_list() == before and not (deployed.tf / ".destroy-progress.json").exists()
 
 
+PROTECTION_REFUSED = ("Error: cannot destroy service without setting deletion_protection=false and running "
+                      "`terraform apply`")
+
+
+def protection(e: Env) -> dict[str, bool]:
+    state = json.loads((e.tf / "terraform.tfstate").read_text())
+    services = next(r for r in state["resources"] if r["name"] == "google_cloud_run_v2_service__services")
+    return {i["index_key"]: i["attributes"]["input"]["value"]["deletion_protection"] for i in services["instances"]}
+
+
+def lift_command(stderr: str) -> str:
+    (line,) = [x.strip() for x in stderr.splitlines() if x.strip().startswith("terraform -chdir=")]
+    return line
+
+
+def test_destroy_refuses_deletion_protection_before_deleting_anything(deployed):
+    """With deletion_protection on, terraform destroy refuses the services at the
+    very end: intake would be stopped and the buckets emptied for nothing, and
+    a plain re-apply would turn intake back on. destroy.sh reads it from the
+    state first and stops, and the command it prints lifts the protection
+    without changing anything else."""
+    deployed.apply(PROJECT, "0ld", "-var=deletion_protection=true")
+    with_objects(deployed)
+    before = deployed.state_list()
+    for args in (("--yes",), ("--dry-run",)):
+        r = failed(deployed.run("destroy.sh", *args))
+        assert "deletion protection is on for google_cloud_run_v2_service.services" in r.stderr
+        assert "Nothing was deleted" in r.stderr
+    assert deployed.changing() == [] and deployed.sleeps() == []
+    assert deployed.state_list() == before and not (deployed.tf / ".destroy-progress.json").exists()
+
+    lift = lift_command(r.stderr)
+    assert "-target=google_cloud_run_v2_service.services" in lift and "-var deletion_protection=false" in lift
+    ok(deployed.shell(lift + " -input=false -auto-approve"))
+    assert protection(deployed) == {"push": False, "predict": False}
+    assert deployed.state_list() == before
+    deployed.clear()
+    ok(deployed.run("destroy.sh", "--yes", "--drain-seconds", "0"))
+    assert deployed.state_list() == []
+
+
+def test_lifting_protection_after_intake_stopped_does_not_turn_it_on(deployed):
+    """An earlier destroy (before this check) stopped intake and then failed on a
+    protected service: the printed command must not bring the notification or
+    the push subscription back, as ./setup.sh would."""
+    deployed.apply(PROJECT, "0ld", "-var=deletion_protection=true")
+    terraform(deployed.tf, "destroy", "-input=false", "-auto-approve", f"-var=project_id={PROJECT}",
+              "-var=image_tag=x", "-target=terraform_data.google_storage_notification__input_finalize",
+              "-target=terraform_data.google_pubsub_subscription__push")
+    intake = ("terraform_data.google_storage_notification__input_finalize",
+              "terraform_data.google_pubsub_subscription__push")
+    assert not set(intake) & set(deployed.state_list())
+    r = failed(deployed.run("destroy.sh", "--yes"))
+    ok(deployed.shell(lift_command(r.stderr) + " -input=false -auto-approve"))
+    assert not set(intake) & set(deployed.state_list()), "intake stays off"
+    assert protection(deployed) == {"push": False, "predict": False}
+
+
+def test_destroy_refused_by_protection_says_not_to_reapply(tmp_path):
+    """Protection turned on after the check (or a resource it does not know):
+    terraform destroy fails, and the message says how to go on without turning
+    intake back on; the next run finishes."""
+    env = Env(tmp_path, faults={"google_cloud_run_v2_service.services"})
+    env.apply()
+    env.fault("google_cloud_run_v2_service.services", "destroy", 1, PROTECTION_REFUSED)
+    r = failed(env.run("destroy.sh", "--yes", "--drain-seconds", "0"))
+    assert "refused a resource with deletion protection" in r.stderr
+    assert "do not run ./setup.sh or a plain terraform apply" in r.stderr
+    assert "-var deletion_protection=false -target=ADDRESS" in r.stderr
+    env.clear()
+    ok(env.run("destroy.sh", "--yes"))
+    assert env.state_list() == []
+
+
 def test_destroy_without_state_has_nothing_to_do(env):
     r = ok(env.run("destroy.sh", "--yes"))
     assert "nothing to destroy" in r.stderr
