@@ -1,11 +1,17 @@
 """The documentation as the code and the operators use it: every pointer to a
 section of a Markdown page (`docs/OPERATIONS.md, "Remote state"`) from the
 scripts, the Terraform and the workflow leads to a heading that exists, and no
-page ships a placeholder nobody filled in (`<MEASURED_BYTES_PER_SECOND>`)."""
+page ships a placeholder nobody filled in (`<MEASURED_BYTES_PER_SECOND>`), and
+every documented `docker run` of the image passes it a `scorer` subcommand (the
+image's ENTRYPOINT is the binary) the way an operator can actually run it."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -141,3 +147,141 @@ def test_the_placeholder_rule_itself():
 def test_no_page_ships_an_unfilled_placeholder(page):
     bad = unfilled(page.read_text(encoding="utf-8"))
     assert not bad, f"{page.relative_to(ROOT)}:\n" + "\n".join(bad)
+
+
+# --- docker run IMAGE ARGS: ARGS are what the image's entrypoint, scorer, takes --------
+
+# docker run's options that take a value (as the docs may use them), and those that do not
+DOCKER_VALUE_OPTIONS = {"-e", "--env", "-v", "--volume", "-u", "--user", "-p", "--publish", "--name", "-w", "--workdir",
+                        "--network", "--mount", "--env-file", "--platform", "--entrypoint"}
+DOCKER_FLAGS = {"--rm", "-i", "-t", "-it", "-ti", "-d", "--detach", "--init", "--read-only", "--pull=always"}
+
+
+def entrypoint() -> list[str]:
+    """The ENTRYPOINT of the image (the last stage's, written in exec form)."""
+    lines = [line.strip() for line in (ROOT / "app" / "Dockerfile").read_text().splitlines()]
+    found = [line.split(None, 1)[1] for line in lines if line.startswith("ENTRYPOINT ")]
+    assert found, "app/Dockerfile has no ENTRYPOINT"
+    return json.loads(found[-1])
+
+
+def source_subcommands() -> set[str]:
+    """The subcommands of app/src/cli/mod.rs's `enum Command` (clap derive: the
+    variant's name, kebab-cased, unless it is renamed)."""
+    text = (ROOT / "app" / "src" / "cli" / "mod.rs").read_text()
+    body = re.search(r"enum Command \{(.*?)\n\}", text, re.S)
+    assert body, "app/src/cli/mod.rs has no enum Command: teach this test where the subcommands are"
+    assert "name =" not in body.group(1), "a renamed subcommand: teach this test"
+    names = re.findall(r"^    ([A-Z][A-Za-z]*)\b", body.group(1), re.M)
+    return {re.sub(r"(?<!^)([A-Z])", r"-\1", n).lower() for n in names}
+
+
+def scorer_binary() -> Path | None:
+    """A built scorer, when this machine has one (.ci/run builds it before these
+    checks; the workflow's infra job has none): $SCORER_BIN, else the CI target
+    directory."""
+    cache = Path(os.environ.get("SCORER_CACHE_DIR", Path.home() / ".cache" / "scorer-ci"))
+    for candidate in (os.environ.get("SCORER_BIN"),
+                      os.environ.get("CARGO_TARGET_DIR") and Path(os.environ["CARGO_TARGET_DIR"]) / "release" / "scorer",
+                      cache / "target" / "release" / "scorer", ROOT / "target" / "release" / "scorer"):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    return None
+
+
+def commands(text: str) -> list[str]:
+    """The `docker run` command lines of a page: in code blocks (continuation lines
+    joined) and in `inline code`."""
+    out, block, in_block = [], [], False
+    for line in text.splitlines():
+        if FENCE.match(line):
+            if in_block:
+                joined = re.sub(r"\\\n\s*", " ", "\n".join(block))
+                out += [c for c in joined.splitlines() if "docker run" in c]
+                block = []
+            in_block = not in_block
+            continue
+        if in_block:
+            block.append(line)
+        else:
+            out += [m.group(1) for m in re.finditer(r"`([^`]*docker run[^`]*)`", line)]
+    return [c[c.index("docker run"):] for c in out]
+
+
+def docker_run(command: str) -> tuple[dict[str, list[str]], str, list[str]]:
+    """(options, IMAGE, ARGS) of `docker run [OPTIONS] IMAGE [ARGS...]`."""
+    words = shlex.split(command.split(" #")[0])
+    assert words[:2] == ["docker", "run"], command
+    options: dict[str, list[str]] = {}
+    i = 2
+    while i < len(words) and words[i].startswith("-"):
+        word = words[i]
+        name, eq, value = word.partition("=")
+        if name in DOCKER_VALUE_OPTIONS:
+            if not eq:
+                i += 1
+                value = words[i]
+            options.setdefault(name, []).append(value)
+        else:
+            assert word in DOCKER_FLAGS, f"{command}: docker run option {word} unknown to this test: teach it"
+            options.setdefault(word, [])
+        i += 1
+    assert i < len(words), f"{command}: no image"
+    return options, words[i], [w for w in words[i + 1:] if w != "..."]
+
+
+def documented_runs() -> list[tuple[str, str]]:
+    return [(page.relative_to(ROOT).as_posix(), c) for page in PAGES for c in commands(page.read_text())]
+
+
+def test_the_docker_run_reader_itself():
+    opts, image, args = docker_run('docker run --rm --user "$(id -u)" -e A=1 -v "x:/y:ro" "$(terraform output -raw '
+                                   'image_uri):TAG" reconcile --input-bucket "$IN"')
+    assert image == "$(terraform output -raw image_uri):TAG" and args == ["reconcile", "--input-bucket", "$IN"]
+    assert opts["--user"] == ["$(id -u)"] and opts["-v"] == ["x:/y:ro"]
+    assert commands("e.g. `docker run --rm IMAGE:TAG scorer reconcile ...`.") == ["docker run --rm IMAGE:TAG scorer "
+                                                                                 "reconcile ..."]
+    assert docker_run("docker run --rm IMAGE:TAG scorer reconcile ...")[2][0] == "scorer", "the old README line"
+    assert source_subcommands() >= {"score", "serve", "reconcile", "redrive", "openapi"}
+
+
+def test_every_documented_docker_run_passes_a_scorer_subcommand():
+    """The image's ENTRYPOINT is the scorer binary, so `docker run IMAGE scorer
+    reconcile` ran `scorer scorer reconcile`: what follows the image must be a
+    subcommand (checked against the source, and against a built binary's
+    help, flags included, when this machine has one); a mounted credential
+    file (0600 on the host) needs --user so that the container can read it;
+    an Artifact Registry image needs docker to be allowed to pull it
+    (gcloud auth configure-docker) on the same page."""
+    assert entrypoint() == ["/app/scorer"]
+    runs = documented_runs()
+    assert runs, "no docker run is documented: is the reader still right?"
+    known = source_subcommands()
+    binary = scorer_binary()
+    if binary:
+        listed = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30).stdout
+        built = set(re.findall(r"^  ([a-z][a-z-]*)\s", listed[listed.index("Commands:"):], re.M)) - {"help"}
+        assert built == known, f"the source's subcommands {sorted(known)} are not the binary's {sorted(built)}"
+    bad = []
+    for page, command in runs:
+        options, image, args = docker_run(command)
+        if "--entrypoint" in options:
+            continue
+        if args and args[0] not in known:
+            bad.append(f"{page}: `{command}`: {args[0]!r} is not a scorer subcommand ({', '.join(sorted(known))})")
+        elif args and binary:
+            sub = subprocess.run([binary, "help", args[0]], capture_output=True, text=True, timeout=30).stdout
+            for flag in (a.split("=")[0] for a in args[1:] if a.startswith("--")):
+                if not re.search(rf"(^|\s){re.escape(flag)}([\s=,]|$)", sub, re.M):
+                    bad.append(f"{page}: `{command}`: scorer {args[0]} has no {flag}")
+        mounts = " ".join(options.get("-v", []) + options.get("--volume", []) + options.get("--mount", []))
+        if ("credentials" in mounts or "GOOGLE_APPLICATION_CREDENTIALS" in " ".join(options.get("-e", [])))\
+                and not (options.get("--user") or options.get("-u")):
+            bad.append(f"{page}: `{command}`: mounts a credential file (mode 0600) without --user: the image's user "
+                       "65532 cannot read it")
+        if "image_uri" in image or "docker.pkg.dev" in image or image.startswith("IMAGE"):
+            text = (ROOT / page).read_text()
+            if "gcloud auth configure-docker" not in text:
+                bad.append(f"{page}: `{command}` pulls from Artifact Registry, but the page never says "
+                           "`gcloud auth configure-docker REGION-docker.pkg.dev`")
+    assert not bad, "\n".join(bad)
