@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,41 @@ def test_every_documented_docker_run_passes_a_scorer_subcommand():
                 bad.append(f"{page}: `{command}` pulls from Artifact Registry, but the page never says "
                            "`gcloud auth configure-docker REGION-docker.pkg.dev`")
     assert not bad, "\n".join(bad)
+
+
+# --- docs/DEVELOPMENT.md's map of the code ------------------------------------------------
+
+NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
+
+
+def layout() -> list[str]:
+    text = (ROOT / "docs" / "DEVELOPMENT.md").read_text()
+    block = re.search(r"## Layout\s*```text\n(.*?)\n```", text, re.S)
+    assert block, "docs/DEVELOPMENT.md has no Layout code block"
+    return block.group(1).splitlines()
+
+
+def test_the_development_layout_names_what_exists():
+    """Each crate of the root Cargo.toml is in the map, the crate count is
+    right, and every path the map names (crate-relative under a crate) exists."""
+    members = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["members"]
+    lines = layout()
+    count = re.search(r"the workspace: (\w+) crates", "\n".join(lines))
+    assert count and NUMBERS.get(count.group(1)) == len(members), \
+        f"the layout says {count.group(0) if count else 'no crate count'}, the workspace has {len(members)}"
+    tops = {m.group(1) for line in lines if (m := re.match(r"^([\w.-]+)/\s", line))}
+    assert set(members) <= tops, f"crates missing from the layout: {sorted(set(members) - tops)}"
+    missing, crate, named = [], None, 0
+    for line in lines:
+        top = re.match(r"^([\w.-]+/)\s", line)
+        if top:
+            crate = top.group(1)
+            missing += [] if (ROOT / crate).is_dir() else [crate]
+            continue
+        entry = re.match(r"^\s{2,4}((?:src|tests|benches)/[\w./-]*)\s", line)
+        if entry and crate:
+            named += 1
+            if not (ROOT / crate / entry.group(1)).exists():
+                missing.append(crate + entry.group(1))
+    assert named >= 10, "the layout reader found too few entries: is it still right?"
+    assert not missing, f"docs/DEVELOPMENT.md's layout names what does not exist: {missing}"
