@@ -56,6 +56,8 @@ def test_every_target_in_the_scripts_is_declared():
     declared = set(Mirror(TF_DIR).addresses())
     for script in ("setup.sh", "deploy.sh", "destroy.sh"):
         for target in re.findall(r"-target=(\S+)", (ROOT / script).read_text()):
+            if re.search(r"[$%]", target):
+                continue  # made at run time from the state's own addresses (destroy.sh's lift_protection_command)
             assert target in declared, f"{script}: -target={target} is not declared in terraform/"
 
 
