@@ -19,6 +19,7 @@
 //! a/b.csv/G/manifest.json                    lists the shards in order
 //! _shards/a/b.csv/G/dispatch-NNNNNN.json     an execution was asked for (and .started.json: it was)
 //! _shards/a/b.csv/G/of-00008/00003.json      task 3's record: its real byte range, rows, objects
+//! _shards/a/b.csv/G/of-00008/00003.from-N.json  range 3 scored again from byte N (a repair)
 //! _shards/a/b.csv/G/of-00008/rejects-00003.jsonl  task 3's rejected rows, lines local to its range
 //! ```
 //!
@@ -177,6 +178,12 @@ impl OutputNames {
     /// is scored and its objects verified.
     pub fn shard_record(&self, index: u32, count: u32) -> String {
         format!("{}{index:05}.json", self.shard_records_prefix(count))
+    }
+
+    /// The record of range `index` of `count` scored again from byte
+    /// `start` (where the range before it really ended), create-only.
+    pub fn shard_repair(&self, index: u32, count: u32, start: u64) -> String {
+        format!("{}{index:05}.from-{start}.json", self.shard_records_prefix(count))
     }
 
     /// Task `index` of `count`'s rejected rows (JSON lines, lines local to

@@ -56,6 +56,10 @@ pub struct ExecutionInfo {
     /// task, if they were not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// Ranges scored again from where the one before them really ended
+    /// (a quoted line break fooled their start), one note each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<String>,
 }
 
 /// The sums over the ranges of a sharded input, for its manifest.

@@ -61,6 +61,33 @@ impl Task {
     }
 }
 
+/// The bytes one scoring pass covers: from `from` (a known record start,
+/// or an offset to find the next record start after) through the record in
+/// progress at `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    from: u64,
+    limit: u64,
+    known_start: bool,
+}
+
+impl Span {
+    /// Task `index` of `count`'s nominal share of a `size`-byte input.
+    fn of_task(task: &Task, size: u64, header_len: u64) -> Span {
+        let (count, index) = (u64::from(task.count), u64::from(task.index));
+        let first = index == 0;
+        Span {
+            from: if first { header_len } else { size * index / count },
+            limit: if index + 1 == count {
+                u64::MAX
+            } else {
+                size * (index + 1) / count
+            },
+            known_start: first,
+        }
+    }
+}
+
 /// What one task's run came to.
 #[derive(Debug)]
 pub enum TaskOutcome {
@@ -132,6 +159,7 @@ impl JobRunner {
                 name: task.execution.clone(),
                 tasks: task.count,
                 fallback: None,
+                repaired: Vec::new(),
             }),
             instance: format!("{}-task{}-attempt{}", task.execution, task.index, task.attempt),
             metrics,
@@ -216,8 +244,9 @@ impl JobRunner {
                     Ok(TaskOutcome::Idle)
                 };
             };
+            let span = Span::of_task(task, meta.size, header_len as u64);
             let record = self
-                .score_my_range(object, &names, task, meta.size, &head[..header_len], text)
+                .score_my_range(object, &names, task, span, meta.size, &head[..header_len], text)
                 .await?;
             match record {
                 Ok(record) => self.put_shard_record(&names, &record).await?,
@@ -316,23 +345,18 @@ impl JobRunner {
         object: &ObjectRef,
         names: &OutputNames,
         task: &Task,
+        span: Span,
         size: u64,
         header: &[u8],
         text: score::input::Partial,
     ) -> Result<Result<ShardRecord, FileRejection>, JobError> {
         let started = Instant::now();
-        let first = task.index == 0;
-        let (count, index) = (u64::from(task.count), u64::from(task.index));
-        let from = if first {
-            header.len() as u64
-        } else {
-            size * index / count
-        };
-        let limit = if index + 1 == count {
-            u64::MAX
-        } else {
-            size * (index + 1) / count
-        };
+        let Span {
+            from,
+            limit,
+            known_start,
+        } = span;
+        let first = known_start;
         // One byte early, so that a record starting exactly at `from` is
         // found after the line end before it.
         let begin = if first { from } else { from.saturating_sub(1) };
@@ -438,20 +462,33 @@ impl JobRunner {
     }
 
     async fn put_shard_record(&self, names: &OutputNames, record: &ShardRecord) -> Result<(), JobError> {
+        self.put_shard_record_at(&names.shard_record(record.index, record.count), record)
+            .await
+            .map(drop)
+    }
+
+    /// Writes `record` create-only at `name`; the record that stands there
+    /// (another attempt's, if it recorded the range first: its objects
+    /// stand, and ours are left unlisted).
+    async fn put_shard_record_at(&self, name: &str, record: &ShardRecord) -> Result<ShardRecord, JobError> {
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| JobError::Internal(e.to_string()))?;
-        let name = names.shard_record(record.index, record.count);
         match write_bytes(
             self.output.as_ref(),
-            &name,
+            name,
             bytes,
             WriteOptions::create_only("application/json"),
         )
         .await
         {
-            // Another attempt recorded this range first: its objects stand.
-            Ok(_) | Err(StorageError::AlreadyExists(_)) => Ok(()),
+            Ok(_) => Ok(record.clone()),
+            Err(StorageError::AlreadyExists(_)) => self.read_record(name).await,
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn read_record(&self, name: &str) -> Result<ShardRecord, JobError> {
+        let (_, bytes) = read_all(self.output.as_ref(), name, RECORD_LIMIT).await?;
+        serde_json::from_slice(&bytes).map_err(|e| JobError::Internal(format!("unreadable shard record {name}: {e}")))
     }
 
     /// Commits the input if every range is recorded and they chain.
@@ -476,13 +513,21 @@ impl JobRunner {
         }
         let mut records = Vec::with_capacity(task.count as usize);
         for index in 0..task.count {
-            let name = names.shard_record(index, task.count);
-            let (_, bytes) = read_all(self.output.as_ref(), &name, RECORD_LIMIT).await?;
-            let record: ShardRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| JobError::Internal(format!("unreadable shard record {name}: {e}")))?;
-            records.push(record);
+            records.push(self.read_record(&names.shard_record(index, task.count)).await?);
         }
+        let (records, repaired) = match self.chain(object, names, task, records).await? {
+            Ok(chain) => chain,
+            Err(rejection) => {
+                let failure = Failure::Rejected(rejection);
+                return self.committed(
+                    self.report_failure(object, names, None, failure, SystemTime::now())
+                        .await,
+                );
+            }
+        };
         if let Some(broken) = self.broken_link(&records) {
+            // Cannot happen once repaired; scoring it whole is the answer
+            // that needs no reasoning about ranges at all.
             tracing::warn!(
                 input_uri = self.input.uri(object.name.as_str()),
                 reason = broken,
@@ -490,7 +535,122 @@ impl JobRunner {
             );
             return self.whole(object, Some(&broken)).await;
         }
-        self.commit_shards(object, names, records).await
+        let runner;
+        let runner = if repaired.is_empty() {
+            self
+        } else {
+            runner = self.with_repairs(repaired);
+            &runner
+        };
+        runner.commit_shards(object, names, records).await
+    }
+
+    /// The records as a chain that holds: each range that does not start
+    /// where the one before it really ended (a quoted line break fooled its
+    /// speculative start) or was scored by another model is scored again
+    /// from that end, which is a true record boundary (range 0 starts right
+    /// after the header, and a range that starts on a boundary ends on one).
+    /// A repair scores about one range, not the file; its record is
+    /// create-only under a name keyed by its start, so racing repairers
+    /// agree. Returns the chain and a note per repaired range.
+    async fn chain(
+        &self,
+        object: &ObjectRef,
+        names: &OutputNames,
+        task: &Task,
+        records: Vec<ShardRecord>,
+    ) -> Result<Result<(Vec<ShardRecord>, Vec<String>), FileRejection>, JobError> {
+        let model = self.model.version().to_owned();
+        let mut chain: Vec<ShardRecord> = Vec::with_capacity(records.len());
+        let mut notes = Vec::new();
+        let mut head: Option<(Vec<u8>, score::input::Partial)> = None;
+        for record in records {
+            let expected = chain.last().map_or(record.header_len, |r| r.end);
+            if record.start == expected && record.model_version == model {
+                chain.push(record);
+                continue;
+            }
+            let why = if record.model_version != model {
+                format!("scored by model {}", record.model_version)
+            } else {
+                format!(
+                    "started at byte {} instead of {expected}: a quoted line break fooled its boundary",
+                    record.start
+                )
+            };
+            if head.is_none() {
+                head = Some(self.header_of(object).await?);
+            }
+            let Some((header, text)) = head.clone() else {
+                continue;
+            };
+            let nominal = Span::of_task(
+                &Task {
+                    index: record.index,
+                    ..task.clone()
+                },
+                record.size,
+                record.header_len,
+            );
+            let span = Span {
+                from: expected,
+                limit: nominal.limit,
+                known_start: true,
+            };
+            let repairer = Task {
+                index: record.index,
+                ..task.clone()
+            };
+            let name = names.shard_repair(record.index, record.count, expected);
+            let repaired = match self.output.stat(&name).await? {
+                Some(_) => self.read_record(&name).await?,
+                None => {
+                    tracing::info!(
+                        input_uri = self.input.uri(object.name.as_str()),
+                        range = record.index,
+                        from = expected,
+                        why,
+                        "re-scoring a range from where the one before it ended"
+                    );
+                    match self
+                        .score_my_range(object, names, &repairer, span, record.size, &header, text)
+                        .await?
+                    {
+                        Ok(fresh) => self.put_shard_record_at(&name, &fresh).await?,
+                        Err(rejection) => return Ok(Err(rejection)),
+                    }
+                }
+            };
+            notes.push(format!(
+                "range {} re-scored from byte {expected}: it {why}",
+                record.index
+            ));
+            chain.push(repaired);
+        }
+        Ok(Ok((chain, notes)))
+    }
+
+    /// The input's header record and text format, read again from its start.
+    async fn header_of(&self, object: &ObjectRef) -> Result<(Vec<u8>, score::input::Partial), JobError> {
+        let (_, stream) = self
+            .input
+            .read(object.name.as_str(), Some(object.generation.get()))
+            .await?;
+        let head = head_of(stream, HEAD_LIMIT).await?;
+        let text = match input::decode(io::Cursor::new(&head)) {
+            Ok(input::Decoded::Text(_, text)) => text,
+            _ => return Err(JobError::Internal("the input's start no longer decodes".into())),
+        };
+        let len =
+            shard::header_len(&head).ok_or_else(|| JobError::Internal("the input's header no longer fits".into()))?;
+        Ok((head[..len].to_vec(), text))
+    }
+
+    /// The same runner, noting in its manifests which ranges were repaired.
+    fn with_repairs(&self, repaired: Vec<String>) -> JobRunner {
+        let mut runner = self.scoring_whole("");
+        runner.execution = self.execution.clone().map(|e| ExecutionInfo { repaired, ..e });
+        runner
     }
 
     /// Why the ranges do not chain, if they do not.

@@ -306,13 +306,17 @@ fn quoted_middle() -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The quoted block sits across the middle cut of four ranges: range 2's
+/// speculative start lands inside it, the chain breaks there, and the
+/// committing task scores range 2 again from where range 1 really ended
+/// (about one range of work, not the file), saying so in the manifest.
 #[tokio::test]
-async fn when_a_quoted_line_break_fools_a_boundary_the_input_is_scored_whole_and_says_so() {
+async fn when_a_quoted_line_break_fools_a_boundary_only_that_range_is_scored_again() {
     let fake = storage().await;
     let bytes = quoted_middle();
     let (expected, _) = inline(&bytes);
     let generation = fake.put_object("in-bucket", "quoted.csv", &bytes).await;
-    let per_task = shard_bytes(bytes.len(), 2);
+    let per_task = shard_bytes(bytes.len(), 4);
     let server = server(&fake, &[("SHARD_JOB", "local"), ("SHARD_BYTES", &per_task)]);
     server.ready().await;
     let (status, answer) = push(&server, &envelope("quoted.csv", generation, bytes.len() as u64)).await;
@@ -323,16 +327,18 @@ async fn when_a_quoted_line_break_fools_a_boundary_the_input_is_scored_whole_and
     );
     let m = manifest(&fake, "quoted.csv", generation, Duration::from_secs(120)).await;
     assert_eq!(m["status"], "scored", "{m}");
-    let fallback = m["execution"]["fallback"].as_str().unwrap_or_default();
-    assert!(fallback.contains("fooled a range boundary"), "{m}");
-    assert!(m["outputs"]["shards"].is_null(), "{m}");
-    let predictions = fake
-        .get_object("out-bucket", m["outputs"]["predictions"]["name"].as_str().unwrap())
-        .await
-        .unwrap();
+    assert!(m["execution"]["fallback"].is_null(), "not scored whole: {m}");
+    let repaired = m["execution"]["repaired"].as_array().cloned().unwrap_or_default();
+    assert_eq!(repaired.len(), 1, "{m}");
+    let note = repaired[0].as_str().unwrap_or_default();
     assert!(
-        predictions == expected,
-        "the fallback's predictions differ from the inline ones"
+        note.starts_with("range 2 re-scored from byte") && note.contains("fooled"),
+        "{note}"
+    );
+    assert_eq!(m["outputs"]["shards"].as_array().map(Vec::len), Some(4), "{m}");
+    assert!(
+        joined_shards(&fake, &m).await == expected,
+        "the repaired chain's predictions differ from the inline ones"
     );
     assert_eq!(m["rows"]["scored"], 6001);
 }
