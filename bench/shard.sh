@@ -26,11 +26,10 @@ tasks=("$@")
 
 export SCORER_CACHE_DIR="${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SCORER_CACHE_DIR/target}"
-scorer="$CARGO_TARGET_DIR/release/scorer"
 (cd "$root" && cargo build --release --locked --quiet)
 
-py="$SCORER_CACHE_DIR/tools-venv/bin/python"
-[ -x "$py" ] || { echo "bench/shard.sh: run ./test.sh once first (it installs $py)" >&2; exit 1; }
+venv="$("$here/lib/venv.sh")"
+py="$venv/bin/python"
 data="$SCORER_CACHE_DIR/bench-data"
 mkdir -p "$data"
 genhash="$(cat "$here/gen_scl.py" "$root/data/scl_flights_2017.csv" | sha256sum | cut -c1-10)"
@@ -43,6 +42,10 @@ fi
 size=$(stat -c %s "$input")
 work="$(mktemp -d /tmp/scorer-shard-bench.XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# A copy: a build of another checkout sharing the target directory cannot
+# swap the binary under a run.
+scorer="$work/scorer"
+cp "$CARGO_TARGET_DIR/release/scorer" "$scorer"
 
 echo "input: $rows rows, $size bytes"
 start=$(date +%s.%N)
