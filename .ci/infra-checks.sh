@@ -100,19 +100,6 @@ export CHECKPOINT_DISABLE=1
 
 # --- checks ----------------------------------------------------------------------
 
-FAILED=()
-PASSED=()
-check() {
-  local name="$1"
-  shift
-  note "$name"
-  if "$@"; then
-    PASSED+=("$name")
-  else
-    printf '>>> %s FAILED\n' "$name" >&2
-    FAILED+=("$name")
-  fi
-}
 
 checkov_skips_have_reasons() {
   # every skip is written in the code, with a reason: #checkov:skip=ID:reason
@@ -153,10 +140,4 @@ check "pytest tests/infra" env \
   SCORER_NODE_MODULES="$NODE_DIR/node_modules" \
   "$TOOLS_VENV/bin/python" -m pytest -c tests/infra/pytest.ini tests/infra -q
 
-note "summary"
-if ((${#FAILED[@]})); then
-  printf 'failed: %s\n' "${FAILED[*]}" >&2
-  printf 'infra-checks: %d passed, %d failed\n' "${#PASSED[@]}" "${#FAILED[@]}"
-  exit 1
-fi
-printf 'infra-checks: %d passed, 0 failed\n' "${#PASSED[@]}"
+summarize_checks

@@ -12,6 +12,8 @@
 #                          requirements SPEC (CHECK: a command in it that must
 #                          run), rebuilt when SPEC changes
 #   cargo_tool_need ...    a pinned cargo-installed tool (.ci/cargo-tool.sh)
+#   check NAME CMD...      run a check, remembering whether it passed
+#   summarize_checks       print the tally; exit 1 if any check failed
 #
 # A tool that cannot be had fails with what to install: nothing is skipped.
 
@@ -73,3 +75,28 @@ venv_need() {
 
 # shellcheck source=.ci/cargo-tool.sh
 source "$ROOT/.ci/cargo-tool.sh"
+
+# Checks run on, so one run shows every failure; the tally decides the exit.
+FAILED=()
+PASSED=()
+check() {
+  local name="$1"
+  shift
+  note "$name"
+  if "$@"; then
+    PASSED+=("$name")
+  else
+    printf '>>> %s FAILED\n' "$name" >&2
+    FAILED+=("$name")
+  fi
+}
+
+summarize_checks() {
+  note "summary"
+  if ((${#FAILED[@]})); then
+    printf 'failed: %s\n' "${FAILED[*]}" >&2
+    printf '%s: %d passed, %d failed\n' "${CI_NAME:-ci}" "${#PASSED[@]}" "${#FAILED[@]}"
+    exit 1
+  fi
+  printf '%s: %d passed, 0 failed\n' "${CI_NAME:-ci}" "${#PASSED[@]}"
+}

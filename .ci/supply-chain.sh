@@ -91,19 +91,6 @@ printf '%s, detect-secrets %s, %s\n' "$("$DENY_BIN" --version)" \
 
 # --- checks ----------------------------------------------------------------------
 
-FAILED=()
-PASSED=()
-check() {
-  local name="$1"
-  shift
-  note "$name"
-  if "$@"; then
-    PASSED+=("$name")
-  else
-    printf '>>> %s FAILED\n' "$name" >&2
-    FAILED+=("$name")
-  fi
-}
 
 run_cargo_deny() {
   # --locked: Cargo.lock as committed; --all-features as the GitHub action runs
@@ -178,10 +165,4 @@ run_secrets_scan() {
 check "cargo deny check licenses bans sources" run_cargo_deny
 check "secrets (detect-secrets, tracked files)" run_secrets_scan
 
-note "summary"
-if ((${#FAILED[@]})); then
-  printf 'failed: %s\n' "${FAILED[*]}" >&2
-  printf 'supply-chain: %d passed, %d failed\n' "${#PASSED[@]}" "${#FAILED[@]}"
-  exit 1
-fi
-printf 'supply-chain: %d passed, 0 failed\n' "${#PASSED[@]}"
+summarize_checks
