@@ -30,7 +30,17 @@ locals {
     # The same number as the service's max_instance_request_concurrency below.
     MAX_CONCURRENT_JOBS = tostring(var.max_concurrent_jobs)
     LEASE_TTL_SECONDS   = tostring(var.lease_ttl_seconds)
-    }, var.inline_max_bytes != null ? {
+    }, var.shard_job_enabled ? {
+    # Inputs over INLINE_MAX_BYTES start an execution of the shard job
+    # (shard_job.tf); without it they get a committed failure report.
+    SHARD_JOB   = local.shard_job_id
+    SHARD_BYTES = tostring(var.shard_bytes)
+    MAX_TASKS   = tostring(var.shard_max_tasks)
+    # The job's max_retries, from the same variable.
+    SHARD_MAX_RETRIES = tostring(var.shard_max_retries)
+    # At least what one execution can take (shard_job.tf).
+    DISPATCH_STALE_SECONDS = tostring(local.dispatch_stale_seconds)
+    } : {}, var.inline_max_bytes != null ? {
     INLINE_MAX_BYTES = tostring(var.inline_max_bytes)
   } : {})
 
@@ -216,5 +226,9 @@ resource "google_cloud_run_v2_service" "services" {
     google_storage_bucket_iam_member.predict_reads_model,
     google_storage_bucket_iam_member.predict_creates_models,
     google_secret_manager_secret_iam_member.predict_reads_api_keys,
+    # the push service may start executions of the shard job from its first
+    # request on
+    google_cloud_run_v2_job_iam_member.runtime_runs_shard_job,
+    google_service_account_iam_member.runtime_acts_as_shard,
   ]
 }

@@ -122,3 +122,23 @@ output "github_deployer_service_account" {
   description = "For the workflow's GCP_DEPLOY_SERVICE_ACCOUNT secret (empty without github_repository_id)."
   value       = local.github_enabled == 1 ? google_service_account.deployer[0].email : ""
 }
+
+output "shard_job_name" {
+  description = "Cloud Run job whose executions score inputs over INLINE_MAX_BYTES (deploy.sh rolls its image with the services'); empty with shard_job_enabled = false."
+  value       = one(google_cloud_run_v2_job.shard[*].name)
+}
+
+output "shard_job" {
+  description = "The shard job as the push service names it (SHARD_JOB): projects/P/locations/L/jobs/J; empty without it."
+  value       = local.shard_job_id
+}
+
+output "shard_service_account" {
+  description = "Identity the shard job's tasks run as (empty without the job)."
+  value       = one(google_service_account.shard[*].email)
+}
+
+output "dispatch_stale_seconds" {
+  description = "DISPATCH_STALE_SECONDS of the push service: how long a started execution is presumed running."
+  value       = var.shard_job_enabled ? local.dispatch_stale_seconds : null
+}

@@ -80,6 +80,17 @@ variable "lease_retention_days" {
   }
 }
 
+variable "shard_retention_days" {
+  description = "Delete the shard job's working objects (_shards/ in the output bucket: dispatch and shard records, per-task rejects) after this many days. They must outlive every execution that may still need them: at least 3 dispatches of dispatch_stale_seconds (checked at plan)."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.shard_retention_days >= 1 && floor(var.shard_retention_days) == var.shard_retention_days
+    error_message = "shard_retention_days must be a whole number >= 1."
+  }
+}
+
 variable "input_retention_days" {
   description = "Delete input files this many days after upload; 0 keeps them."
   type        = number
@@ -329,6 +340,94 @@ variable "predict_ingress" {
   validation {
     condition     = contains(["INGRESS_TRAFFIC_ALL", "INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"], var.predict_ingress)
     error_message = "predict_ingress must be INGRESS_TRAFFIC_ALL, INGRESS_TRAFFIC_INTERNAL_ONLY or INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Large inputs: the shard job (Cloud Run job running `scorer shard`)
+# ---------------------------------------------------------------------------
+
+variable "shard_job_enabled" {
+  description = "Create the Cloud Run job that scores inputs over INLINE_MAX_BYTES in parallel tasks, and point the push service at it (SHARD_JOB). false: no job, and such inputs get a committed failure report naming the limit."
+  type        = bool
+  default     = true
+}
+
+variable "shard_bytes" {
+  description = "SHARD_BYTES: bytes of input per task; an input gets size / shard_bytes tasks (rounded up, at most shard_max_tasks)."
+  type        = number
+  default     = 1073741824
+
+  validation {
+    condition     = var.shard_bytes >= 1048576 && floor(var.shard_bytes) == var.shard_bytes
+    error_message = "shard_bytes must be a whole number of bytes, at least 1 MiB (1048576)."
+  }
+}
+
+variable "shard_max_tasks" {
+  description = "MAX_TASKS: most tasks in one execution; a larger input gets larger ranges per task (Cloud Run allows 10,000)."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.shard_max_tasks >= 1 && var.shard_max_tasks <= 10000 && floor(var.shard_max_tasks) == var.shard_max_tasks
+    error_message = "shard_max_tasks must be a whole number from 1 to 10000 (Cloud Run's limit of tasks per execution)."
+  }
+}
+
+variable "shard_max_retries" {
+  description = "Retries of a failed task: the job's max_retries and SHARD_MAX_RETRIES of the push service and of the tasks (one value, so they agree: a task's last attempt writes the input's failure report)."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.shard_max_retries >= 0 && var.shard_max_retries <= 10 && floor(var.shard_max_retries) == var.shard_max_retries
+    error_message = "shard_max_retries must be a whole number from 0 to 10 (Cloud Run's limits)."
+  }
+}
+
+variable "shard_task_timeout_seconds" {
+  description = "Time limit of one task attempt (one byte range of shard_bytes, or more when shard_max_tasks caps the task count)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.shard_task_timeout_seconds >= 60 && var.shard_task_timeout_seconds <= 604800 && floor(var.shard_task_timeout_seconds) == var.shard_task_timeout_seconds
+    error_message = "shard_task_timeout_seconds must be a whole number from 60 to 604800 (168 hours, Cloud Run's limit)."
+  }
+}
+
+variable "shard_parallelism" {
+  description = "The job's parallelism: 0 runs as many tasks at once as Cloud Run's quota allows; 1 runs them one after another. Nothing above 1: an execution's task count is set per input, down to 1 (an input that cannot be cut into ranges), and Cloud Run refuses executions whose task count is below the job's parallelism."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.shard_parallelism == 0 || var.shard_parallelism == 1
+    error_message = "shard_parallelism must be 0 (as many at once as the quota allows) or 1: an execution can have a single task, and Cloud Run refuses a task count below the job's parallelism."
+  }
+}
+
+variable "shard_cpu" {
+  description = "vCPUs of each task of the shard job."
+  type        = string
+  default     = "2"
+}
+
+variable "shard_memory" {
+  description = "Memory of each task of the shard job (a task streams its range: memory does not grow with the range's size)."
+  type        = string
+  default     = "1Gi"
+}
+
+variable "dispatch_stale_seconds" {
+  description = "DISPATCH_STALE_SECONDS: how long the push service presumes a started execution still running (a delivery after that, with no manifest, dispatches the input again). null computes it from the task timeout, the retries and the parallelism (cloud_run.tf: local.dispatch_stale_seconds); a value set here may not be smaller than that."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.dispatch_stale_seconds == null ? true : var.dispatch_stale_seconds >= 1 && floor(var.dispatch_stale_seconds) == var.dispatch_stale_seconds
+    error_message = "dispatch_stale_seconds must be null (computed) or a whole number of seconds."
   }
 }
 

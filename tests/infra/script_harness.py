@@ -28,6 +28,7 @@ REGION = "europe-west1"
 IMAGE_URI = f"{REGION}-docker.pkg.dev/{PROJECT}/scorer/scorer"
 PUSH = "scorer"
 PREDICT = "scorer-predict"
+SHARD_JOB = "scorer-shard"
 BUCKETS = (f"{PROJECT}-scorer-input", f"{PROJECT}-scorer-output")
 BUILD_SA = f"scorer-build@{PROJECT}.iam.gserviceaccount.com"
 BUILD_BUCKET = f"{PROJECT}-scorer-build"
@@ -40,6 +41,7 @@ READ_ONLY = (
     ("gcloud", "config get-value"),
     ("gcloud", "artifacts docker images describe"),
     ("gcloud", "run services describe"),
+    ("gcloud", "run jobs describe"),
     ("gcloud", "run revisions list"),
     ("gcloud", "storage ls"),
     ("sleep", ""),

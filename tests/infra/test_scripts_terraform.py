@@ -85,7 +85,8 @@ def test_log_metric_readers_are_created_after_the_pause(deployed_template):
     deps = state_dependencies(deployed_template)
     pause = "terraform_data.time_sleep__log_metrics"
     metrics = {a for a in deps if a.startswith("terraform_data.google_logging_metric__")}
-    assert len(metrics) == 3 and metrics <= deps[pause]
+    assert {m.split("__")[-1] for m in metrics} == {"jobs", "rows_scored", "job_duration", "shard_task_failures"}
+    assert metrics <= deps[pause]
     readers = ["terraform_data.google_monitoring_slo__slos",
                "terraform_data.google_monitoring_alert_policy__failed_files",
                "terraform_data.google_monitoring_alert_policy__slo_burn",
@@ -195,7 +196,8 @@ def test_gcloud_command_lines_parse(tmp_path, mirror_template, deployed_template
     kinds = {" ".join(w for w in a[:4] if not w.startswith("-")) for a in unique}
     for kind in ("services enable", "builds submit", "auth configure-docker", "run services update",
                  "run services update-traffic", "run services describe", "run revisions list", "storage ls",
-                 "storage rm", "artifacts docker images describe", "config get-value project"):
+                 "storage rm", "artifacts docker images describe", "config get-value project",
+                 "run jobs update", "run jobs describe"):
         assert any(k.startswith(kind) for k in kinds), f"no {kind} call was checked"
 
     home = tmp_path / "gcloud-home"

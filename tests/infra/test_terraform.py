@@ -20,6 +20,8 @@ REQUIRED_OUTPUTS = {
 COMMON_ENV = {"OUTPUT_BUCKET", "LOG_FORMAT", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "SERVICE_ROLE"}
 PUSH_ENV = COMMON_ENV | {"INPUT_BUCKET", "PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT", "MAX_CONCURRENT_JOBS",
                          "LEASE_TTL_SECONDS"}
+# with shard_job_enabled (test_shard_job.py: absent without it)
+SHARD_ENV = {"SHARD_JOB", "SHARD_BYTES", "MAX_TASKS", "SHARD_MAX_RETRIES", "DISPATCH_STALE_SECONDS"}
 PREDICT_ENV = COMMON_ENV
 OPTIONAL_ENV = {"MODEL_URI", "TRAINING_DATA_URI"}
 PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
@@ -382,8 +384,8 @@ def _local_env(tf, local: str) -> dict[str, dict]:
 
 def test_service_environment(tf):
     push, predict = _env(tf, "push"), _env(tf, "predict")
-    assert PUSH_ENV | OPTIONAL_ENV | {"INLINE_MAX_BYTES"} == set(push), \
-        f"unexpected or missing: {set(push) ^ (PUSH_ENV | OPTIONAL_ENV | {'INLINE_MAX_BYTES'})}"
+    assert PUSH_ENV | OPTIONAL_ENV | SHARD_ENV | {"INLINE_MAX_BYTES"} == set(push), \
+        f"unexpected or missing: {set(push) ^ (PUSH_ENV | OPTIONAL_ENV | SHARD_ENV | {'INLINE_MAX_BYTES'})}"
     assert PREDICT_ENV | OPTIONAL_ENV | {"PREDICT_API_KEYS"} == set(predict), \
         f"unexpected or missing: {set(predict) ^ (PREDICT_ENV | OPTIONAL_ENV | {'PREDICT_API_KEYS'})}"
     assert push["SERVICE_ROLE"]["value"] == "push" and predict["SERVICE_ROLE"]["value"] == "predict"
@@ -461,6 +463,11 @@ def test_runtime_account_holds_exactly_its_bucket_roles(tf):
         ("google_storage_bucket_iam_member", "runtime_creates_output", "${google_storage_bucket.output.name}",
          "roles/storage.objectCreator"),
         ("google_storage_bucket_iam_member", "runtime_reads_model", "${each.key}", "roles/storage.objectViewer"),
+        # the shard job: start its executions, as its account (test_shard_job.py)
+        ("google_cloud_run_v2_job_iam_member", "runtime_runs_shard_job", None,
+         "roles/run.jobsExecutorWithOverrides"),
+        ("google_service_account_iam_member", "runtime_acts_as_shard", "${google_service_account.shard[0].name}",
+         "roles/iam.serviceAccountUser"),
     }
     model = tf.resource("google_storage_bucket_iam_member", "runtime_reads_model")
     assert model["for_each"] == "${local.model_buckets}"
@@ -603,9 +610,12 @@ def test_log_based_metrics_are_read_only_through_the_pause(tf):
     terraform's order: test_scripts_terraform.py)."""
     pause = tf.resource("time_sleep", "log_metrics")
     assert pause["create_duration"] == "${var.log_metric_propagation_seconds}s"
-    assert set(pause["triggers"]) == {"jobs", "rows_scored", "job_duration"}
+    # every log-based metric is a trigger (the real terraform's triggers:
+    # test_shard_job.py)
+    for metric in tf.resources["google_logging_metric"]:
+        assert f"google_logging_metric.{metric}" in pause["triggers"], metric
     for name, text in tf.text.items():
-        for m in re.finditer(r"google_logging_metric\.\w+\.name", text):
+        for m in re.finditer(r"google_logging_metric\.\w+(\[[^\]]*\])?\.name", text):
             line = text[:m.start()].count("\n") + 1
             assert name == "monitoring.tf" and "triggers" in text[text.rfind("time_sleep", 0, m.start()):m.start()], \
                 f"{name}:{line} reads a log-based metric without the pause"
@@ -615,13 +625,21 @@ def test_log_based_metrics_are_read_only_through_the_pause(tf):
 
 def test_log_based_metrics_for_jobs_and_rows(tf):
     summary = tf.locals["job_summary_filter"]
-    assert "job summary" in summary and "cloud_run_revision" in summary
+    assert "job summary" in summary and "local.job_summary_sources" in summary
+    # the push service's job summaries, and the shard job's (the task that
+    # commits a large input logs it); the real filter: test_shard_job.py
+    sources = tf.locals["job_summary_sources"]
+    assert "cloud_run_revision" in sources and "local.push_service_name" in sources
+    assert "cloud_run_job" in sources and "local.shard_job_name" in sources
     jobs = tf.resource("google_logging_metric", "jobs")
     assert jobs["label_extractors"] == {"outcome": "EXTRACT(jsonPayload.outcome)"}
     rows = tf.resource("google_logging_metric", "rows_scored")
     assert rows["value_extractor"] == "EXTRACT(jsonPayload.rows_scored)"
     failed = tf.resource("google_monitoring_alert_policy", "failed_files")
-    assert 'outcome="failed"' in block(block(failed, "conditions"), "condition_threshold")["filter"]
+    conditions = _dynamic(failed, "conditions")
+    assert conditions["__for_each__"] == "${local.failed_file_conditions}"
+    assert block(conditions, "condition_threshold")["filter"] == "${conditions.value.filter}"
+    assert 'metric.labels.outcome="failed"' in tf.locals["failed_file_conditions"]
     tf.resource("google_monitoring_dashboard", "scorer")
 
 
