@@ -8,6 +8,10 @@
 # services exist their image is deploy.sh's business and nothing is built, an
 # image that exists is never rebuilt, and Terraform changes only what differs.
 #
+# With trigger = "eventarc" (terraform/eventarc.tf) a first run applies once
+# more at the end: the push service learns its own URL, the audience of
+# Eventarc's tokens, only once it exists.
+#
 # A fresh project lags: APIs enabled and service accounts created seconds ago
 # are refused for a minute or three, and a new log-based metric is unknown to
 # Cloud Monitoring for up to ten. Those errors (and only those) are retried
@@ -71,6 +75,10 @@ lag_reason() {
     printf 'the APIs enabled moments ago to become usable (a minute or three on a new project)'
   elif grep -qE '[Ss]ervice [Aa]ccount .*(does not exist|not found)|Gaia id not found|iam\.serviceAccounts\.actAs|permission to act as' "$file"; then
     printf 'the service accounts created moments ago to be usable in IAM (a minute or three)'
+  elif sed -e $'s/\x1b\\[[0-9;]*m//g' -e 's/^[│ ]*//' "$file" | tr '\n' ' ' |
+    grep -qE 'Permission denied while using +the +Eventarc +Service +Agent|service +account +for +your +bucket +is +unable +to +publish +to +Cloud +Pub/Sub'; then
+    # (these long messages wrap in Terraform's error box: matched on the joined lines)
+    printf "the Eventarc and Cloud Storage service agents' new permissions to propagate (a minute or three)"
   elif [[ "$kind" == build ]] && grep -qE 'PERMISSION_DENIED|does not have .*access|[Ff]orbidden|Error 403' "$file"; then
     printf "the builder account's new grants to reach Cloud Build and Cloud Storage (a minute or three)"
   fi
@@ -261,11 +269,30 @@ retry_lagging apply terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_F
   die "the apply failed (see above). It is safe to run ./setup.sh again: Terraform creates only what is missing"
 
 if ((DRY_RUN)); then
-  say "dry run: nothing was changed"
+  say "dry run: nothing was changed (with trigger = eventarc, a first run also applies once more, see step 6)"
   exit 0
 fi
 
+# --- 6. Eventarc: the push service's own URL is the audience of its tokens ------------
+
+# With trigger = "eventarc" the push service must require the audience
+# Eventarc's tokens carry, its own URL, which exists only once the service
+# does (terraform/eventarc.tf). Read it back, keep it for later applies
+# (eventarc.auto.tfvars.json) and apply once more: a new revision of the push
+# service. Pushes refused meanwhile (401) are retried by Pub/Sub.
 read_outputs_if_any
+EVENTARC_TFVARS="$TF_DIR/eventarc.auto.tfvars.json"
+if [[ "$(out trigger)" == eventarc ]]; then
+  URL="$(need_out push_service_url)"
+  if [[ "$(out push_audience)" != "$URL" ]]; then
+    say "trigger = eventarc: the push service now requires Eventarc's token audience, its URL $URL"
+    jq -n --arg url "$URL" '{eventarc_push_audience: $url}' >"$EVENTARC_TFVARS"
+    retry_lagging apply terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_FLAGS[@]}"} "${TF_VARS[@]}" -var "image_tag=$TAG" ||
+      die "the apply that sets the push service's token audience failed (see above). It is safe to run ./setup.sh again"
+    read_outputs_if_any
+  fi
+fi
+
 if [[ "$(jq -r '(.alert_notification_channels.value // []) | length' <<<"$TF_OUT")" == 0 ]]; then
   warn "no alert channel is configured: the SLO, dead-letter and failed-file alerts fire, but nobody is told. Set alert_email (or notification_channels) in $TF_DIR/terraform.tfvars and run ./setup.sh again"
 fi
@@ -276,7 +303,7 @@ The scorer is set up in project $PROJECT ($(out region)).
   predict service: $(out predict_service_name)  $(out predict_service_url)/predict
   input bucket:    gs://$(out input_bucket)/
   output bucket:   gs://$(out output_bucket)/
-  dead letters:    $(out dead_letter_subscription)
+  new files:       $(if [[ "$(out trigger)" == eventarc ]]; then printf 'Eventarc trigger %s' "$(out eventarc_trigger)"; else printf 'Pub/Sub, dead letters on %s' "$(out dead_letter_subscription)"; fi)
 
 Try it:
   gsutil cp data/scl_flights_2017.csv gs://$(out input_bucket)/

@@ -23,10 +23,12 @@ locals {
   )
 
   push_env = merge(local.common_env, {
-    SERVICE_ROLE         = "push"
-    INPUT_BUCKET         = google_storage_bucket.input.name
-    PUSH_AUDIENCE        = var.push_audience
-    PUSH_SERVICE_ACCOUNT = google_service_account.push.email
+    SERVICE_ROLE = "push"
+    INPUT_BUCKET = google_storage_bucket.input.name
+    # Whose tokens, for which audience: Pub/Sub's push account and the fixed
+    # audience, or Eventarc's trigger account and the service URL (eventarc.tf).
+    PUSH_AUDIENCE        = local.push_audience
+    PUSH_SERVICE_ACCOUNT = local.push_identity
     # The same number as the service's max_instance_request_concurrency below.
     MAX_CONCURRENT_JOBS = tostring(var.max_concurrent_jobs)
     LEASE_TTL_SECONDS   = tostring(var.lease_ttl_seconds)
@@ -56,8 +58,9 @@ locals {
     push = {
       name    = local.push_service_name
       ingress = var.ingress
-      # Pub/Sub tokens carry this fixed audience instead of the service URL.
-      custom_audiences = [var.push_audience]
+      # Pub/Sub tokens carry this fixed audience instead of the service URL
+      # (Eventarc's carry the service URL, which Cloud Run always accepts).
+      custom_audiences = var.trigger == "pubsub" ? [var.push_audience] : null
       service_account  = google_service_account.runtime.email
       # The same value is the push subscription's ack deadline (pubsub.tf): Pub/Sub
       # waits exactly as long for the answer as Cloud Run lets the request run.

@@ -358,19 +358,22 @@ resource "google_monitoring_alert_policy" "slo_burn" {
   }
 }
 
+# (trigger = "pubsub" only: Eventarc's subscription has no dead-letter topic)
 resource "google_monitoring_alert_policy" "dead_letters" {
+  count = local.pubsub_enabled
+
   display_name          = "scorer: dead-lettered notifications waiting"
   combiner              = "OR"
   severity              = "WARNING"
   notification_channels = local.notification_channels
 
   conditions {
-    display_name = "${google_pubsub_subscription.dead_letters.name} holds messages"
+    display_name = "${google_pubsub_subscription.dead_letters[0].name} holds messages"
     condition_threshold {
       filter = join(" AND ", [
         "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\"",
         "resource.type=\"pubsub_subscription\"",
-        "resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letters.name}\"",
+        "resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letters[0].name}\"",
       ])
       comparison      = "COMPARISON_GT"
       threshold_value = 0
@@ -390,10 +393,10 @@ resource "google_monitoring_alert_policy" "dead_letters" {
     mime_type = "text/markdown"
     content   = <<-EOT
       Notifications that failed ${var.max_delivery_attempts} deliveries wait on
-      `${google_pubsub_subscription.dead_letters.id}` (kept 7 days).
-      Inspect: `gcloud pubsub subscriptions pull ${google_pubsub_subscription.dead_letters.id} --limit 10`
+      `${google_pubsub_subscription.dead_letters[0].id}` (kept 7 days).
+      Inspect: `gcloud pubsub subscriptions pull ${google_pubsub_subscription.dead_letters[0].id} --limit 10`
       (without --auto-ack). Once the cause is fixed, send them back:
-      `scorer redrive --subscription ${google_pubsub_subscription.dead_letters.id} --topic ${google_pubsub_topic.input_events.id}`.
+      `scorer redrive --subscription ${google_pubsub_subscription.dead_letters[0].id} --topic ${google_pubsub_topic.input_events[0].id}`.
     EOT
   }
 }
@@ -466,7 +469,7 @@ resource "google_monitoring_alert_policy" "failed_files" {
 
 locals {
   jobs_metric            = "metric.type=\"${local.metric_jobs}\" resource.type=\"cloud_run_revision\""
-  dlq_metric             = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" resource.type=\"pubsub_subscription\" resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letters.name}\""
+  dlq_metric             = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" resource.type=\"pubsub_subscription\" resource.labels.subscription_id=\"${join("", google_pubsub_subscription.dead_letters[*].name)}\""
   latency_metric         = "metric.type=\"run.googleapis.com/request_latencies\" resource.type=\"cloud_run_revision\" resource.labels.service_name=\"${local.push_service_name}\""
   predict_latency_metric = "metric.type=\"run.googleapis.com/request_latencies\" resource.type=\"cloud_run_revision\" resource.labels.service_name=\"${local.predict_service_name}\""
 
@@ -478,8 +481,9 @@ locals {
   max_per_minute = { period = "60s", aligner = "ALIGN_MAX" }
 
   # The dashboard's charts, two a row, each with its series: a metric filter
-  # and its alignment, or a PromQL query.
-  dashboard_charts = [
+  # and its alignment, or a PromQL query; a chart with `only = false` is left
+  # out (the dead letters: trigger = "eventarc" has none).
+  dashboard_charts = [for chart in [
     {
       title  = "Files by outcome (per 5 min)"
       plot   = "STACKED_BAR"
@@ -504,6 +508,7 @@ locals {
       title  = "Dead letters waiting"
       plot   = "LINE"
       series = [merge(local.max_per_minute, { filter = local.dlq_metric })]
+      only   = var.trigger == "pubsub"
     },
     {
       title  = "Push request latency p50 / p99"
@@ -520,7 +525,7 @@ locals {
       plot   = "LINE"
       series = [for s in local.p50_and_p99 : merge(s, { filter = local.predict_latency_metric })]
     },
-  ]
+  ] : chart if try(chart.only, true)]
 }
 
 resource "google_monitoring_dashboard" "scorer" {

@@ -167,10 +167,13 @@ resource "google_storage_bucket" "output" {
   depends_on = [google_project_service.apis]
 }
 
-# Every finished upload to the input bucket is announced on the topic.
+# Every finished upload to the input bucket is announced on the topic
+# (trigger = "pubsub"; with "eventarc", the trigger in eventarc.tf).
 resource "google_storage_notification" "input_finalize" {
+  count = local.pubsub_enabled
+
   bucket         = google_storage_bucket.input.name
-  topic          = google_pubsub_topic.input_events.id
+  topic          = google_pubsub_topic.input_events[0].id
   payload_format = "JSON_API_V1"
   event_types    = ["OBJECT_FINALIZE"]
 

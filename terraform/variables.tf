@@ -436,7 +436,7 @@ variable "dispatch_stale_seconds" {
 # ---------------------------------------------------------------------------
 
 variable "push_audience" {
-  description = "Fixed audience of the push OIDC tokens: set on the subscription, in the push service's custom audiences and in its PUSH_AUDIENCE."
+  description = "Fixed audience of the push OIDC tokens (trigger = \"pubsub\"): set on the subscription, in the push service's custom audiences and in its PUSH_AUDIENCE. Eventarc's tokens carry the service URL instead (eventarc_push_audience)."
   type        = string
   default     = "scorer-push"
 
@@ -454,6 +454,32 @@ variable "predict_invokers" {
   validation {
     condition     = alltrue([for m in var.predict_invokers : can(regex("^(user|serviceAccount|group|domain|principal|principalSet):.+", m))])
     error_message = "predict_invokers must be IAM members (user:, serviceAccount:, group:, domain:, principal:, principalSet:); allUsers and allAuthenticatedUsers are not allowed."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# What announces new input files to the push service
+# ---------------------------------------------------------------------------
+
+variable "trigger" {
+  description = "How new input files reach the push service (POST /): \"pubsub\", a bucket notification to a topic and a push subscription built here (dead-letter topic, retry policy, fixed audience, ack deadline = request timeout); or \"eventarc\", an Eventarc trigger on the bucket's finalized objects, whose subscription Eventarc manages (docs/DEPLOY.md, \"Pub/Sub or Eventarc\")."
+  type        = string
+  default     = "pubsub"
+
+  validation {
+    condition     = contains(["pubsub", "eventarc"], var.trigger)
+    error_message = "trigger must be \"pubsub\" or \"eventarc\"."
+  }
+}
+
+variable "eventarc_push_audience" {
+  description = "With trigger = \"eventarc\": the audience of Eventarc's tokens, which is the push service's URL (terraform output push_service_url). The service cannot be given its own URL in the apply that creates it, so setup.sh writes it to eventarc.auto.tfvars.json once the service exists and applies again; without setup.sh, set it yourself and apply again. Empty: not known yet (pushes are refused with 401 and retried until it is set)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.eventarc_push_audience == "" || can(regex("^https://[a-z0-9.-]+$", var.eventarc_push_audience))
+    error_message = "eventarc_push_audience must be empty or the service URL, https://HOST without a path or trailing slash."
   }
 }
 

@@ -604,7 +604,7 @@ def test_rollback_dry_run_runs_nothing(deployed):
 
 STOP_INTAKE = ("terraform destroy -input=false -auto-approve -var project_id=acme-scoring -var region=europe-west1 "
                "-var image_tag=destroy -target=google_storage_notification.input_finalize "
-               "-target=google_pubsub_subscription.push")
+               "-target=google_pubsub_subscription.push -target=google_eventarc_trigger.input_finalized")
 DESTROY = ("terraform destroy -input=false -auto-approve -var project_id=acme-scoring -var region=europe-west1 "
            "-var image_tag=destroy")
 
@@ -647,7 +647,7 @@ def test_destroy_stops_the_notification_before_the_subscription(deployed):
     call: the notification (which depends on the subscription) goes first."""
     r = ok(deployed.run("destroy.sh", "--yes", "--drain-seconds", "0"))
     out = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
-    gone = [m.group(1) for m in re.finditer(r"^terraform_data\.(\w+): Destruction complete", out, re.M)]
+    gone = [m.group(1) for m in re.finditer(r"^terraform_data\.(\w+)(?:\[[^\]]*\])?: Destruction complete", out, re.M)]
     intake = gone[:gone.index("google_pubsub_subscription__push") + 1]
     assert set(intake) == {"google_pubsub_subscription_iam_member__pubsub_agent_acks_push",
                            "google_storage_notification__input_finalize", "google_pubsub_subscription__push"}, \

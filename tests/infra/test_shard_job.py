@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, block
-from script_harness import PROJECT, REGION, real_terraform, terraform, tf_env, write_mirror
+from script_harness import PROJECT, REGION, applied, console, instances, plan, said, terraform, write_mirror
 
 JOB = "scorer-shard"
 RUNTIME_MEMBER = f"serviceAccount:scorer-run@{PROJECT}.iam.gserviceaccount.com"
@@ -30,35 +29,6 @@ LAST_ATTEMPT = "task failed on its last attempt; reporting the input as failed"
 def mirror(tmp_path_factory) -> Path:
     """terraform/ mirrored and initialised, no state (each test applies its own copy)."""
     return write_mirror(tmp_path_factory.mktemp("shard") / "tf")
-
-
-def applied(mirror: Path, tmp: Path, *variables: str) -> Path:
-    """A copy of the mirror after a full apply with these -var settings."""
-    import shutil
-
-    out = tmp / "tf"
-    shutil.copytree(mirror, out, symlinks=True)
-    terraform(out, "apply", "-input=false", "-auto-approve", *vars_of(variables))
-    return out
-
-
-def vars_of(variables) -> list[str]:
-    return [f"-var=project_id={PROJECT}", "-var=image_tag=t", *[f"-var={v}" for v in variables]]
-
-
-def console(tf: Path, expr: str, *variables: str):
-    """expr as the real terraform evaluates it against the state (terraform console)."""
-    r = subprocess.run([real_terraform(), f"-chdir={tf}", "console", *vars_of(variables)],
-                       input=f"jsonencode({expr})\n", capture_output=True, text=True, env=tf_env(), timeout=120)
-    assert r.returncode == 0, r.stderr
-    return json.loads(json.loads(r.stdout.strip()))
-
-
-def instances(tf: Path) -> dict[str, list[dict]]:
-    """Mirror resource name (google_x__y) -> the `input` of each of its instances in the state."""
-    state = json.loads((tf / "terraform.tfstate").read_text())
-    return {r["name"]: [i["attributes"]["input"]["value"] for i in r["instances"]]
-            for r in state["resources"] if r["mode"] == "managed"}
 
 
 def test_the_push_service_is_told_the_job_and_its_limits(mirror, tmp_path):
@@ -173,13 +143,9 @@ def test_dispatch_stale_seconds_covers_every_attempt_of_an_execution(mirror, tmp
     assert stale <= timeout * (retries + 1) * waves + 3600, "a margin, not a multiple"
 
 
-def plan(mirror: Path, *variables: str) -> subprocess.CompletedProcess:
-    return terraform(mirror, "plan", "-input=false", "-no-color", *vars_of(variables), check=False)
-
-
 def test_a_dispatch_stale_seconds_shorter_than_an_execution_is_refused(mirror):
     r = plan(mirror, "dispatch_stale_seconds=3600")
-    assert r.returncode != 0 and "shorter than one execution can run (14400 s" in r.stdout + r.stderr
+    assert r.returncode != 0 and "shorter than one execution can run (14400 s" in said(r)
     ok = plan(mirror, "dispatch_stale_seconds=14400")
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
@@ -188,10 +154,10 @@ def test_shard_records_outlive_three_dispatches(mirror):
     """The _shards/ rule (or the outputs' rule, when shorter) may not delete the
     dispatch records of an input that can still be dispatched again."""
     r = plan(mirror, "shard_task_timeout_seconds=86400")  # 4 attempts of a day: 3 x 4 days > 7 days
-    assert r.returncode != 0 and "_shards/ objects are deleted after 7 days" in r.stdout + r.stderr
+    assert r.returncode != 0 and "_shards/ objects are deleted after 7 days" in said(r)
     # 3 x (2 h x 4 attempts + margin) > 1 day: outputs kept a day take _shards/ with them
     r = plan(mirror, "shard_task_timeout_seconds=7200", "output_retention_days=1")
-    assert r.returncode != 0 and "deleted after 1 days" in r.stdout + r.stderr
+    assert r.returncode != 0 and "deleted after 1 days" in said(r)
     r = plan(mirror, "shard_task_timeout_seconds=7200")
     assert r.returncode == 0, r.stdout + r.stderr
     r = plan(mirror, "shard_task_timeout_seconds=86400", "shard_retention_days=14")
@@ -202,7 +168,7 @@ def test_parallelism_is_none_or_one(mirror):
     """An execution of an input that cannot be cut into ranges has 1 task, and Cloud
     Run refuses a task count below the job's parallelism."""
     r = plan(mirror, "shard_parallelism=4")
-    assert r.returncode != 0 and "shard_parallelism must be 0" in r.stdout + r.stderr
+    assert r.returncode != 0 and "shard_parallelism must be 0" in said(r)
 
 
 # --- IAM -----------------------------------------------------------------------------------------
