@@ -95,12 +95,15 @@ need_tools "${TOOLS[@]}"
 
 read_outputs
 PROJECT="$(out project_id)"
-[[ -n "$PROJECT" ]] || die "no Google Cloud project: terraform output has no project_id (no state in $TF_DIR?). Run ./setup.sh first, or configure the remote backend (README.md, "Remote state")"
+[[ -n "$PROJECT" ]] || die "no Google Cloud project: terraform output has no project_id (no state in $TF_DIR?). Run ./setup.sh first, or configure the remote backend (docs/OPERATIONS.md, \"Remote state\")"
 REGION="$(need_out region)"
 PUSH_SERVICE="$(out push_service_name)"
 PREDICT_SERVICE="$(out predict_service_name)"
 [[ -n "$PUSH_SERVICE" && -n "$PREDICT_SERVICE" ]] ||
-  die "terraform output has no push_service_name / predict_service_name: the state predates the push/predict split (or setup stopped early). Run ./setup.sh first"
+  die "terraform output has no push_service_name / predict_service_name: an apply stopped halfway (a service was never created), or the state predates the push/predict split. Run ./setup.sh: it builds this commit and creates what is missing"
+TAINTED="$(tainted_services || true)"
+[[ -z "$TAINTED" ]] ||
+  die "$(tr '\n' ' ' <<<"$TAINTED")is tainted in the Terraform state (its create failed halfway). Run ./setup.sh: it builds this commit and replaces it"
 GC=(--project "$PROJECT" --region "$REGION")
 # The shard job, if the deployment has one: its tasks check that they run the
 # push service's model (MODEL_VERSION), so it runs the push service's image.
@@ -207,7 +210,7 @@ if image_exists "$IMAGE"; then
 elif [[ "$BUILDER" == cloudbuild ]]; then
   say "building $IMAGE with Cloud Build"
   cloud_build_command "$IMAGE" "$COMMIT" "$REGION"
-  run "${BUILD_CMD[@]}"
+  retry_lagging build "${BUILD_CMD[@]}" || die "the build failed (see above); nothing was deployed"
 else
   docker_build "$IMAGE" "$COMMIT"
 fi

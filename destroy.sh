@@ -16,6 +16,14 @@
 # Every step tolerates "already gone", and what a re-run needs is recorded in
 # terraform/.destroy-progress.json (Terraform drops all outputs when a destroy
 # fails halfway): after any failure, running it again finishes the job.
+#
+# Before step 1 it reads the state: a resource with deletion protection on
+# (deletion_protection = true) would make step 4 fail after intake had been
+# stopped and the buckets emptied, and the obvious way out, a plain apply,
+# would turn intake back on. So it stops there, deleting nothing, and prints the
+# targeted apply that lifts the protection alone. It does not lift it itself:
+# deletion protection is there to make an operator decide, and a script that
+# turned it off on its own would make it protect against nothing.
 set -euo pipefail
 
 usage() {
@@ -113,7 +121,7 @@ elif [[ -f "$PROGRESS" ]]; then
   done < <(jq -r '.buckets[]?' "$PROGRESS")
   say "resuming the destroy recorded in $PROGRESS"
 elif [[ -z "$(terraform -chdir="$TF_DIR" state list 2>/dev/null)" ]]; then
-  say "nothing to destroy: the Terraform state in $TF_DIR is empty (already destroyed, or its state is elsewhere: see README.md, \"Remote state\")"
+  say "nothing to destroy: the Terraform state in $TF_DIR is empty (already destroyed, or its state is elsewhere: see docs/OPERATIONS.md, \"Remote state\")"
   exit 0
 else
   # Resources in the state, but no outputs and no record (a destroy that
@@ -129,6 +137,41 @@ fi
 [[ -n "$DRAIN" ]] || DRAIN=600
 [[ -z "$DRAIN_SECONDS" ]] || DRAIN="$DRAIN_SECONDS"
 
+# --- deletion protection: refuse before anything is deleted -----------------------
+
+TF_VARS=(-var "project_id=$PROJECT")
+if [[ -n "$REGION" ]]; then TF_VARS+=(-var "region=$REGION"); fi
+# image_tag is only read when the services are created; any value does here.
+TF_VARS+=(-var "image_tag=${SCORER_IMAGE_TAG:-destroy}")
+
+# lift_protection_command ADDRESS...: the targeted apply that turns deletion
+# protection off on those resources alone (and on what they depend on, which
+# holds no intake: the notification and the push subscription depend on the
+# services, not the other way round).
+lift_protection_command() {
+  local word
+  printf 'terraform -chdir=%q apply' "$TF_DIR"
+  for word in "${TF_VARS[@]}" -var deletion_protection=false; do printf ' %q' "$word"; done
+  for word in "$@"; do printf ' -target=%s' "$word"; done
+}
+
+# The resources of the state with deletion protection on, as Terraform
+# addresses without instance keys, one a line (what -target takes).
+PROTECTED=()
+if STATE_JSON="$(terraform -chdir="$TF_DIR" show -json 2>/dev/null)"; then
+  while IFS= read -r address; do
+    if [[ -n "$address" ]]; then PROTECTED+=("$address"); fi
+  done < <(jq -r '[.values.root_module.resources[]? | select(.values.deletion_protection == true)
+      | .address | sub("\\[.*\\]$"; "")] | unique | .[]' <<<"$STATE_JSON")
+else
+  warn "could not read the Terraform state (terraform show) to check deletion protection; going on"
+fi
+if ((${#PROTECTED[@]})); then
+  die "deletion protection is on for ${PROTECTED[*]} (deletion_protection = true): terraform destroy would refuse them at the end, after intake had been stopped and the buckets emptied. Nothing was deleted. To take the scorer down, set deletion_protection = false in $TF_DIR/terraform.tfvars, lift it from the state with
+  $(lift_protection_command "${PROTECTED[@]}")
+(a targeted apply of those resources and what they depend on: intake is not turned back on), then run ./destroy.sh again"
+fi
+
 # --- confirmation ------------------------------------------------------------------
 
 if ((!YES && !DRY_RUN)); then
@@ -140,11 +183,6 @@ if ((!YES && !DRY_RUN)); then
   [[ "$answer" == "$PROJECT" ]] || die "not confirmed. Nothing was deleted."
 fi
 record
-
-TF_VARS=(-var "project_id=$PROJECT")
-if [[ -n "$REGION" ]]; then TF_VARS+=(-var "region=$REGION"); fi
-# image_tag is only read when the services are created; any value does here.
-TF_VARS+=(-var "image_tag=${SCORER_IMAGE_TAG:-destroy}")
 
 # --- 1. stop intake: the notification first, then the push subscription ------------
 
@@ -199,8 +237,21 @@ done
 # --- 4. and the rest ---------------------------------------------------------------------
 
 say "terraform destroy"
-run terraform -chdir="$TF_DIR" destroy -input=false -auto-approve "${TF_VARS[@]}" ||
+ERR="$(mktemp "${TMPDIR:-/tmp}/scorer-destroy.XXXXXX")"
+rc=0
+run terraform -chdir="$TF_DIR" destroy -input=false -auto-approve "${TF_VARS[@]}" 2>"$ERR" || rc=$?
+cat "$ERR" >&2
+if ((rc)); then
+  if grep -qi 'deletion_protection' "$ERR"; then
+    rm -f "$ERR"
+    die "terraform destroy refused a resource with deletion protection (see above). Intake is stopped and the buckets are empty: do not run ./setup.sh or a plain terraform apply, which would turn intake back on. Set deletion_protection = false in $TF_DIR/terraform.tfvars, lift it from that resource alone with
+  $(lift_protection_command 'ADDRESS')
+(ADDRESS: the resource named above, e.g. google_cloud_run_v2_service.services), then run ./destroy.sh again: it resumes"
+  fi
+  rm -f "$ERR"
   die "terraform destroy failed (see above). Fix the cause and run ./destroy.sh again: it resumes (intake is stopped, the drain is done)"
+fi
+rm -f "$ERR"
 
 if ((DRY_RUN)); then
   say "dry run: nothing was deleted"

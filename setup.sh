@@ -15,7 +15,8 @@
 # A fresh project lags: APIs enabled and service accounts created seconds ago
 # are refused for a minute or three, and a new log-based metric is unknown to
 # Cloud Monitoring for up to ten. Those errors (and only those) are retried
-# with a bounded backoff, saying what is awaited (retry_lagging below).
+# with a bounded backoff, saying what is awaited (retry_lagging and
+# lag_reason in scripts/common.sh).
 set -euo pipefail
 
 usage() {
@@ -48,77 +49,14 @@ EOF
 }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# TF_DIR, DRY_RUN, say/warn/die, run, need_tools, read_outputs/out, the image build
+# TF_DIR, DRY_RUN, say/warn/die, run, need_tools, read_outputs/out, the image
+# build, retry_lagging
 # shellcheck source=scripts/common.sh
 source "$ROOT/scripts/common.sh"
 YES=0
 PROJECT=""
 REGION=""
 BUILDER="cloudbuild"
-
-# --- waiting for what a fresh project is known to be slow to see ------------------
-
-# Seconds between retries; the length of each list bounds the retries.
-LAG_DELAYS=(15 30 60 60 60)       # APIs, service accounts, IAM grants: ~4 min
-METRIC_DELAYS=(60 120 120 120 180) # new log-based metrics: ~10 min
-
-# lag_reason KIND FILE: what the error in FILE says we must wait for (empty:
-# a real error, not worth a retry). KIND is apply or build.
-lag_reason() {
-  local kind="$1" file="$2"
-  if [[ "$kind" == build ]] && grep -q 'completed with status' "$file"; then
-    return 0 # the build ran and failed: the code, not propagation
-  fi
-  if grep -qE 'Cannot find metric\(s\)' "$file"; then
-    printf 'the new log-based metrics to reach Cloud Monitoring (up to 10 minutes after they are created)'
-  elif grep -qE 'SERVICE_DISABLED|has not been used in project|enabled this API recently|API .* is disabled' "$file"; then
-    printf 'the APIs enabled moments ago to become usable (a minute or three on a new project)'
-  elif grep -qE '[Ss]ervice [Aa]ccount .*(does not exist|not found)|Gaia id not found|iam\.serviceAccounts\.actAs|permission to act as' "$file"; then
-    printf 'the service accounts created moments ago to be usable in IAM (a minute or three)'
-  elif sed -e $'s/\x1b\\[[0-9;]*m//g' -e 's/^[│ ]*//' "$file" | tr '\n' ' ' |
-    grep -qE 'Permission denied while using +the +Eventarc +Service +Agent|service +account +for +your +bucket +is +unable +to +publish +to +Cloud +Pub/Sub'; then
-    # (these long messages wrap in Terraform's error box: matched on the joined lines)
-    printf "the Eventarc and Cloud Storage service agents' new permissions to propagate (a minute or three)"
-  elif [[ "$kind" == build ]] && grep -qE 'PERMISSION_DENIED|does not have .*access|[Ff]orbidden|Error 403' "$file"; then
-    printf "the builder account's new grants to reach Cloud Build and Cloud Storage (a minute or three)"
-  fi
-}
-
-# retry_lagging KIND CMD...: run CMD (through run: --dry-run prints it). When
-# it fails with an error that a fresh project is known to give for a while
-# (lag_reason), say what it waits for, wait, and run it again: at most
-# ${#LAG_DELAYS[@]} retries (${#METRIC_DELAYS[@]} for the metrics). Any other
-# failure is returned at once.
-retry_lagging() {
-  local kind="$1" err rc attempt=0 reason delay
-  shift
-  err="$(mktemp "${TMPDIR:-/tmp}/scorer-setup.XXXXXX")"
-  while :; do
-    rc=0
-    run "$@" 2>"$err" || rc=$?
-    cat "$err" >&2
-    if ((rc == 0)); then
-      rm -f "$err"
-      return 0
-    fi
-    reason="$(lag_reason "$kind" "$err")"
-    if [[ -z "$reason" ]]; then
-      rm -f "$err"
-      return "$rc"
-    fi
-    local -a delays=("${LAG_DELAYS[@]}")
-    [[ "$reason" != *metrics* ]] || delays=("${METRIC_DELAYS[@]}")
-    if ((attempt >= ${#delays[@]})); then
-      say "gave up waiting for $reason after $attempt retries"
-      rm -f "$err"
-      return "$rc"
-    fi
-    delay="${delays[$attempt]}"
-    attempt=$((attempt + 1))
-    say "waiting for $reason: retry $attempt of ${#delays[@]} in ${delay}s"
-    sleep "$delay"
-  done
-}
 
 # read_outputs_if_any: read_outputs where there may be no state to read yet
 # (a new project, a --dry-run before init): then there are none.
@@ -206,13 +144,24 @@ fi
 
 # The Pub/Sub service agent, which signs the pushes and moves dead letters, is
 # made sure to exist by Terraform (google_project_service_identity.pubsub).
-say "terraform apply: APIs, Artifact Registry repository, image builder"
+# The accounts the services and the shard job run as, and Pub/Sub pushes (or
+# the Eventarc trigger signs) as, are created here too, though only the full
+# apply uses them: by then they are minutes old, past the minute or three in
+# which IAM refuses a new account ("iam.serviceaccounts.actAs denied ... (or it
+# may not exist)", "Gaia id not found"). (shard and events have a count: a
+# target of none of their instances creates nothing.)
+say "terraform apply: APIs, Artifact Registry repository, image builder, the services' accounts"
 retry_lagging apply terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_FLAGS[@]}"} "${TF_VARS[@]}" \
   -target=google_project_service.apis \
   -target=google_artifact_registry_repository.images \
   -target=google_artifact_registry_repository_iam_member.builder_pushes_images \
   -target=google_storage_bucket_iam_member.builder_reads_sources \
-  -target=google_project_iam_member.builder_writes_logs ||
+  -target=google_project_iam_member.builder_writes_logs \
+  -target=google_service_account.runtime \
+  -target=google_service_account.predict \
+  -target=google_service_account.push \
+  -target=google_service_account.shard \
+  -target=google_service_account.events ||
   die "the first apply failed (see above). It is safe to run ./setup.sh again"
 
 # Only outputs that derive from the resources just targeted are in the state
@@ -225,8 +174,27 @@ TFVARS_FILE="$TF_DIR/image.auto.tfvars.json"
 
 # --- 4. The image, once ---------------------------------------------------------------
 
-# (service_url: the single service of earlier versions, now the push service)
-if [[ -n "$(out push_service_url)$(out service_url)" ]]; then
+# The services exist when both are in the outputs and the state holds neither
+# tainted. A full apply that failed halfway leaves one without outputs (never
+# created) or tainted (created, then failed, e.g. its first revision never got
+# ready): the next apply creates or replaces it with the image_tag it is given,
+# so this commit is built for it (the code may have been fixed meanwhile).
+SERVICES_UP=0
+if [[ -n "$(out push_service_url)" && -n "$(out predict_service_url)" ]]; then
+  if TAINTED="$(tainted_services)"; then
+    if [[ -z "$TAINTED" ]]; then
+      SERVICES_UP=1
+    else
+      say "$(tr '\n' ' ' <<<"$TAINTED")is tainted (its create failed halfway; this apply replaces it): building this commit for it"
+    fi
+  else
+    say "cannot read the Terraform state (terraform show): building this commit, in case a service needs it"
+  fi
+elif [[ -n "$(out push_service_url)$(out predict_service_url)" ]]; then
+  say "only one of the two services is in the Terraform state (an earlier apply stopped halfway): building this commit for the other"
+fi
+
+if ((SERVICES_UP)); then
   # The services exist: new code reaches them through deploy.sh, and Terraform
   # ignores their image. Keep the tag they were created with.
   TAG=""

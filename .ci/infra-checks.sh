@@ -17,7 +17,9 @@
 #                       terraform/ made of built-in terraform_data resources,
 #                       with recording gcloud/docker stand-ins whose command
 #                       lines the real gcloud parser accepts; Dockerfile/Cloud
-#                       Build, the workflow, and the checkers themselves
+#                       Build (the real `cargo metadata` on exactly what the
+#                       image's build stage copies), the workflow, and the
+#                       checkers themselves
 #
 # The tools are installed here, into "${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}/infra"
 # (Python virtualenvs, node_modules), reused when present and rebuilt when the
@@ -73,6 +75,8 @@ command -v terraform >/dev/null 2>&1 ||
   fatal "terraform is not installed: install Terraform >= 1.5 (https://developer.hashicorp.com/terraform/install; in GitHub Actions hashicorp/setup-terraform)"
 command -v gcloud >/dev/null 2>&1 ||
   fatal "gcloud is not installed: the script tests check every gcloud command line they assert with its real argument parser (install the Google Cloud CLI: https://cloud.google.com/sdk/docs/install; in GitHub Actions google-github-actions/setup-gcloud)"
+command -v cargo >/dev/null 2>&1 ||
+  fatal "cargo is not installed: the container tests run \`cargo metadata\` on what app/Dockerfile's build stage copies (install Rust with rustup: https://rustup.rs)"
 command -v python3 >/dev/null 2>&1 || apt_need python3 python3
 apt_need node nodejs
 apt_need npm npm

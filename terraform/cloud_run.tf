@@ -34,13 +34,13 @@ locals {
     LEASE_TTL_SECONDS   = tostring(var.lease_ttl_seconds)
     }, var.shard_job_enabled ? {
     # Inputs over INLINE_MAX_BYTES start an execution of the shard job
-    # (shard_job.tf); without it they get a committed failure report.
+    # (cloud_run_job.tf); without it they get a committed failure report.
     SHARD_JOB   = local.shard_job_id
     SHARD_BYTES = tostring(var.shard_bytes)
     MAX_TASKS   = tostring(var.shard_max_tasks)
     # The job's max_retries, from the same variable.
     SHARD_MAX_RETRIES = tostring(var.shard_max_retries)
-    # At least what one execution can take (shard_job.tf).
+    # At least what one execution can take (cloud_run_job.tf).
     DISPATCH_STALE_SECONDS = tostring(local.dispatch_stale_seconds)
     } : {}, var.inline_max_bytes != null ? {
     INLINE_MAX_BYTES = tostring(var.inline_max_bytes)
@@ -232,6 +232,7 @@ resource "google_cloud_run_v2_service" "services" {
     # the push service may start executions of the shard job from its first
     # request on
     google_cloud_run_v2_job_iam_member.runtime_runs_shard_job,
+    google_cloud_run_v2_job_iam_member.runtime_views_shard_job,
     google_service_account_iam_member.runtime_acts_as_shard,
   ]
 }

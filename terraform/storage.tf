@@ -6,7 +6,7 @@
 #   <input object>/<generation>/manifest.json   (written last: the commit point)
 #   _leases/...   small coordination objects, deleted after lease_retention_days
 #   _models/...   a model fitted at start from TRAINING_DATA_URI
-# and for an input scored by the shard job (shard_job.tf):
+# and for an input scored by the shard job (cloud_run_job.tf):
 #   <input object>/<generation>/predictions-0000i-of-0000N.csv   one per task
 #   _shards/<input object>/<generation>/...   dispatch and shard records,
 #                 per-task rejects: deleted after shard_retention_days
@@ -109,7 +109,7 @@ resource "google_storage_bucket" "output" {
   # and keep the outputs' retention below. A task reads them only before
   # the manifest exists (after it, every task stops at the manifest), and
   # the push service reads the dispatch records while an input may still be
-  # dispatched again: shard_job.tf checks at plan time that they outlive 3
+  # dispatched again: cloud_run_job.tf checks at plan time that they outlive 3
   # dispatches of DISPATCH_STALE_SECONDS.
   lifecycle_rule {
     condition {

@@ -421,7 +421,7 @@ variable "shard_memory" {
 }
 
 variable "dispatch_stale_seconds" {
-  description = "DISPATCH_STALE_SECONDS: how long the push service presumes a started execution still running (a delivery after that, with no manifest, dispatches the input again). null computes it from the task timeout, the retries and the parallelism (cloud_run.tf: local.dispatch_stale_seconds); a value set here may not be smaller than that."
+  description = "DISPATCH_STALE_SECONDS: how long the push service presumes a started execution still running (a delivery after that, with no manifest, dispatches the input again). null computes it from the task timeout, the retries and the parallelism (cloud_run_job.tf: local.dispatch_stale_seconds); a value set here may not be smaller than that."
   type        = number
   default     = null
 

@@ -2,7 +2,7 @@
 #
 # State is never committed (see .gitignore). For a team, keep it in a Cloud
 # Storage bucket: copy backend.tf.example to backend.tf, set its bucket, and run
-# `terraform init -migrate-state` (README.md, "Remote state").
+# `terraform init -migrate-state` (docs/OPERATIONS.md, "Remote state").
 #
 # google-beta is used for one resource only (google_project_service_identity,
 # the Pub/Sub service agent: google 6.50 does not have it), and time for one

@@ -15,14 +15,14 @@
 //! - `scorer-events` (re-exported as [`event`]): the push envelope and the
 //!   storage notification, parsed into types that can only hold valid
 //!   values.
-//! - `scorer-engine` (re-exported as [`score`], [`model`], [`format`]): the
+//! - `scorer-engine` (re-exported as [`score`], [`model`], [`format`](mod@format)): the
 //!   polars engine (byte stream in, predictions and rejected rows out, in
 //!   bounded memory) and the model (artifact, fit, evaluation). No I/O
 //!   beyond the streams it is given.
 //! - `scorer` (this crate): the service and the command line (`cli/`,
 //!   beside `main.rs`). Its rooms, in the order data meets them:
 //!
-//! - [`server`]: the HTTP service ([`server::Application`] binds the
+//! - [`server`]: the HTTP service ([`startup::Application`] binds the
 //!   listener) and one module per route: Pub/Sub push, online predictions,
 //!   health, metrics, OpenAPI.
 //! - [`auth`]: Google OIDC tokens on pushes; API keys on `/predict`.

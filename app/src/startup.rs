@@ -51,41 +51,46 @@ async fn sharding_of(
             fitted_model(model.version())
         )),
     };
+    // What every task shares with this service, whoever runs it: the
+    // output bucket, the model, the retries that decide the last attempt.
+    let mut shared = vec![
+        ("OUTPUT_BUCKET".to_owned(), settings.output_bucket.to_string()),
+        ("CHUNK_MIB".to_owned(), (settings.chunk_bytes >> 20).max(1).to_string()),
+        (
+            "LEASE_TTL_SECONDS".to_owned(),
+            settings
+                .pushes
+                .as_ref()
+                .map_or(120, |p| p.lease_ttl.as_secs())
+                .to_string(),
+        ),
+        ("SHARD_MAX_RETRIES".to_owned(), sharding.max_retries.to_string()),
+    ];
+    if let storage::Backend::Gcs { options, .. } = &settings.backend {
+        shared.push((
+            "STORAGE_RETRY_SECONDS".to_owned(),
+            options.retry_budget.as_secs().max(1).to_string(),
+        ));
+    }
+    if let Some(uri) = model_uri {
+        shared.push(("MODEL_URI".to_owned(), uri));
+    }
     let dispatcher: Arc<dyn Dispatcher> = match &sharding.target {
         ShardTarget::CloudRun { job, endpoint } => Arc::new(
-            CloudRunDispatcher::new(job, endpoint.as_deref(), model_uri)
+            CloudRunDispatcher::new(job, endpoint.as_deref(), shared)
                 .await
                 .map_err(|e| StartError::Dispatcher(e.to_string()))?,
         ),
         ShardTarget::Local { parallelism } => {
             let exe = std::env::current_exe().map_err(|e| StartError::Dispatcher(format!("the scorer binary: {e}")))?;
-            let mut env = vec![
-                ("OUTPUT_BUCKET".to_owned(), settings.output_bucket.to_string()),
-                ("CHUNK_MIB".to_owned(), (settings.chunk_bytes >> 20).max(1).to_string()),
-                (
-                    "LEASE_TTL_SECONDS".to_owned(),
-                    settings
-                        .pushes
-                        .as_ref()
-                        .map_or(120, |p| p.lease_ttl.as_secs())
-                        .to_string(),
-                ),
-                ("SHARD_MAX_RETRIES".to_owned(), sharding.max_retries.to_string()),
-            ];
+            let mut env = shared;
             match &settings.backend {
                 storage::Backend::Local { dir } => env.push(("SCORER_LOCAL_DIR".to_owned(), dir.display().to_string())),
-                storage::Backend::Gcs { emulator, options } => {
-                    if let Some(emulator) = emulator {
-                        env.push(("STORAGE_EMULATOR_HOST".to_owned(), emulator.clone()));
-                    }
-                    env.push((
-                        "STORAGE_RETRY_SECONDS".to_owned(),
-                        options.retry_budget.as_secs().max(1).to_string(),
-                    ));
-                }
-            }
-            if let Some(uri) = model_uri {
-                env.push(("MODEL_URI".to_owned(), uri));
+                storage::Backend::Gcs {
+                    emulator: Some(emulator),
+                    ..
+                } => env.push(("STORAGE_EMULATOR_HOST".to_owned(), emulator.clone())),
+                storage::Backend::Gcs { emulator: None, .. } => {}
             }
             Arc::new(LocalPool::new(exe, env, *parallelism, sharding.max_retries, shutdown))
         }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use google_cloud_auth::credentials::anonymous;
-use google_cloud_run_v2::client::Jobs;
+use google_cloud_run_v2::client::{Executions, Jobs};
 use google_cloud_run_v2::model::run_job_request::{Overrides, overrides::ContainerOverride};
 use google_cloud_run_v2::model::{EnvVar, Execution};
 
@@ -20,6 +20,7 @@ use crate::CloudError;
 #[derive(Clone, Debug)]
 pub struct CloudRunJob {
     client: Jobs,
+    executions: Executions,
     /// `projects/P/locations/L/jobs/J`.
     name: String,
 }
@@ -39,8 +40,12 @@ impl CloudRunJob {
     /// `endpoint`, talking to that address anonymously instead of Google.
     pub async fn new(name: &str, endpoint: Option<&str>) -> Result<CloudRunJob, CloudError> {
         let mut builder = Jobs::builder();
+        let mut executions = Executions::builder();
         if let Some(endpoint) = endpoint {
             builder = builder
+                .with_endpoint(endpoint)
+                .with_credentials(anonymous::Builder::new().build());
+            executions = executions
                 .with_endpoint(endpoint)
                 .with_credentials(anonymous::Builder::new().build());
         }
@@ -48,8 +53,13 @@ impl CloudRunJob {
             .build()
             .await
             .map_err(|e| CloudError::Permanent(format!("Cloud Run client: {e}")))?;
+        let executions = executions
+            .build()
+            .await
+            .map_err(|e| CloudError::Permanent(format!("Cloud Run client: {e}")))?;
         Ok(CloudRunJob {
             client,
+            executions,
             name: name.to_owned(),
         })
     }
@@ -93,5 +103,36 @@ impl CloudRunJob {
             .map(|execution| execution.name)
             .filter(|name| !name.is_empty());
         Ok(execution.unwrap_or(operation.name))
+    }
+}
+
+/// Where an execution stands, as Cloud Run reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutionState {
+    /// Cloud Run set its completion time: no task of it runs any more.
+    pub over: bool,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+}
+
+impl CloudRunJob {
+    /// The state of `execution` (`projects/P/locations/L/jobs/J/executions/E`).
+    pub async fn execution(&self, execution: &str) -> Result<ExecutionState, CloudError> {
+        let what = format!("reading execution {execution}");
+        let e = self
+            .executions
+            .get_execution()
+            .set_name(execution)
+            .send()
+            .await
+            .map_err(|e| CloudError::classify(&what, &e))?;
+        let count = |n: i32| u32::try_from(n).unwrap_or(0);
+        Ok(ExecutionState {
+            over: e.completion_time.is_some(),
+            succeeded: count(e.succeeded_count),
+            failed: count(e.failed_count),
+            cancelled: count(e.cancelled_count),
+        })
     }
 }

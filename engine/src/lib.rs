@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //!
-//! - [`format`]: which input formats there are, told from an object's name.
+//! - [`format`](mod@format): which input formats there are, told from an object's name.
 //! - [`score`]: the pipeline: decode ([`score::input`]), cut at record ends
 //!   ([`score::chunker`], with the record rules it shares in
 //!   [`score::records`]), plan and score each chunk with polars

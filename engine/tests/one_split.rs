@@ -105,18 +105,22 @@ struct Range {
 }
 
 fn ranges(model: &Model, file: &[u8], tasks: u64) -> Vec<Range> {
-    let header = shard::header_len(file).unwrap();
     let size = file.len() as u64;
+    let cuts: Vec<u64> = (1..tasks).map(|i| size * i / tasks).collect();
+    ranges_cut_at(model, file, &cuts)
+}
+
+/// The ranges a task per piece would score, the file cut at `cuts` (each
+/// after the first byte, ascending), as `scorer shard` cuts it.
+fn ranges_cut_at(model: &Model, file: &[u8], cuts: &[u64]) -> Vec<Range> {
+    let header = shard::header_len(file).unwrap();
     let text = text_of(file);
+    let tasks = cuts.len() + 1;
     (0..tasks)
         .map(|i| {
             let first = i == 0;
-            let from = if first { header as u64 } else { size * i / tasks };
-            let limit = if i + 1 == tasks {
-                u64::MAX
-            } else {
-                size * (i + 1) / tasks
-            };
+            let from = if first { header as u64 } else { cuts[i - 1] };
+            let limit = if i + 1 == tasks { u64::MAX } else { cuts[i] };
             let begin = if first { from } else { from - 1 };
             let mut reader = RangeReader::new(&file[begin as usize..], begin, first, limit, b',');
             let mut out = Vec::new();
@@ -160,61 +164,133 @@ fn ranges_that_chain_score_exactly_like_the_whole_file() {
         let (expected, expected_rejects) = whole(&model, &file);
         for tasks in 1..=7u64 {
             let parts = ranges(&model, &file, tasks);
-            let header = shard::header_len(&file).unwrap() as u64;
-            let chain_holds = parts[0].extent.start == header
-                && parts.windows(2).all(|w| w[0].extent.end == w[1].extent.start)
-                && parts[parts.len() - 1].extent.end == file.len() as u64;
-            // Where records really start: after the header, and after each
-            // record end as the chunker finds them.
-            let mut true_starts = chunker_ends(&file);
-            true_starts.push(header as usize);
-            let fooled = parts.iter().any(|p| !true_starts.contains(&(p.extent.start as usize)));
-            assert_eq!(
-                !chain_holds,
-                fooled,
-                "case {case}, {tasks} ranges: the chain breaks exactly when a start was fooled: {:?} {:?} {:?}",
-                parts.iter().map(|p| p.extent).collect::<Vec<_>>(),
-                true_starts,
-                String::from_utf8_lossy(&file)
-            );
-            if !chain_holds {
+            let what = format!("case {case}, {tasks} ranges");
+            if holds_to_the_whole(&file, &parts, &expected, &expected_rejects, &what) {
+                chained += 1;
+            } else {
                 broken += 1;
-                continue;
             }
-            chained += 1;
-            let mut joined = Vec::new();
-            let mut rejects = Vec::new();
-            let (mut lines_before, mut rows_before) = (0, 0);
-            for (i, part) in parts.iter().enumerate() {
-                if i == 0 {
-                    joined.extend_from_slice(&part.out);
-                } else {
-                    joined.extend_from_slice(after_first_line(&part.out));
-                }
-                rejects.extend(part.rejects.iter().map(|r| RejectedRow {
-                    line: r.line + lines_before,
-                    row: r.row + rows_before,
-                    ..r.clone()
-                }));
-                lines_before += part.extent.newlines;
-                rows_before += part.rows;
-            }
-            if joined != expected {
-                let (a, b) = (String::from_utf8_lossy(&joined), String::from_utf8_lossy(&expected));
-                let first = a.lines().zip(b.lines()).position(|(x, y)| x != y);
-                panic!(
-                    "case {case}, {tasks} ranges: first differing line {first:?}: {:?} vs {:?}; lengths {} vs {}",
-                    first.and_then(|i| a.lines().nth(i)),
-                    first.and_then(|i| b.lines().nth(i)),
-                    a.len(),
-                    b.len()
-                );
-            }
-            assert_eq!(rejects, expected_rejects, "case {case}, {tasks} ranges");
         }
     }
     // Both kinds were met, so both branches above were exercised.
     assert!(chained > 1000 && broken > 10, "chained {chained}, broken {broken}");
+}
+
+/// Checks `parts` against the whole file's scoring: the chain breaks
+/// exactly when a start was fooled by a quoted line break, and when it
+/// holds, the parts' predictions (without repeated headers) and rejects
+/// (lines and rows offset by the parts before) are the whole file's.
+/// Returns whether the chain held.
+fn holds_to_the_whole(
+    file: &[u8],
+    parts: &[Range],
+    expected: &[u8],
+    expected_rejects: &[RejectedRow],
+    what: &str,
+) -> bool {
+    let header = shard::header_len(file).unwrap() as u64;
+    let chain_holds = parts[0].extent.start == header
+        && parts.windows(2).all(|w| w[0].extent.end == w[1].extent.start)
+        && parts[parts.len() - 1].extent.end == file.len() as u64;
+    // Where records really start: after the header, and after each record
+    // end as the chunker finds them.
+    let mut true_starts = chunker_ends(file);
+    true_starts.push(header as usize);
+    let fooled = parts.iter().any(|p| !true_starts.contains(&(p.extent.start as usize)));
+    assert_eq!(
+        !chain_holds,
+        fooled,
+        "{what}: the chain breaks exactly when a start was fooled: {:?} {:?} {:?}",
+        parts.iter().map(|p| p.extent).collect::<Vec<_>>(),
+        true_starts,
+        String::from_utf8_lossy(file)
+    );
+    if !chain_holds {
+        return false;
+    }
+    let mut joined = Vec::new();
+    let mut rejects = Vec::new();
+    let (mut lines_before, mut rows_before) = (0, 0);
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            joined.extend_from_slice(&part.out);
+        } else {
+            joined.extend_from_slice(after_first_line(&part.out));
+        }
+        rejects.extend(part.rejects.iter().map(|r| RejectedRow {
+            line: r.line + lines_before,
+            row: r.row + rows_before,
+            ..r.clone()
+        }));
+        lines_before += part.extent.newlines;
+        rows_before += part.rows;
+    }
+    if joined != expected {
+        let (a, b) = (String::from_utf8_lossy(&joined), String::from_utf8_lossy(expected));
+        let first = a.lines().zip(b.lines()).position(|(x, y)| x != y);
+        panic!(
+            "{what}: first differing line {first:?}: {:?} vs {:?}; lengths {} vs {}",
+            first.and_then(|i| a.lines().nth(i)),
+            first.and_then(|i| b.lines().nth(i)),
+            a.len(),
+            b.len()
+        );
+    }
+    assert_eq!(rejects, expected_rejects, "{what}");
+    true
+}
+
+/// One file with every hazard at once, cut at every byte: CRLF line ends,
+/// a quoted CRLF, a quoted field with delimiters and doubled quotes, a
+/// stray quote, a blank line, a bad row, a record of 600 bytes (longer than
+/// many ranges below, so some ranges hold no record start at all) and a
+/// last record without a line end. Two ranges cut at every offset, and
+/// three with the middle one 1, 7 or 97 bytes long starting at every
+/// offset: wherever the cuts fall, the chain holds and the parts are the
+/// whole file, or a quoted line break fooled a start and the chain says so.
+#[test]
+fn every_cut_point_of_a_file_with_every_hazard() {
+    let model = Model::default_model().unwrap();
+    let long_note = format!("\"{}\"", "a long, \"\"quoted\"\" note;\r\n".repeat(24));
+    let rows = [
+        "Grupo LATAM,N,7,plain".to_owned(),
+        "Sky Airline,I,3,\"two\r\nlines\"".to_owned(),
+        "Grupo LATAM,N,12,\"a, b, \"\"c\"\"\"".to_owned(),
+        "Sky Airline,N,1,5\" stray".to_owned(),
+        String::new(),
+        "Nowhere Air,I,3,unknown airline".to_owned(),
+        format!("Grupo LATAM,I,9,{long_note}"),
+        "Sky Airline,N,13,bad month".to_owned(),
+        "Grupo LATAM,N,2,last".to_owned(),
+    ];
+    let file = format!("{HEADER}\r\n{}", rows.join("\r\n")).into_bytes();
+    assert!(long_note.len() > 600, "{}", long_note.len());
+    let (expected, expected_rejects) = whole(&model, &file);
+    assert!(!expected_rejects.is_empty());
+    let header = shard::header_len(&file).unwrap() as u64;
+    let size = file.len() as u64;
+    let (mut chained, mut broken) = (0, 0);
+    let mut tally = |held: bool| if held { chained += 1 } else { broken += 1 };
+    for cut in header + 1..size {
+        let parts = ranges_cut_at(&model, &file, &[cut]);
+        tally(holds_to_the_whole(
+            &file,
+            &parts,
+            &expected,
+            &expected_rejects,
+            &format!("cut at {cut}"),
+        ));
+        for width in [1, 7, 97] {
+            if cut + width < size {
+                let parts = ranges_cut_at(&model, &file, &[cut, cut + width]);
+                let what = format!("cuts at {cut} and {}", cut + width);
+                tally(holds_to_the_whole(&file, &parts, &expected, &expected_rejects, &what));
+            }
+        }
+    }
+    // Both are met (cuts inside the long note, with its 24 quoted line
+    // breaks, are mostly fooled), so both branches were exercised.
+    assert!(chained > 300 && broken > 300, "chained {chained}, broken {broken}");
 }
 
 /// The chunker's record ends over `file` (after its header).

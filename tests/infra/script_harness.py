@@ -43,6 +43,8 @@ READ_ONLY = (
     ("gcloud", "run services describe"),
     ("gcloud", "run jobs describe"),
     ("gcloud", "run revisions list"),
+    ("gcloud", "builds describe"),
+    ("terraform", "show"),
     ("gcloud", "storage ls"),
     ("sleep", ""),
 )
@@ -68,6 +70,46 @@ BUILDER_NOT_YET = (
 )
 BUILD_FAILED = ("ERROR: (gcloud.builds.submit) build 0d4a3b1e-1c2d-4e5f-8a9b-0c1d2e3f4a5b completed with status "
                 "\"FAILURE\"")
+# A build that ran and failed, as `gcloud builds describe --format='value(failureInfo.type,failureInfo.detail)'`
+# prints it (tab-separated): the builder's new grants had not reached Cloud Build
+# yet (retried), or the code (not retried).
+BUILD_ID = "0d4a3b1e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+PUSH_NOT_AUTHORIZED = ("PUSH_NOT_AUTHORIZED\tfailed to push an image: denied: Permission \"artifactregistry.repositories."
+                       "uploadArtifacts\" denied on resource \"projects/acme-scoring/locations/europe-west1/"
+                       "repositories/scorer\" (or it may not exist)")
+FETCH_SOURCE_FAILED = ("FETCH_SOURCE_FAILED\tfailed to fetch source: storage.objects.get access to "
+                       "gs://acme-scoring-scorer-build/source/1700000000.tgz denied")
+USER_BUILD_STEP = ("USER_BUILD_STEP\tBuild step failure: build step 0 \"gcr.io/cloud-builders/docker\" failed: "
+                   "step exited with non-zero status: 1")
+# The full apply on a fresh project: the runtime account, seconds old, refused
+# to the operator creating the service (gcloud and the API write actAs in
+# lower case); the Cloud Storage service agent's publisher grant on the topic
+# not there yet; the Cloud Run service agent not yet allowed to mint tokens.
+ACT_AS_NOT_YET = (
+    f"Error: Error creating Service: googleapi: Error 403: Permission 'iam.serviceaccounts.actAs' denied on service "
+    f"account scorer-run@{PROJECT}.iam.gserviceaccount.com (or it may not exist).\nDetails:\n[\n  {{\n    \"@type\": "
+    "\"type.googleapis.com/google.rpc.ErrorInfo\",\n    \"domain\": \"iam.googleapis.com\",\n    \"metadata\": {\n"
+    "      \"permission\": \"iam.serviceaccounts.actAs\"\n    },\n    \"reason\": \"IAM_PERMISSION_DENIED\"\n  }\n]"
+)
+TOPIC_NOT_YET = (
+    f"Error: Error creating notification config for bucket {PROJECT}-scorer-input: googleapi: Error 400: Cloud "
+    f"Pub/Sub topic 'projects/{PROJECT}/topics/scorer-input-events' not found, or user "
+    "'service-123456789012@gs-project-accounts.iam.gserviceaccount.com' does not have permission to it., invalid"
+)
+TOPIC_NOT_YET_403 = (
+    f"Error: Error creating notification config for bucket {PROJECT}-scorer-input: googleapi: Error 403: The "
+    "service account 'service-123456789012@gs-project-accounts.iam.gserviceaccount.com' does not have permission "
+    f"to publish messages to to the Cloud Pub/Sub topic '//pubsub.googleapis.com/projects/{PROJECT}/topics/"
+    "scorer-input-events', or that topic does not exist., forbidden"
+)
+TOKENS_NOT_YET = (
+    "Error: Error creating Service: googleapi: Error 403: Google Cloud Run Service Agent does not have permission "
+    f"to get access tokens for the service account scorer-run@{PROJECT}.iam.gserviceaccount.com. Please give "
+    "service-123456789012@serverless-robot-prod.iam.gserviceaccount.com permission "
+    "iam.serviceAccounts.getAccessToken on the service account. Alternatively, if the service account is "
+    "unspecified or in the same project you are deploying in, ensure that the Service Agent is assigned the Google "
+    "Cloud Run Service Agent role roles/run.serviceAgent."
+)
 BUCKET_NOT_EMPTY = ("Error: Error trying to delete bucket acme-scoring-scorer-output containing objects without "
                     "`force_destroy` set to true")
 
@@ -181,12 +223,20 @@ class Env:
             return []  # (`terraform state list` fails without a state file)
         return terraform(self.tf, "state", "list").stdout.split()
 
-    def run(self, script: str, *args: str, path: str | None = None, stdin=subprocess.DEVNULL,
-            env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    def environ(self, path: str | None = None, env: dict | None = None) -> dict:
         environ = {k: v for k, v in tf_env().items() if k not in ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")}
         environ.update({"PATH": path or self.path, "STUB_STATE": str(self.state), "SCORER_TF_DIR": str(self.tf),
                         "SCORER_REAL_TERRAFORM": real_terraform()}, **(env or {}))
-        return subprocess.run([str(self.repo / script), *args], cwd=cwd or self.repo, env=environ, stdin=stdin,
+        return environ
+
+    def run(self, script: str, *args: str, path: str | None = None, stdin=subprocess.DEVNULL,
+            env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.repo / script), *args], cwd=cwd or self.repo, env=self.environ(path, env),
+                              stdin=stdin, capture_output=True, text=True, timeout=300)
+
+    def shell(self, command: str) -> subprocess.CompletedProcess:
+        """A command line an operator is told to type, with the stand-ins on PATH."""
+        return subprocess.run(["bash", "-c", command], cwd=self.repo, env=self.environ(), stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=300)
 
     def calls(self) -> list[dict]:

@@ -230,6 +230,21 @@ def test_setup_gives_the_push_service_its_own_url_as_audience(tmp_path, mirror_t
     assert len([c for c in env.changing() if c.startswith("terraform apply") and "-target=" not in c]) == 1
 
 
+def test_the_targeted_apply_makes_the_trigger_account(tmp_path):
+    """Like the services' accounts (test_scripts_terraform.py), the trigger's is
+    minutes old when the full apply names it."""
+    from test_scripts_terraform import setup_targets
+    from tf_mirror import mirror_address
+
+    tf = write_mirror(tmp_path / "tf")
+    (tf / "terraform.tfvars").write_text('trigger = "eventarc"\n')
+    terraform(tf, "apply", "-input=false", "-auto-approve", f"-var=project_id={PROJECT}",
+              *[f"-target={mirror_address(t)}" for t in setup_targets()])
+    made = terraform(tf, "state", "list").stdout.split()
+    assert "terraform_data.google_service_account__events[0]" in made
+    assert not [a for a in made if "eventarc_trigger" in a or "cloud_run_v2" in a], made
+
+
 def test_setup_waits_for_eventarcs_service_agent(tmp_path):
     """A fresh project's Eventarc and Cloud Storage agents get their roles moments
     after the API is enabled; creating the trigger fails meanwhile."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,9 +15,12 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, need_tool
-from script_harness import (BUCKET_NOT_EMPTY, BUCKETS, BUILD_BUCKET, BUILD_FAILED, BUILD_SA, BUILDER_NOT_YET,
-                            IMAGE_URI, METRIC_404, PREDICT, PROJECT, PUSH, REGION, SCRIPTS, SERVICE_DISABLED,
-                            SHARD_JOB, STUBS, Env, PtyStdin, failed, index, ok)
+from tf_mirror import real_address
+from script_harness import (ACT_AS_NOT_YET, BUCKET_NOT_EMPTY, BUCKETS, BUILD_BUCKET, BUILD_FAILED, BUILD_ID,
+                            BUILD_SA, BUILDER_NOT_YET, FETCH_SOURCE_FAILED, IMAGE_URI, METRIC_404, PREDICT, PROJECT,
+                            PUSH, PUSH_NOT_AUTHORIZED, REGION, SCRIPTS, SERVICE_DISABLED, SHARD_JOB, STUBS,
+                            TOKENS_NOT_YET, TOPIC_NOT_YET, TOPIC_NOT_YET_403, USER_BUILD_STEP, Env, PtyStdin, failed,
+                            index, ok, terraform)
 
 TARGETED = "terraform apply -input=false -auto-approve"
 
@@ -194,6 +198,73 @@ def test_setup_after_the_services_exist_builds_nothing(deployed):
     assert json.loads((deployed.tf / "image.auto.tfvars.json").read_text()) == {"image_tag": "0ld"}
 
 
+REVISION_NOT_READY = (
+    "Error: Error waiting to create Service: resource is in failed state \"Ready:False\", message: Revision "
+    "'scorer-00001-abc' is not ready and cannot serve traffic. The user-provided container failed to start and "
+    "listen on the port defined provided by the PORT=8080 environment variable."
+)
+SERVICES = "google_cloud_run_v2_service.services"
+
+
+def tainted(e: Env) -> list[str]:
+    shown = json.loads(terraform(e.tf, "show", "-json").stdout)
+    return [real_address(r["address"]) for r in shown.get("values", {}).get("root_module", {}).get("resources", [])
+            if r.get("tainted")]
+
+
+@pytest.mark.parametrize("service", ["push", "predict"])
+def test_setup_after_a_service_failed_halfway_builds_the_new_commit(tmp_path, service):
+    """A first full apply in which one service's create fails (its revision never
+    got ready: the code's fault) leaves that service tainted, and without
+    outputs. Once the code is fixed, setup.sh builds the new commit and the
+    apply replaces the service with it; "the services exist" is said only when
+    both are there and whole."""
+    env = Env(tmp_path, faults={SERVICES})
+    env.fault(f"{SERVICES}[{service}]", "create", 1, REVISION_NOT_READY)
+    r = failed(env.run("setup.sh", "--project", PROJECT, "--yes"))
+    assert "the apply failed" in r.stderr and env.sleeps() == [], "the code's fault: not retried"
+    assert env.fired(f"{SERVICES}[{service}]", "create") == 1
+    assert tainted(env) == [f'{SERVICES}["{service}"]'], "the real terraform taints the service whose create failed"
+    other = {"push": "predict", "predict": "push"}[service]
+    assert f"{other}_service_url" in env.outputs() and f"{service}_service_url" not in env.outputs()
+    first = env.sha
+    r = failed(env.run("deploy.sh"))
+    assert "./setup.sh" in r.stderr and not any(c.startswith("gcloud run") for c in env.changing())
+
+    env.git("commit", "-q", "--allow-empty", "-m", "the fix")
+    fixed = env.git("rev-parse", "HEAD").strip()
+    env.clear()
+    r = ok(env.run("setup.sh", "--project", PROJECT, "--yes"))
+    assert "the services exist" not in r.stderr
+    builds = [c for c in env.changing() if "builds submit" in c]
+    assert len(builds) == 1 and f"_IMAGE={IMAGE_URI}:{fixed}," in builds[0] and first != fixed
+    assert applies(env)[-1].endswith(f"-var image_tag={fixed}")
+    assert json.loads((env.tf / "image.auto.tfvars.json").read_text()) == {"image_tag": fixed}
+    assert tainted(env) == [] and env.outputs()["push_service_name"] == PUSH
+    assert env.outputs()["predict_service_name"] == PREDICT
+    env.clear()
+    ok(env.run("deploy.sh"))
+
+
+@pytest.mark.parametrize("service", ["push", "predict"])
+def test_setup_builds_for_a_tainted_service_even_with_both_outputs(deployed, service):
+    """Both services in the outputs, one of them tainted: not "the services exist"."""
+    (deployed.tf / "image.auto.tfvars.json").write_text('{"image_tag": "0ld"}')
+    terraform(deployed.tf, "taint", f'terraform_data.google_cloud_run_v2_service__services["{service}"]')
+    assert {"push_service_url", "predict_service_url"} <= set(deployed.outputs())
+    r = failed(deployed.run("deploy.sh"))
+    assert f'google_cloud_run_v2_service.services["{service}"] is tainted' in r.stderr and "./setup.sh" in r.stderr
+    assert deployed.changing() == []
+
+    deployed.git("commit", "-q", "--allow-empty", "-m", "the fix")
+    fixed = deployed.git("rev-parse", "HEAD").strip()
+    r = ok(deployed.run("setup.sh", "--project", PROJECT, "--yes"))
+    assert f'google_cloud_run_v2_service.services["{service}"] is tainted' in r.stderr
+    assert "the services exist" not in r.stderr
+    assert any(f"_IMAGE={IMAGE_URI}:{fixed}," in c for c in deployed.changing() if "builds submit" in c)
+    assert deployed.changing()[-1].endswith(f"-var image_tag={fixed}") and tainted(deployed) == []
+
+
 def test_setup_reuses_an_image_built_by_an_interrupted_run(env):
     env.write("build_fails", json.dumps({"times": 1, "message": BUILD_FAILED}))
     failed(env.run("setup.sh", "--project", PROJECT, "--yes"))
@@ -236,10 +307,14 @@ def test_setup_region_is_passed_to_terraform(env):
 
 
 def test_setup_build_failure_stops_before_the_services(env):
-    """A build that ran and failed is the code's fault: no retry, no service."""
+    """A build that ran and failed is the code's fault: no retry, no service;
+    what Cloud Build says and where the build's log is are printed."""
     env.write("build_fails", json.dumps({"times": 5, "message": BUILD_FAILED}))
+    env.write("build_info", USER_BUILD_STEP)
     r = failed(env.run("setup.sh", "--project", PROJECT, "--yes"))
     assert "the build failed" in r.stderr and "./setup.sh again" in r.stderr
+    assert f"build {BUILD_ID} failed with USER_BUILD_STEP: Build step failure" in r.stderr
+    assert f'resource.labels.build_id="{BUILD_ID}"' in r.stderr
     assert len(applies(env)) == 1
     assert len([c for c in env.changing() if "builds submit" in c]) == 1 and env.sleeps() == []
     assert not any(a.startswith("terraform_data.google_cloud_run_v2_service") for a in env.state_list())
@@ -331,6 +406,124 @@ def test_setup_waits_for_new_log_metrics_to_reach_cloud_monitoring(tmp_path):
     assert "terraform_data.google_monitoring_alert_policy__failed_files" in env.state_list()
 
 
+# lag_reason (scripts/common.sh) on the errors Google gives, word for word: what
+# a fresh project is slow to see is waited for, anything else is not.
+APIS = "the APIs enabled moments ago"
+METRICS = "the new log-based metrics"
+ACCOUNTS = "the service accounts created moments ago"
+TOPIC_GRANT = "the Cloud Storage service agent's new grant on the topic"
+RUN_AGENT = "the Cloud Run service agent's access to the new service accounts"
+BUILDER = "the builder account's new grants to reach Cloud Build"
+LAG_TABLE = [
+    ("apply", SERVICE_DISABLED, None, APIS),
+    ("apply", METRIC_404, None, METRICS),
+    ("apply", ACT_AS_NOT_YET, None, ACCOUNTS),
+    ("apply", ACT_AS_NOT_YET.replace("serviceaccounts", "serviceAccounts"), None, ACCOUNTS),
+    ("apply", "Error: Error creating Service: googleapi: Error 403: Permission 'iam.serviceAccounts.actAs' denied on "
+              f"service account scorer-predict@{PROJECT}.iam.gserviceaccount.com (or it may not exist).", None,
+     ACCOUNTS),
+    ("apply", f"Error: Request `Create IAM Members roles/storage.objectViewer serviceAccount:scorer-run@{PROJECT}."
+              "iam.gserviceaccount.com for project \"acme-scoring\"` returned error: Batch request and retried "
+              "single request failed. googleapi: Error 400: Service account "
+              f"scorer-run@{PROJECT}.iam.gserviceaccount.com does not exist., badRequest", None, ACCOUNTS),
+    ("apply", "Error: Error applying IAM policy for storage bucket: googleapi: Error 400: Invalid argument: "
+              f"Gaia id not found for email scorer-run@{PROJECT}.iam.gserviceaccount.com", None, ACCOUNTS),
+    ("apply", TOPIC_NOT_YET, None, TOPIC_GRANT),
+    ("apply", TOPIC_NOT_YET_403, None, TOPIC_GRANT),
+    ("apply", TOKENS_NOT_YET, None, RUN_AGENT),
+    ("build", BUILDER_NOT_YET, None, BUILDER),
+    ("build", "ERROR: (gcloud.builds.submit) PERMISSION_DENIED: The caller does not have permission", None, BUILDER),
+    ("build", BUILD_FAILED, PUSH_NOT_AUTHORIZED, BUILDER),
+    ("build", BUILD_FAILED, FETCH_SOURCE_FAILED, BUILDER),
+    # real errors: the code, a typo, the operator's own missing role
+    ("build", BUILD_FAILED, USER_BUILD_STEP, None),
+    ("build", BUILD_FAILED, "", None),
+    ("apply", "Error: Error creating Subscription: googleapi: Error 400: Invalid push_config: the push endpoint is "
+              "not valid.", None, None),
+    ("apply", "Error: Error creating Topic: googleapi: Error 409: Resource already exists in the project "
+              "(resource=scorer-input-events).", None, None),
+    ("apply", "Error: Error creating Service: googleapi: Error 403: Permission 'run.services.create' denied on "
+              f"resource 'projects/{PROJECT}/locations/{REGION}/services/scorer' (or it may not exist).", None, None),
+    ("apply", BUILDER_NOT_YET, None, None),
+    ("apply", BUILD_FAILED, PUSH_NOT_AUTHORIZED, None),
+]
+
+
+def lag_reason(tmp_path: Path, kind: str, error: str, build_info: str | None) -> subprocess.CompletedProcess:
+    """scripts/common.sh's lag_reason itself, in bash, with the gcloud stand-in on PATH."""
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    (state / "build_info").unlink(missing_ok=True)
+    if build_info is not None:
+        (state / "build_info").write_text(build_info)
+    err = tmp_path / "error.txt"
+    err.write_text(error + "\n")
+    script = ('ROOT="$1"; source "$ROOT/scripts/common.sh"; PROJECT=acme-scoring; BUILD_REGION=europe-west1; '
+              'lag_reason "$2" "$3"')
+    return subprocess.run(["bash", "-c", script, "lag_reason", str(ROOT), kind, str(err)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PATH": f"{STUBS}{os.pathsep}{os.environ['PATH']}",
+                                                       "STUB_STATE": str(state)})
+
+
+@pytest.mark.parametrize("kind,error,build_info,expected", LAG_TABLE,
+                         ids=[f"{k}-{i}" for i, (k, *_rest) in enumerate(LAG_TABLE)])
+def test_lag_reason(tmp_path, kind, error, build_info, expected):
+    r = lag_reason(tmp_path, kind, error, build_info)
+    assert r.returncode == 0, r.stderr
+    if expected is None:
+        assert r.stdout == "", f"a real error taken for lag: {r.stdout!r}"
+    else:
+        assert r.stdout.startswith(expected), f"{r.stdout!r} (expected {expected!r})"
+
+
+def test_a_failed_build_says_why_and_where_its_log_is(tmp_path):
+    r = lag_reason(tmp_path, "build", BUILD_FAILED, USER_BUILD_STEP)
+    assert r.stdout == ""
+    assert f"build {BUILD_ID} failed with USER_BUILD_STEP: Build step failure: build step 0" in r.stderr
+    assert (f"gcloud logging read 'resource.type=\"build\" AND resource.labels.build_id=\"{BUILD_ID}\"' "
+            f"--project {PROJECT}") in r.stderr
+    calls = [json.loads(line) for line in (tmp_path / "state" / "calls.jsonl").read_text().splitlines()]
+    assert [c["argv"] for c in calls] == [["builds", "describe", BUILD_ID, "--project", PROJECT, "--region", REGION,
+                                           "--format=value(failureInfo.type,failureInfo.detail)"]]
+
+
+@pytest.mark.parametrize("address,message,reason,times", [
+    # (the services are two instances, created at once: one fault, one of them fails)
+    ("google_cloud_run_v2_service.services", ACT_AS_NOT_YET, ACCOUNTS, 1),
+    ("google_cloud_run_v2_service.services", TOKENS_NOT_YET, RUN_AGENT, 1),
+    ("google_storage_notification.input_finalize", TOPIC_NOT_YET, TOPIC_GRANT, 2),
+])
+def test_setup_waits_for_grants_of_the_full_apply(tmp_path, address, message, reason, times):
+    """The real terraform fails a resource of the full apply the way the google
+    provider reports what a fresh project has not propagated yet; setup.sh
+    waits and applies again (a service whose create failed is tainted, and the
+    real terraform replaces it)."""
+    env = Env(tmp_path, faults={address})
+    env.fault(address, "create", times, message)
+    r = ok(env.run("setup.sh", "--project", PROJECT, "--yes"))
+    assert env.fired(address, "create") >= 1
+    full = [c for c in applies(env) if "-target=" not in c]
+    assert len(full) == times + 1 and env.sleeps() == [15, 30][:times]
+    assert r.stderr.count(f"waiting for {reason}") == times
+    assert env.outputs()["push_service_name"] == PUSH and env.outputs()["predict_service_name"] == PREDICT
+    assert not [a for a in env.state_list() if "google_cloud_run_v2_service" in a and "tainted" in a]
+
+
+def test_setup_retries_a_build_cloud_build_could_not_push(env):
+    """The build ran, but Cloud Build could not push (or fetch the source) as the
+    builder account yet: described, and retried on the lag schedule."""
+    env.write("build_fails", json.dumps({"times": 2, "message": BUILD_FAILED}))
+    env.write("build_info", PUSH_NOT_AUTHORIZED)
+    r = ok(env.run("setup.sh", "--project", PROJECT, "--yes"))
+    assert len([c for c in env.changing() if "builds submit" in c]) == 3 and env.sleeps() == [15, 30]
+    assert r.stderr.count(f"build {BUILD_ID} failed with PUSH_NOT_AUTHORIZED") == 2
+    assert "Cloud Build said PUSH_NOT_AUTHORIZED" in r.stderr and "gcloud logging read" in r.stderr
+    assert [c for c in env.commands() if c.startswith("gcloud builds describe")] == [
+        f"gcloud builds describe {BUILD_ID} --project {PROJECT} --region {REGION} "
+        "--format=value(failureInfo.type,failureInfo.detail)"] * 2
+    assert env.outputs()["push_service_name"] == PUSH
+
+
 def test_setup_does_not_retry_a_real_error(tmp_path):
     address = "google_pubsub_subscription.push"
     env = Env(tmp_path, faults={address})
@@ -381,6 +574,24 @@ def test_deploy_pushes_the_commit_tagged_image_and_rolls_both_services(deployed)
     assert r.stdout.strip().splitlines()[-2:] == [f"{PUSH} scorer-00007-xyz",
                                                   f"{PREDICT} scorer-predict-00003-abc"], "prints the new revisions"
     assert image in (deployed.state / "images").read_text()
+
+
+def test_deploy_says_why_a_build_failed_and_changes_nothing(deployed):
+    deployed.write("build_fails", json.dumps({"times": 5, "message": BUILD_FAILED}))
+    deployed.write("build_info", USER_BUILD_STEP)
+    r = failed(deployed.run("deploy.sh"))
+    assert "the build failed" in r.stderr and "nothing was deployed" in r.stderr
+    assert f"build {BUILD_ID} failed with USER_BUILD_STEP" in r.stderr and "gcloud logging read" in r.stderr
+    assert not any(c.startswith("gcloud run") for c in deployed.changing()) and deployed.sleeps() == []
+
+
+def test_deploy_retries_a_build_cloud_build_could_not_fetch(deployed):
+    deployed.write("build_fails", json.dumps({"times": 1, "message": BUILD_FAILED}))
+    deployed.write("build_info", FETCH_SOURCE_FAILED)
+    r = ok(deployed.run("deploy.sh"))
+    assert deployed.sleeps() == [15] and "Cloud Build said FETCH_SOURCE_FAILED" in r.stderr
+    assert len([c for c in deployed.changing() if "builds submit" in c]) == 2
+    assert f"{IMAGE_URI}:{deployed.sha}" in (deployed.state / "images").read_text()
 
 
 def test_deploy_reuses_an_image_that_exists(deployed):
@@ -744,6 +955,90 @@ def test_destroy_dry_run_runs_nothing(deployed):
     assert "would wait 600s" in r.stderr
     assert "+ gcloud storage rm --recursive --all-versions" in r.stdout
     assert deployed.state_list() == before and not (deployed.tf / ".destroy-progress.json").exists()
+
+
+PROTECTION_REFUSED = ("Error: cannot destroy service without setting deletion_protection=false and running "
+                      "`terraform apply`")
+
+
+def protection(e: Env) -> dict[str, bool]:
+    """deletion_protection of each service (by key) and of the shard job ("job")."""
+    state = json.loads((e.tf / "terraform.tfstate").read_text())
+    services = next(r for r in state["resources"] if r["name"] == "google_cloud_run_v2_service__services")
+    job = next(r for r in state["resources"] if r["name"] == "google_cloud_run_v2_job__shard")
+    return {**{i["index_key"]: i["attributes"]["input"]["value"]["deletion_protection"] for i in services["instances"]},
+            "job": job["instances"][0]["attributes"]["input"]["value"]["deletion_protection"]}
+
+
+def unkeyed(addresses: list[str]) -> set[str]:
+    """State addresses without their instance keys."""
+    return {re.sub(r"\[[^\]]*\]$", "", a) for a in addresses}
+
+
+def lift_command(stderr: str) -> str:
+    (line,) = [x.strip() for x in stderr.splitlines() if x.strip().startswith("terraform -chdir=")]
+    return line
+
+
+def test_destroy_refuses_deletion_protection_before_deleting_anything(deployed):
+    """With deletion_protection on, terraform destroy refuses the services at the
+    very end: intake would be stopped and the buckets emptied for nothing, and
+    a plain re-apply would turn intake back on. destroy.sh reads it from the
+    state first and stops, and the command it prints lifts the protection
+    without changing anything else."""
+    deployed.apply(PROJECT, "0ld", "-var=deletion_protection=true")
+    with_objects(deployed)
+    before = deployed.state_list()
+    for args in (("--yes",), ("--dry-run",)):
+        r = failed(deployed.run("destroy.sh", *args))
+        assert ("deletion protection is on for google_cloud_run_v2_job.shard google_cloud_run_v2_service.services"
+                in r.stderr)
+        assert "Nothing was deleted" in r.stderr
+    assert deployed.changing() == [] and deployed.sleeps() == []
+    assert deployed.state_list() == before and not (deployed.tf / ".destroy-progress.json").exists()
+
+    lift = lift_command(r.stderr)
+    assert "-target=google_cloud_run_v2_service.services" in lift and "-var deletion_protection=false" in lift
+    assert "-target=google_cloud_run_v2_job.shard" in lift
+    ok(deployed.shell(lift + " -input=false -auto-approve"))
+    assert protection(deployed) == {"push": False, "predict": False, "job": False}
+    assert deployed.state_list() == before
+    deployed.clear()
+    ok(deployed.run("destroy.sh", "--yes", "--drain-seconds", "0"))
+    assert deployed.state_list() == []
+
+
+def test_lifting_protection_after_intake_stopped_does_not_turn_it_on(deployed):
+    """An earlier destroy (before this check) stopped intake and then failed on a
+    protected service: the printed command must not bring the notification or
+    the push subscription back, as ./setup.sh would."""
+    deployed.apply(PROJECT, "0ld", "-var=deletion_protection=true")
+    terraform(deployed.tf, "destroy", "-input=false", "-auto-approve", f"-var=project_id={PROJECT}",
+              "-var=image_tag=x", "-target=terraform_data.google_storage_notification__input_finalize",
+              "-target=terraform_data.google_pubsub_subscription__push")
+    intake = ("terraform_data.google_storage_notification__input_finalize",
+              "terraform_data.google_pubsub_subscription__push")
+    assert not set(intake) & unkeyed(deployed.state_list())
+    r = failed(deployed.run("destroy.sh", "--yes"))
+    ok(deployed.shell(lift_command(r.stderr) + " -input=false -auto-approve"))
+    assert not set(intake) & unkeyed(deployed.state_list()), "intake stays off"
+    assert protection(deployed) == {"push": False, "predict": False, "job": False}
+
+
+def test_destroy_refused_by_protection_says_not_to_reapply(tmp_path):
+    """Protection turned on after the check (or a resource it does not know):
+    terraform destroy fails, and the message says how to go on without turning
+    intake back on; the next run finishes."""
+    env = Env(tmp_path, faults={"google_cloud_run_v2_service.services"})
+    env.apply()
+    env.fault("google_cloud_run_v2_service.services", "destroy", 1, PROTECTION_REFUSED)
+    r = failed(env.run("destroy.sh", "--yes", "--drain-seconds", "0"))
+    assert "refused a resource with deletion protection" in r.stderr
+    assert "do not run ./setup.sh or a plain terraform apply" in r.stderr
+    assert "-var deletion_protection=false -target=ADDRESS" in r.stderr
+    env.clear()
+    ok(env.run("destroy.sh", "--yes"))
+    assert env.state_list() == []
 
 
 def test_destroy_without_state_has_nothing_to_do(env):

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from conftest import ROOT, TF_DIR, need_tool
-from script_harness import (BUCKETS, PREDICT, PROJECT, PUSH, Env, ok, outputs, real_terraform,
-                            state_dependencies, terraform, tf_env, write_mirror)
+from script_harness import (BUCKETS, BUILD_FAILED, PREDICT, PROJECT, PUSH, PUSH_NOT_AUTHORIZED, Env, ok, outputs,
+                            real_terraform, state_dependencies, terraform, tf_env, write_mirror)
 from tf_mirror import Mirror, mirror_address, read_blocks
 
 SETUP = (ROOT / "setup.sh").read_text()
@@ -55,6 +56,8 @@ def test_every_target_in_the_scripts_is_declared():
     declared = set(Mirror(TF_DIR).addresses())
     for script in ("setup.sh", "deploy.sh", "destroy.sh"):
         for target in re.findall(r"-target=(\S+)", (ROOT / script).read_text()):
+            if re.search(r"[$%]", target):
+                continue  # made at run time from the state's own addresses (destroy.sh's lift_protection_command)
             assert target in declared, f"{script}: -target={target} is not declared in terraform/"
 
 
@@ -76,6 +79,38 @@ def test_outputs_setup_needs_exist_after_its_targeted_apply(tmp_path):
     assert not missing, f"after setup.sh's targeted apply, terraform output lacks {sorted(missing)}"
     assert out["project_id"] == PROJECT and out["region"] == "europe-west1"
     assert "push_service_url" not in out, "setup.sh tells a fresh project by the missing service"
+
+
+def test_the_accounts_the_services_use_are_made_by_the_targeted_apply(tmp_path, deployed_template):
+    """Every service account that a Cloud Run service or job runs as (or names),
+    that Pub/Sub pushes as or that the Eventarc trigger signs as is created by
+    setup.sh's first, targeted apply, minutes before the full apply hands it to
+    Cloud Run (a new account is refused there for a minute or three:
+    "iam.serviceaccounts.actAs denied"). Which accounts those are is the real
+    terraform's recorded dependencies (of every trigger = "pubsub" | "eventarc")."""
+    deps = state_dependencies(deployed_template)
+    users = [a for a in deps if a.startswith(("terraform_data.google_cloud_run_v2_service__",
+                                              "terraform_data.google_cloud_run_v2_job__",
+                                              "terraform_data.google_eventarc_trigger__",
+                                              "terraform_data.google_pubsub_subscription__"))]
+    assert users
+    accounts = {d for a in users for d in deps[a] if d.startswith("terraform_data.google_service_account__")}
+    assert {"terraform_data.google_service_account__runtime", "terraform_data.google_service_account__predict",
+            "terraform_data.google_service_account__push", "terraform_data.google_service_account__shard",
+            "terraform_data.google_service_account__events"} <= accounts
+    targeted = {mirror_address(t) for t in setup_targets()}
+    assert accounts <= targeted, f"setup.sh's targeted apply does not create {sorted(accounts - targeted)}"
+
+    # ... and that apply still creates nothing that needs the image
+    tf = write_mirror(tmp_path / "tf")
+    terraform(tf, "apply", "-input=false", "-auto-approve", f"-var=project_id={PROJECT}",
+              *[f"-target={mirror_address(t)}" for t in setup_targets()])
+    made = terraform(tf, "state", "list").stdout.split()
+    # (each account of the default settings: trigger = "pubsub", with the shard job)
+    made_accounts = {re.sub(r"\[[^\]]*\]$", "", a) for a in made}
+    assert accounts - {"terraform_data.google_service_account__events"} <= made_accounts
+    assert not [a for a in made if a.startswith(("terraform_data.google_cloud_run", "terraform_data.google_pubsub",
+                                                 "terraform_data.google_storage_notification"))], made
 
 
 def test_log_metric_readers_are_created_after_the_pause(deployed_template):
@@ -174,6 +209,15 @@ def test_gcloud_command_lines_parse(tmp_path, mirror_template, deployed_template
     fresh.write("gcloud_project", PROJECT)
     ok(fresh.run("setup.sh", "--yes"))
     collect(fresh)
+    # a build Cloud Build could not push at first: described, and its log pointed at
+    slow = Env(tmp_path / "slow", mirror_template)
+    slow.write("build_fails", json.dumps({"times": 1, "message": BUILD_FAILED}))
+    slow.write("build_info", PUSH_NOT_AUTHORIZED)
+    r = ok(slow.run("setup.sh", "--project", PROJECT, "--yes"))
+    collect(slow)
+    hints = re.findall(r"its log: (gcloud logging read .*)$", r.stderr, re.M)
+    assert hints, "no log hint was printed"
+    lines.extend(shlex.split(h)[1:] for h in hints)
     docker = Env(tmp_path / "docker", mirror_template)
     ok(docker.run("setup.sh", "--project", PROJECT, "--yes", "--builder", "docker"))
     collect(docker)
@@ -196,8 +240,8 @@ def test_gcloud_command_lines_parse(tmp_path, mirror_template, deployed_template
     kinds = {" ".join(w for w in a[:4] if not w.startswith("-")) for a in unique}
     for kind in ("services enable", "builds submit", "auth configure-docker", "run services update",
                  "run services update-traffic", "run services describe", "run revisions list", "storage ls",
-                 "storage rm", "artifacts docker images describe", "config get-value project",
-                 "run jobs update", "run jobs describe"):
+                 "storage rm", "artifacts docker images describe", "config get-value project", "builds describe",
+                 "logging read", "run jobs update", "run jobs describe"):
         assert any(k.startswith(kind) for k in kinds), f"no {kind} call was checked"
 
     home = tmp_path / "gcloud-home"

@@ -1,4 +1,4 @@
-"""The shard job (terraform/shard_job.tf): a Cloud Run job from the services'
+"""The shard job (terraform/cloud_run_job.tf): a Cloud Run job from the services'
 image running `scorer shard`, which the push service starts for inputs over
 INLINE_MAX_BYTES. The structure is read with python-hcl2; what Terraform
 itself computes (the environment, DISPATCH_STALE_SECONDS, the preconditions,
@@ -175,10 +175,12 @@ def test_parallelism_is_none_or_one(mirror):
 
 
 def test_the_push_services_account_may_run_this_job_and_act_as_its_account_only(mirror, tmp_path, tf):
-    grant = tf.resource("google_cloud_run_v2_job_iam_member", "runtime_runs_shard_job")
-    assert grant["role"] == "roles/run.jobsExecutorWithOverrides"
-    assert grant["name"] == "${google_cloud_run_v2_job.shard[0].name}"
-    assert grant["member"] == "${google_service_account.runtime.member}"
+    for name, role in (("runtime_runs_shard_job", "roles/run.jobsExecutorWithOverrides"),
+                       ("runtime_views_shard_job", "roles/run.viewer")):
+        grant = tf.resource("google_cloud_run_v2_job_iam_member", name)
+        assert grant["role"] == role
+        assert grant["name"] == "${google_cloud_run_v2_job.shard[0].name}"
+        assert grant["member"] == "${google_service_account.runtime.member}"
     acts = tf.resource("google_service_account_iam_member", "runtime_acts_as_shard")
     assert acts["role"] == "roles/iam.serviceAccountUser"
     assert acts["service_account_id"] == "${google_service_account.shard[0].name}"
@@ -205,6 +207,8 @@ def test_the_push_services_account_may_run_this_job_and_act_as_its_account_only(
         ("google_storage_bucket_iam_member", f"{PROJECT}-scorer-output", "roles/storage.objectViewer"),
         ("google_storage_bucket_iam_member", f"{PROJECT}-scorer-output", "roles/storage.objectCreator"),
         ("google_cloud_run_v2_job_iam_member", JOB, "roles/run.jobsExecutorWithOverrides"),
+        # GetExecution (is it over?): run.executions.get on this job's executions
+        ("google_cloud_run_v2_job_iam_member", JOB, "roles/run.viewer"),
         ("google_service_account_iam_member", f"projects/{PROJECT}/serviceAccounts/{SHARD_SA}",
          "roles/iam.serviceAccountUser"),
     }

@@ -470,6 +470,7 @@ def test_runtime_account_holds_exactly_its_bucket_roles(tf):
         # the shard job: start its executions, as its account (test_shard_job.py)
         ("google_cloud_run_v2_job_iam_member", "runtime_runs_shard_job", None,
          "roles/run.jobsExecutorWithOverrides"),
+        ("google_cloud_run_v2_job_iam_member", "runtime_views_shard_job", None, "roles/run.viewer"),
         ("google_service_account_iam_member", "runtime_acts_as_shard", "${google_service_account.shard[0].name}",
          "roles/iam.serviceAccountUser"),
     }

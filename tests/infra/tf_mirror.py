@@ -114,6 +114,18 @@ def mirror_address(address: str) -> str:
     raise MirrorError(f"not a resource address: {address}")
 
 
+def real_address(address: str) -> str:
+    """The inverse of mirror_address, for a mirror resource's address (with its
+    instance key, if any): terraform_data.google_x__y["k"] -> google_x.y["k"]."""
+    m = re.fullmatch(r"terraform_data\.([A-Za-z_][\w-]*?)((?:\[.*\])?)", address)
+    if not m or "__" not in m.group(1):
+        return address  # not a mirror of anything
+    name, key = m.group(1), m.group(2)
+    is_data = name.startswith("data__")
+    rtype, _, rname = name.removeprefix("data__").partition("__")
+    return f"{'data.' if is_data else ''}{rtype}.{rname}{key}"
+
+
 @dataclass
 class Block:
     kind: str
@@ -333,8 +345,11 @@ class Mirror:
                 out += ['  provisioner "local-exec" {']
                 if when:
                     out.append("    when = destroy")
+                # (an instance of a for_each resource also names its key, so
+                # that a test can fail one instance: fault.py)
+                key = "[${each.key}]" if "for_each" in b.attrs else ""
                 out += [f"    interpreter = [{json.dumps(self.python)}, \"${{path.module}}/fault.py\"]",
-                        f'    command     = "{address}.{suffix}"',
+                        f'    command     = "{address}{key}.{suffix}"',
                         "  }"]
         out.append("}")
         return "\n".join(out)

@@ -13,6 +13,7 @@ use scorer::config::shard::{ShardArgs, ShardSettings};
 use scorer::job::JobRunner;
 use scorer::job::shard::TaskOutcome;
 use scorer::manifest::Status;
+use scorer::model::Model;
 use scorer::score::ScoreOptions;
 use scorer::startup::load_model;
 use scorer::storage::{self, Missing, ObjectStore};
@@ -38,43 +39,55 @@ pub async fn shard(args: ShardArgs) -> Result<Exit, Failed> {
             })
         }
     };
+    // Without the output bucket there is nowhere to report anything: a
+    // misconfigured job fails here, visibly, on every attempt.
     let input = open(object.bucket.to_string()).await?;
     let output = open(settings.output_bucket.to_string()).await?;
-    let model = load_model(&settings.model, &settings.backend, output.as_ref()).await?;
-    if let Some(expected) = &settings.model_version
-        && expected != model.version()
-    {
-        // Every range of one input must be scored by one model: a job
-        // configured with another model than the service's refuses to run.
-        return Err(Failed::new(
-            Exit::Failure,
-            anyhow::anyhow!(
-                "the task's model is {} but the input was dispatched for {expected}: give the job the service's MODEL_URI",
-                model.version()
-            ),
-        ));
-    }
+    // Cloud Run stops a task with SIGTERM (its timeout, a cancelled
+    // execution) and kills it 10 s later: the task abandons its uploads and,
+    // on its last attempt, still writes the input's report in that time.
+    let stop = scorer::shutdown::on_signal();
+    let (execution, index, count, attempt) = (task.execution.as_str(), task.index, task.count, task.attempt);
+    let input_uri = input.uri(object.name.as_str());
+    let generation = object.generation.get();
     let options = ScoreOptions {
         chunk_bytes: settings.chunk_bytes,
         ..ScoreOptions::default()
     };
-    let runner = JobRunner::for_task(
-        input,
-        output,
-        Arc::new(model),
-        options,
-        settings.lease_ttl,
-        &task,
-        Arc::new(Metrics::default()),
-    );
-    let input_uri = runner.input.uri(object.name.as_str());
-    let generation = object.generation.get();
-    let (execution, index, count, attempt) = (task.execution.as_str(), task.index, task.count, task.attempt);
-    let outcome = match runner.run_task(&object, &task).await {
+    let runner = |model: Model| {
+        JobRunner::for_task(
+            input.clone(),
+            output.clone(),
+            Arc::new(model),
+            options.clone(),
+            settings.lease_ttl,
+            &task,
+            Arc::new(Metrics::default()),
+            stop.clone(),
+        )
+    };
+    let (runner, result) = match task_model(&settings, output.as_ref()).await {
+        Ok(model) => {
+            let runner = runner(model);
+            let result = runner.run_task(&object, &task).await.map_err(|e| e.to_string());
+            (runner, result)
+        }
+        // Reported by a runner holding the built-in model (what it names in
+        // the report); the reason says which model could not be used.
+        Err(e) => (
+            runner(Model::default_model().map_err(|m| Failed::new(Exit::Failure, m))?),
+            Err(e),
+        ),
+    };
+    let result = result.map_err(|e| match stop.is_cancelled() {
+        true => format!("stopped by a signal (the task's timeout, or the execution was cancelled): {e}"),
+        false => e,
+    });
+    let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) if task.is_last_attempt() => {
             tracing::error!(input_uri, generation, execution, task = index, attempt, error = %e, "task failed on its last attempt; reporting the input as failed");
-            match runner.fail_task(&object, &e.to_string()).await {
+            match runner.fail_task(&object, &task, &e).await {
                 Ok(outcome) => log(&input_uri, generation, execution, index, count, attempt, &outcome),
                 Err(report) => {
                     tracing::error!(input_uri, generation, error = %report, "the failure report could not be written");
@@ -97,6 +110,22 @@ pub async fn shard(args: ShardArgs) -> Result<Exit, Failed> {
     Ok(Exit::Ok)
 }
 
+/// The model the task scores with: the job's, which must be the one the
+/// input was dispatched for (every range of one input is scored by one
+/// model).
+async fn task_model(settings: &ShardSettings, output: &dyn ObjectStore) -> Result<Model, String> {
+    let model = load_model(&settings.model, &settings.backend, output)
+        .await
+        .map_err(|e| format!("the job's model cannot be loaded: {e}"))?;
+    match &settings.model_version {
+        Some(expected) if expected != model.version() => Err(format!(
+            "the task's model is {} but the input was dispatched for {expected}: give the job the service's MODEL_URI",
+            model.version()
+        )),
+        _ => Ok(model),
+    }
+}
+
 /// The task's one summary entry; the task that commits also writes the
 /// input's job summary.
 fn log(input_uri: &str, generation: i64, execution: &str, index: u32, count: u32, attempt: u32, outcome: &TaskOutcome) {
@@ -113,6 +142,7 @@ fn log(input_uri: &str, generation: i64, execution: &str, index: u32, count: u32
             rows_rejected = m.rows.rejected,
             model_version = m.model.version,
             manifest = m.uri(),
+            peak_rss_mib = peak_rss_mib(),
             "job summary"
         ),
         TaskOutcome::Committed(m) => tracing::warn!(
@@ -123,6 +153,7 @@ fn log(input_uri: &str, generation: i64, execution: &str, index: u32, count: u32
             tasks = count,
             failure = m.failure,
             manifest = m.uri(),
+            peak_rss_mib = peak_rss_mib(),
             "job summary"
         ),
         TaskOutcome::Duplicate(m) => tracing::info!(
@@ -133,15 +164,18 @@ fn log(input_uri: &str, generation: i64, execution: &str, index: u32, count: u32
             task = index,
             attempt,
             manifest = m.uri(),
+            peak_rss_mib = peak_rss_mib(),
             "task summary"
         ),
-        TaskOutcome::RangeDone { .. } => tracing::info!(
+        TaskOutcome::RangeDone { rows } => tracing::info!(
             outcome = "range_scored",
+            rows = *rows,
             input_uri,
             generation,
             execution,
             task = index,
             attempt,
+            peak_rss_mib = peak_rss_mib(),
             "task summary"
         ),
         TaskOutcome::Idle => tracing::info!(
@@ -150,7 +184,18 @@ fn log(input_uri: &str, generation: i64, execution: &str, index: u32, count: u32
             generation,
             execution,
             task = index,
+            peak_rss_mib = peak_rss_mib(),
             "task summary"
         ),
     }
+}
+
+/// This process's peak resident memory in MiB, for sizing the job's tasks
+/// (`memory` in Terraform): what the summary entries report.
+fn peak_rss_mib() -> Option<u64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage only writes the struct it is given.
+    let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } == 0;
+    // SAFETY: initialised by the successful call above.
+    ok.then(|| u64::try_from(unsafe { usage.assume_init() }.ru_maxrss).unwrap_or(0) / 1024)
 }

@@ -91,6 +91,15 @@ impl ShardingSettings {
         let job = args.shard_job.as_deref().map(str::trim).filter(|j| !j.is_empty());
         let target = match job {
             None if args.local.is_none() => return Ok(None),
+            Some("local") if args.k_service.as_deref().is_some_and(|s| !s.is_empty()) => {
+                // A Cloud Run instance may be stopped at any moment between
+                // requests and its CPU is throttled outside them: tasks
+                // started as its child processes would die with it.
+                return Err(err(
+                    "SHARD_JOB",
+                    "`local` runs tasks as processes of this instance, which Cloud Run stops at will: give the Cloud Run job's name, projects/PROJECT/locations/REGION/jobs/JOB",
+                ));
+            }
             None | Some("local") => ShardTarget::Local {
                 parallelism: args
                     .shard_parallelism

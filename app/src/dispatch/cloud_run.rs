@@ -1,7 +1,9 @@
 //! Executions on Cloud Run Jobs: the job (its image, `scorer shard`
-//! command, task timeout, retries and parallelism) is made by Terraform;
-//! each execution overrides its task count and adds the input to the
-//! environment.
+//! command, task timeout, retries and parallelism) is made by Terraform
+//! (`terraform/cloud_run_job.tf`); each execution overrides its task count
+//! and gives the tasks the input and the service's own settings (output
+//! bucket, model, retries), so a job template that drifted from the service
+//! cannot send outputs elsewhere.
 
 use async_trait::async_trait;
 use scorer_cloud::CloudError;
@@ -11,9 +13,9 @@ use super::{Dispatch, DispatchError, Dispatcher};
 
 pub struct CloudRunDispatcher {
     job: CloudRunJob,
-    /// `MODEL_URI` for the tasks when the service's model is not the one the
-    /// job is configured with (a model fitted at start).
-    model_uri: Option<String>,
+    /// What every task is told besides its input: the service's settings
+    /// the tasks must share.
+    env: Vec<(String, String)>,
 }
 
 impl CloudRunDispatcher {
@@ -22,10 +24,10 @@ impl CloudRunDispatcher {
     pub async fn new(
         job: &str,
         endpoint: Option<&str>,
-        model_uri: Option<String>,
+        env: Vec<(String, String)>,
     ) -> Result<CloudRunDispatcher, DispatchError> {
         let job = CloudRunJob::new(job, endpoint).await.map_err(from_cloud)?;
-        Ok(CloudRunDispatcher { job, model_uri })
+        Ok(CloudRunDispatcher { job, env })
     }
 }
 
@@ -40,15 +42,23 @@ fn from_cloud(e: CloudError) -> DispatchError {
 impl Dispatcher for CloudRunDispatcher {
     async fn start(&self, dispatch: &Dispatch) -> Result<String, DispatchError> {
         let mut env = dispatch.env();
-        if let Some(uri) = &self.model_uri {
-            env.push(("MODEL_URI".to_owned(), uri.clone()));
-        }
+        env.extend(self.env.iter().cloned());
         let overrides = ExecutionOverrides {
             env,
             task_count: dispatch.tasks,
             task_timeout: None,
         };
         self.job.run(&overrides).await.map_err(from_cloud)
+    }
+
+    async fn running(&self, execution: &str) -> Option<bool> {
+        match self.job.execution(execution).await {
+            Ok(state) => Some(!state.over),
+            Err(e) => {
+                tracing::warn!(execution, error = %e, "cannot read the execution's state; its age decides");
+                None
+            }
+        }
     }
 
     fn describe(&self) -> String {

@@ -90,7 +90,7 @@ impl Dispatcher for LocalPool {
         Ok(execution)
     }
 
-    fn running(&self, execution: &str) -> Option<bool> {
+    async fn running(&self, execution: &str) -> Option<bool> {
         self.running.lock().ok().map(|running| running.contains(execution))
     }
 

@@ -84,9 +84,10 @@ pub trait Dispatcher: Send + Sync + 'static {
     async fn start(&self, dispatch: &Dispatch) -> Result<String, DispatchError>;
 
     /// Whether `execution` may still be running: `Some(false)` when this
-    /// dispatcher knows it is over (its processes are gone), `None` when it
-    /// cannot tell (then the dispatch's age decides).
-    fn running(&self, execution: &str) -> Option<bool> {
+    /// dispatcher knows it is over (its processes are gone; Cloud Run set
+    /// its completion time), `None` when it cannot tell (then the
+    /// dispatch's age decides).
+    async fn running(&self, execution: &str) -> Option<bool> {
         let _ = execution;
         None
     }

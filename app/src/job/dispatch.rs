@@ -117,7 +117,7 @@ impl JobRunner {
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .unwrap_or_default();
-                let live = match sharding.dispatcher.running(&started.execution) {
+                let live = match sharding.dispatcher.running(&started.execution).await {
                     Some(running) => running,
                     None => age < sharding.stale_after,
                 };

@@ -107,7 +107,9 @@ const RECORD_LIMIT: usize = 16 << 20;
 
 impl JobRunner {
     /// A runner for one task of `execution`: no job slots, no dispatch, no
-    /// inline limit.
+    /// inline limit. `shutdown` is the task's stop signal: cancelled, the
+    /// task abandons its uploads as an inline job does.
+    #[allow(clippy::too_many_arguments)]
     pub fn for_task(
         input: std::sync::Arc<dyn crate::storage::ObjectStore>,
         output: std::sync::Arc<dyn crate::storage::ObjectStore>,
@@ -116,6 +118,7 @@ impl JobRunner {
         lease_ttl: Duration,
         task: &Task,
         metrics: std::sync::Arc<crate::telemetry::Metrics>,
+        shutdown: CancellationToken,
     ) -> JobRunner {
         JobRunner {
             input,
@@ -132,7 +135,7 @@ impl JobRunner {
             }),
             instance: format!("{}-task{}-attempt{}", task.execution, task.index, task.attempt),
             metrics,
-            shutdown: CancellationToken::new(),
+            shutdown,
             running: Default::default(),
         }
     }
@@ -233,12 +236,34 @@ impl JobRunner {
     }
 
     /// The report a task's last attempt leaves when it cannot finish: every
-    /// dispatched input ends with a manifest.
-    pub async fn fail_task(&self, object: &ObjectRef, why: &str) -> Result<TaskOutcome, JobError> {
+    /// dispatched input ends with a manifest. Not when the input is already
+    /// committed, and not when this task's range is recorded: then what
+    /// failed came after its part (the commit), and whichever task or
+    /// execution finds every range recorded commits the scored input; a
+    /// report now would turn finished work into a failure.
+    pub async fn fail_task(&self, object: &ObjectRef, task: &Task, why: &str) -> Result<TaskOutcome, JobError> {
         let names = OutputNames::new(&object.name, object.generation);
+        if let Some(manifest) = self.find_manifest(&names).await? {
+            return Ok(TaskOutcome::Duplicate(Box::new(manifest)));
+        }
+        if task.count > 1
+            && self
+                .output
+                .stat(&names.shard_record(task.index, task.count))
+                .await?
+                .is_some()
+        {
+            return Err(JobError::Transient(format!(
+                "range {} is recorded; not reporting the input as failed ({why})",
+                task.index
+            )));
+        }
+        // The input's size and format for the report, when it can be read.
+        let meta = self.input.stat(object.name.as_str()).await.ok().flatten();
+        let meta = meta.filter(|m| m.generation == object.generation.get());
         let failure = Failure::Task(why.to_owned());
         self.committed(
-            self.report_failure(object, &names, None, failure, SystemTime::now())
+            self.report_failure(object, &names, meta.as_ref(), failure, SystemTime::now())
                 .await,
         )
     }

@@ -425,6 +425,30 @@ async fn predict_is_strict_about_every_feature() {
     let (status, imputed) = post(json!({"instances": [{"OPERA": "A", "HORA": null}]})).await;
     assert_eq!(status, 200, "{imputed}");
     assert_ne!(imputed["probability"], ok["probability"]);
+    // A key given twice is not decided silently by the last one; a bare
+    // list is told how to wrap itself.
+    let raw = |body: &'static str| {
+        let url = server.url("/predict");
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, text) = raw(r#"{"instances": [{"OPERA": "A", "OPERA": "B", "HORA": 1}]}"#).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("feature `OPERA` is given twice in one row"), "{text}");
+    let (status, text) = raw(r#"{"instances": [], "instances": [{"OPERA": "A", "HORA": 1}]}"#).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("`instances` is given twice"), "{text}");
+    let (status, text) = raw(r#"[{"OPERA": "A", "HORA": 1}]"#).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains(r#"wrap it in \"instances\""#), "{text}");
 }
 
 /// `serve --local` listens on loopback unless told otherwise.

@@ -347,6 +347,23 @@ async fn a_bad_setting_stops_the_start_with_its_name() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("OUTPUT_BUCKET") && text.contains("must differ"), "{text}");
+    // On Cloud Run, large files cannot go to child processes of the instance.
+    let out = std::process::Command::new(crate::harness::SCORER)
+        .args(["serve"])
+        .env("INPUT_BUCKET", "in-bucket")
+        .env("OUTPUT_BUCKET", "out-bucket")
+        .env("K_SERVICE", "scorer")
+        .env("PUSH_AUTH", "off")
+        .env("SHARD_JOB", "local")
+        .env("PORT", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("SHARD_JOB") && text.contains("Cloud Run stops at will"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -342,18 +342,41 @@ async fn when_a_quoted_line_break_fools_a_boundary_the_input_is_scored_whole_and
 /// the overridden environment and `CLOUD_RUN_TASK_*` set.
 struct RunJobStandIn {
     requests: Arc<Mutex<Vec<(String, Value)>>>,
+    tasks: Arc<Mutex<Vec<std::process::Child>>>,
     url: String,
 }
 
+impl Drop for RunJobStandIn {
+    fn drop(&mut self) {
+        for mut task in self.tasks.lock().unwrap().drain(..) {
+            let _ = task.kill();
+            let _ = task.wait();
+        }
+    }
+}
+
 impl RunJobStandIn {
-    async fn start(task_env: Vec<(String, String)>) -> RunJobStandIn {
+    /// With `task_env` `None`, an execution starts no task and is reported
+    /// over at once (failed), as one whose tasks all died would be.
+    async fn start(task_env: Option<Vec<(String, String)>>) -> RunJobStandIn {
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let spawned = Arc::new(Mutex::new(Vec::new()));
         let app = {
             let requests = requests.clone();
+            let spawned = spawned.clone();
             axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
                 let requests = requests.clone();
+                let spawned = spawned.clone();
                 let task_env = task_env.clone();
                 async move {
+                    if !uri.path().ends_with(":run") {
+                        // GetExecution: running (no completion time), or over.
+                        let name = uri.path().trim_start_matches("/v2/").to_owned();
+                        return axum::Json(match &task_env {
+                            Some(_) => json!({"name": name, "runningCount": 1}),
+                            None => json!({"name": name, "completionTime": "2026-11-29T00:00:00Z", "failedCount": 1}),
+                        });
+                    }
                     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     requests.lock().unwrap().push((uri.to_string(), request.clone()));
                     let job = uri
@@ -375,10 +398,10 @@ impl RunJobStandIn {
                             )
                         })
                         .collect();
-                    for index in 0..tasks {
-                        Command::new(SCORER)
+                    for index in 0..task_env.as_ref().map_or(0, |_| tasks) {
+                        let task = Command::new(SCORER)
                             .arg("shard")
-                            .envs(task_env.iter().cloned())
+                            .envs(task_env.iter().flatten().cloned())
                             .envs(env.iter().cloned())
                             .env("CLOUD_RUN_TASK_INDEX", index.to_string())
                             .env("CLOUD_RUN_TASK_COUNT", tasks.to_string())
@@ -387,6 +410,7 @@ impl RunJobStandIn {
                             .env("RUST_LOG", "warn")
                             .spawn()
                             .unwrap();
+                        spawned.lock().unwrap().push(task);
                     }
                     axum::Json(json!({
                         "name": format!("projects/p/locations/l/operations/op-{tasks}"),
@@ -402,7 +426,11 @@ impl RunJobStandIn {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        RunJobStandIn { requests, url }
+        RunJobStandIn {
+            requests,
+            tasks: spawned,
+            url,
+        }
     }
 }
 
@@ -417,7 +445,7 @@ async fn the_service_asks_cloud_run_for_one_execution_with_the_input_in_its_envi
         ("OUTPUT_BUCKET".to_owned(), "out-bucket".to_owned()),
         ("SHARD_MAX_RETRIES".to_owned(), "0".to_owned()),
     ];
-    let run = RunJobStandIn::start(task_env).await;
+    let run = RunJobStandIn::start(Some(task_env)).await;
     let job = "projects/my-project/locations/europe-west1/jobs/scorer-shard";
     let per_task = shard_bytes(bytes.len(), 3);
     let server = server(
@@ -468,9 +496,251 @@ async fn the_service_asks_cloud_run_for_one_execution_with_the_input_in_its_envi
     assert_eq!(env["INPUT_URI"], "gs://in-bucket/run/big.csv");
     assert_eq!(env["INPUT_GENERATION"], generation.to_string());
     assert!(env["MODEL_VERSION"].starts_with("sha256:"), "{env:?}");
+    // The service's own settings travel with the execution, so a job
+    // template that drifted cannot write elsewhere or retry differently.
+    assert_eq!(env["OUTPUT_BUCKET"], "out-bucket");
+    assert_eq!(env["SHARD_MAX_RETRIES"], "3");
 
     let m = manifest(&fake, "run/big.csv", generation, Duration::from_secs(120)).await;
     assert_eq!(m["status"], "scored", "{m}");
     assert_eq!(m["execution"]["name"], format!("{job}/executions/standin-0001"));
     assert!(joined_shards(&fake, &m).await == expected);
+}
+
+/// One task of an execution over a local bucket directory, as Cloud Run
+/// would start it; `faults` are `SCORER_TEST_TASK_FAULTS`.
+fn local_task(
+    dir: &std::path::Path,
+    generation: i64,
+    index: u32,
+    count: u32,
+    attempt: u32,
+    extra: &[(&str, &str)],
+) -> Command {
+    let mut command = Command::new(SCORER);
+    command
+        .arg("shard")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SCORER_LOCAL_DIR", dir)
+        .env("INPUT_URI", "gs://input/big.csv")
+        .env("INPUT_GENERATION", generation.to_string())
+        .env("OUTPUT_BUCKET", "output")
+        .env("CLOUD_RUN_TASK_INDEX", index.to_string())
+        .env("CLOUD_RUN_TASK_COUNT", count.to_string())
+        .env("CLOUD_RUN_TASK_ATTEMPT", attempt.to_string())
+        .env("CLOUD_RUN_EXECUTION", "projects/p/locations/l/jobs/j/executions/e-1")
+        .env("SHARD_MAX_RETRIES", "3")
+        .env("LOG_FORMAT", "json")
+        .envs(extra.iter().copied());
+    command
+}
+
+/// A local bucket directory holding `input/big.csv`; its generation.
+fn local_input(dir: &std::path::Path) -> i64 {
+    std::fs::create_dir_all(dir.join("input")).unwrap();
+    std::fs::create_dir_all(dir.join("output")).unwrap();
+    let path = dir.join("input/big.csv");
+    std::fs::write(&path, input_file()).unwrap();
+    scorer::storage::local::generation_of(std::fs::metadata(&path).unwrap().modified().ok())
+}
+
+fn local_manifest(dir: &std::path::Path, generation: i64) -> Option<Value> {
+    let path = dir.join(format!("output/big.csv/{generation}/manifest.json"));
+    std::fs::read(path).ok().map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+/// The last attempt of a task whose model is not the one the input was
+/// dispatched for still leaves the input a report: a dispatched input never
+/// ends without a manifest.
+#[test]
+fn a_last_attempt_that_cannot_even_start_reports_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let generation = local_input(dir.path());
+    let out = local_task(
+        dir.path(),
+        generation,
+        0,
+        2,
+        2,
+        &[("MODEL_VERSION", "sha256:0000000000000000")],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        local_manifest(dir.path(), generation).is_none(),
+        "not the last attempt: no report yet"
+    );
+    let out = local_task(
+        dir.path(),
+        generation,
+        0,
+        2,
+        3,
+        &[("MODEL_VERSION", "sha256:0000000000000000")],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = local_manifest(dir.path(), generation).expect("the last attempt's report");
+    assert_eq!(m["status"], "failed", "{m}");
+    let failure = m["failure"].as_str().unwrap_or_default();
+    assert!(failure.contains("dispatched for sha256:0000000000000000"), "{m}");
+    assert!(
+        m["input"]["size"].as_u64().unwrap() > 0,
+        "the report knows the input: {m}"
+    );
+}
+
+/// Cloud Run stops a task at its timeout with SIGTERM and kills it 10 s
+/// later: on the last attempt, the task reports the input in that time and
+/// releases what it held; on an earlier one it leaves the input to the retry.
+#[test]
+fn a_task_stopped_on_its_last_attempt_reports_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let generation = local_input(dir.path());
+    // One task: the input is scored whole under its lease, slowly.
+    let mut child = local_task(
+        dir.path(),
+        generation,
+        0,
+        1,
+        3,
+        &[("SCORER_TEST_TASK_FAULTS", "0:3:scoring:delay=30s")],
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    // Stopped once it holds the lease and is scoring.
+    let leases = dir.path().join(format!("output/_leases/big.csv/{generation}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&leases).map_or(0, |d| d.count()) == 0 {
+        assert!(Instant::now() < deadline, "the task never took its lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = Instant::now();
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "took {:?} after SIGTERM",
+        stopped.elapsed()
+    );
+    let lines = lines.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{lines:#?}");
+    let m = local_manifest(dir.path(), generation).unwrap_or_else(|| panic!("no report: {lines:#?}"));
+    assert_eq!(m["status"], "failed", "{m}");
+    assert!(
+        m["failure"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stopped by a signal"),
+        "{m}"
+    );
+    // The lease it held is released (its newest record says so), and
+    // nothing half-written is left.
+    let newest = walk(&leases).into_iter().max().unwrap();
+    let record: Value = serde_json::from_slice(&std::fs::read(&newest).unwrap()).unwrap();
+    assert_eq!(record["released"], true, "{record}");
+    let leftovers: Vec<_> = walk(&dir.path().join("output"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("scorer-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A task whose range is recorded but whose commit keeps failing, on its
+/// last attempt, does not turn the finished work into a failure: the next
+/// execution's task commits it scored.
+#[test]
+fn a_failed_commit_on_a_last_attempt_leaves_finished_work_to_be_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let generation = local_input(dir.path());
+    let out = local_task(dir.path(), generation, 0, 2, 0, &[]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = local_task(
+        dir.path(),
+        generation,
+        1,
+        2,
+        3,
+        &[("SCORER_TEST_TASK_FAULTS", "1:3:manifest:fail")],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        local_manifest(dir.path(), generation).is_none(),
+        "no failure report over two recorded ranges"
+    );
+    // The next execution (a redelivery after this one ended) commits it.
+    let out = local_task(
+        dir.path(),
+        generation,
+        1,
+        2,
+        0,
+        &[("CLOUD_RUN_EXECUTION", "projects/p/locations/l/jobs/j/executions/e-2")],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = local_manifest(dir.path(), generation).expect("committed");
+    assert_eq!(m["status"], "scored", "{m}");
+    assert_eq!(m["outputs"]["shards"].as_array().map(Vec::len), Some(2), "{m}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// An execution Cloud Run reports over, with no manifest written (its tasks
+/// all died), does not keep the input waiting for `DISPATCH_STALE_SECONDS`:
+/// the next delivery starts another execution, and after three the input
+/// gets a failure report.
+#[tokio::test]
+async fn an_execution_reported_over_without_a_manifest_is_dispatched_again_then_reported() {
+    let fake = storage().await;
+    let bytes = input_file();
+    let generation = fake.put_object("in-bucket", "run/dead.csv", &bytes).await;
+    let run = RunJobStandIn::start(None).await;
+    let job = "projects/my-project/locations/europe-west1/jobs/scorer-shard";
+    let server = server(&fake, &[("SHARD_JOB", job), ("RUN_API_ENDPOINT", &run.url)]);
+    server.ready().await;
+    let body = envelope("run/dead.csv", generation, bytes.len() as u64);
+    for n in 1..=3 {
+        let (status, answer) = push(&server, &body).await;
+        assert_eq!(
+            (status, answer["outcome"].as_str()),
+            (200, Some("dispatched")),
+            "{answer}"
+        );
+        assert_eq!(run.requests.lock().unwrap().len(), n, "delivery {n}");
+    }
+    let (status, answer) = push(&server, &body).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("failed")), "{answer}");
+    let m = manifest(&fake, "run/dead.csv", generation, Duration::from_secs(10)).await;
+    assert_eq!(m["status"], "failed", "{m}");
+    assert!(
+        m["failure"].as_str().unwrap_or_default().contains("standin-0003"),
+        "{m}"
+    );
 }

@@ -9,6 +9,8 @@ and answered from files in $STUB_STATE that the test writes:
                            Artifact Registry (`builds submit` / `docker push` add theirs)
   build_fails              JSON {"times": N, "message": M}: the next N
                            `gcloud builds submit` fail, printing M (no file: they succeed)
+  build_info               what `gcloud builds describe ID --format=value(failureInfo.type,
+                           failureInfo.detail)` prints: "TYPE<tab>DETAIL" (no file: nothing)
   service.<name>.json      `gcloud run services describe <name> --format=json`
   latest_revision.<name>   `gcloud run services describe <name> --format=value(...)`
   revisions.<name>.json    `gcloud run revisions list --service <name> --format=json`
@@ -107,6 +109,9 @@ def gcloud(argv: list[str], st: Path) -> int:
                 return 1
         subs = dict(kv.split("=", 1) for kv in (_flag(argv, "--substitutions") or "").split(",") if "=" in kv)
         _add_image(st, subs["_IMAGE"])
+        return 0
+    if words[:2] == ["builds", "describe"]:
+        print(_read(st / "build_info"))
         return 0
     if words[:3] == ["run", "services", "describe"]:
         name = words[3]

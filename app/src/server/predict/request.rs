@@ -67,22 +67,31 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
     type Value = Parsed<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(r#"an object like {"flights": [{"OPERA": ..., "TIPOVUELO": ..., "MES": ...}]}"#)
+        f.write_str(
+            r#"an object like {"flights": [{"OPERA": ..., "TIPOVUELO": ..., "MES": ...}]} or {"instances": [...]} (a bare list is not accepted: wrap it in "instances")"#,
+        )
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed<'de>, A::Error> {
         let mut rows: Option<(&'static str, Vec<Row<'de>>)> = None;
-        let mut explain = 0usize;
+        let mut explain = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
                 "flights" | "instances" => {
                     let which = if key == "flights" { "flights" } else { "instances" };
-                    if rows.is_some() {
-                        return Err(de::Error::custom("give flights or instances, not both"));
+                    match &rows {
+                        Some((given, _)) if *given == which => {
+                            return Err(de::Error::custom(format!("`{which}` is given twice")));
+                        }
+                        Some(_) => return Err(de::Error::custom("give flights or instances, not both")),
+                        None => {}
                     }
                     rows = Some((which, map.next_value_seed(RowsSeed { names: self.names })?));
                 }
-                "explain" => explain = map.next_value()?,
+                "explain" if explain.is_some() => {
+                    return Err(de::Error::custom("`explain` is given twice"));
+                }
+                "explain" => explain = Some(map.next_value()?),
                 other => {
                     return Err(de::Error::custom(format!(
                         "unknown field `{other}`, expected `flights`, `instances` or `explain`"
@@ -91,7 +100,11 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
             }
         }
         let (key, rows) = rows.ok_or_else(|| de::Error::custom("the body needs a \"flights\" list"))?;
-        Ok(Parsed { key, rows, explain })
+        Ok(Parsed {
+            key,
+            rows,
+            explain: explain.unwrap_or(0),
+        })
     }
 }
 
@@ -147,6 +160,11 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         let mut unknown = Vec::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match self.names.iter().position(|n| *n == key.as_ref()) {
+                // A key given twice would otherwise be decided silently by
+                // whichever came last: say so instead.
+                Some(j) if fields[j] != Field::Absent => {
+                    return Err(de::Error::custom(format!("feature `{key}` is given twice in one row")));
+                }
                 Some(j) => fields[j] = map.next_value::<FieldValue<'de>>()?.0,
                 None => {
                     map.next_value::<de::IgnoredAny>()?;

@@ -23,12 +23,14 @@ locals {
   shard_waves             = var.shard_parallelism == 1 ? var.shard_max_tasks : 1
   dispatch_stale_min      = local.shard_waves * local.shard_task_seconds
   dispatch_stale_margin_s = 1800 # the execution's scheduling, cold starts, Cloud Run's retry delays
-  # DISPATCH_STALE_SECONDS: a redelivery before this finds the execution
-  # presumed running and starts nothing; after it, with no manifest, the
-  # input is dispatched again (at most 3 executions, then a failure report).
-  # Too short would start a second execution beside a live one and could
-  # end in a failure report while tasks still run; too long only delays
-  # the redispatch of an execution that died (reconcile --publish).
+  # DISPATCH_STALE_SECONDS: the push service asks Cloud Run whether an
+  # execution is over (runtime_views_shard_job below); when it cannot tell,
+  # a redelivery before this finds the execution presumed running and starts
+  # nothing, and after it, with no manifest, dispatches the input again (at
+  # most 3 executions, then a failure report). Too short would start a
+  # second execution beside a live one and could end in a failure report
+  # while tasks still run; too long only delays the redispatch of an
+  # execution that died, in that case.
   dispatch_stale_seconds = coalesce(var.dispatch_stale_seconds, local.dispatch_stale_min + local.dispatch_stale_margin_s)
 
   # How long _shards/ objects live (storage.tf): their own rule, or the
@@ -41,7 +43,11 @@ locals {
   # passes a fitted model to the tasks as MODEL_URI (it lives in the output
   # bucket, under _models/), and `scorer shard` never fits one. The input,
   # its generation and MODEL_VERSION come with each execution (RunJob
-  # overrides), CLOUD_RUN_TASK_* from Cloud Run.
+  # overrides), CLOUD_RUN_TASK_* from Cloud Run. The push service also sends
+  # its own OUTPUT_BUCKET, MODEL_URI, LEASE_TTL_SECONDS, SHARD_MAX_RETRIES,
+  # CHUNK_MIB and STORAGE_RETRY_SECONDS with each execution, which win over
+  # these; the template holds the same values, so the job's own
+  # configuration says what its tasks run with.
   shard_env = merge(
     { for name, value in local.common_env : name => value if name != "TRAINING_DATA_URI" },
     {
@@ -194,6 +200,19 @@ resource "google_cloud_run_v2_job_iam_member" "runtime_runs_shard_job" {
   name     = google_cloud_run_v2_job.shard[0].name
   location = google_cloud_run_v2_job.shard[0].location
   role     = "roles/run.jobsExecutorWithOverrides"
+  member   = google_service_account.runtime.member
+}
+
+# Reading an execution's state (GetExecution: whether Cloud Run says it is
+# over, so an input whose execution died is dispatched again at once rather
+# than after DISPATCH_STALE_SECONDS): run.executions.get, on this job's
+# executions only (jobsExecutorWithOverrides does not include it).
+resource "google_cloud_run_v2_job_iam_member" "runtime_views_shard_job" {
+  count = local.shard_enabled
+
+  name     = google_cloud_run_v2_job.shard[0].name
+  location = google_cloud_run_v2_job.shard[0].location
+  role     = "roles/run.viewer"
   member   = google_service_account.runtime.member
 }
 
