@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # deploy.sh: roll the scorer's two Cloud Run services (push and predict, one
-# image) to a new image, or back to their previous revisions.
+# image) and its shard job (the same image) to a new image, or the services
+# back to their previous revisions.
 #
 # Builds and pushes the image of the current git commit (Cloud Build by default;
-# an image that already exists for the commit is reused), creates a revision of
-# each service with it, sends all traffic to it and prints the new revisions.
-# --rollback sends each service's traffic back to its previous ready revision
-# instead. Every name comes from `terraform output -json`.
+# an image that already exists for the commit is reused), points the shard job
+# at it, creates a revision of each service with it, sends all traffic to it
+# and prints the new revisions. --rollback sends each service's traffic back
+# to its previous ready revision instead (and the shard job back to the image
+# of the push service's). Every name comes from `terraform output -json`.
 set -euo pipefail
 
 usage() {
@@ -14,13 +16,15 @@ usage() {
 Usage: ./deploy.sh [--builder cloudbuild|docker] [--allow-dirty] [--dry-run]
        ./deploy.sh --rollback [--service push|predict|both] [--to REVISION] [--dry-run]
 
-Deploy: build and push <image_uri>:<git commit> (unless it exists), roll both
-Cloud Run services (push: the Pub/Sub pushes; predict: POST /predict) to it
-with all traffic, and print "<service> <new revision>" for each.
+Deploy: build and push <image_uri>:<git commit> (unless it exists), point the
+shard job (large inputs) at it, roll both Cloud Run services (push: the
+Pub/Sub pushes; predict: POST /predict) to it with all traffic, and print
+"<service> <new revision>" for each.
 Rollback: send each service's traffic to its ready revision created before the
 one that serves now (or to --to REVISION, in the service that has it), and
-print "<service> <revision>" for each. Nothing changes unless every service
-asked for has a revision to go back to.
+print "<service> <revision>" for each; the shard job goes back to the image of
+the push service's revision. Nothing changes unless every service asked for
+has a revision to go back to.
 
 Options:
   --builder KIND   cloudbuild (default: gcloud builds submit, no local Docker)
@@ -101,14 +105,17 @@ TAINTED="$(tainted_services || true)"
 [[ -z "$TAINTED" ]] ||
   die "$(tr '\n' ' ' <<<"$TAINTED")is tainted in the Terraform state (its create failed halfway). Run ./setup.sh: it builds this commit and replaces it"
 GC=(--project "$PROJECT" --region "$REGION")
+# The shard job, if the deployment has one: its tasks check that they run the
+# push service's model (MODEL_VERSION), so it runs the push service's image.
+SHARD_JOB="$(out shard_job_name)"
 
 # --- rollback ----------------------------------------------------------------------
 
 # rollback_target SERVICE: prints "<revision serving now> <revision to send all
-# traffic to>" ("?" when unknown), or nothing with --to when SERVICE has no
-# such ready revision. Dies when there is nothing to roll back to.
+# traffic to> <its image>" ("?" when unknown), or nothing with --to when
+# SERVICE has no such ready revision. Dies when there is nothing to roll back to.
 rollback_target() {
-  local service="$1" service_json revisions_json ready target current
+  local service="$1" service_json revisions_json ready target current image
   service_json="$(gcloud run services describe "$service" "${GC[@]}" --format=json)" ||
     die "cannot describe service $service"
   # the revision that serves now: the largest traffic share
@@ -121,7 +128,9 @@ rollback_target() {
       | sort_by(.metadata.creationTimestamp) | reverse | .[].metadata.name' <<<"$revisions_json")"
 
   if [[ -n "$TO_REVISION" ]]; then
-    if grep -qxF -- "$TO_REVISION" <<<"$ready"; then printf '%s %s' "${current:-?}" "$TO_REVISION"; fi
+    if grep -qxF -- "$TO_REVISION" <<<"$ready"; then
+      printf '%s %s %s' "${current:-?}" "$TO_REVISION" "$(revision_image "$revisions_json" "$TO_REVISION")"
+    fi
     return 0
   fi
   [[ -n "$current" ]] || die "cannot tell which revision of $service serves now"
@@ -132,7 +141,14 @@ rollback_target() {
       | map(select($t != null and .metadata.creationTimestamp < $t))
       | sort_by(.metadata.creationTimestamp) | reverse | .[0].metadata.name // empty' <<<"$revisions_json")"
   [[ -n "$target" ]] || die "no ready revision of $service older than $current: nothing to roll back to (nothing was changed)"
-  printf '%s %s' "$current" "$target"
+  printf '%s %s %s' "$current" "$target" "$(revision_image "$revisions_json" "$target")"
+}
+
+# revision_image REVISIONS_JSON REVISION: the image REVISION runs ("?" when unknown).
+revision_image() {
+  local image
+  image="$(jq -r --arg r "$2" 'map(select(.metadata.name == $r)) | .[0].spec.containers[0].image // empty' <<<"$1")"
+  printf '%s' "${image:-?}"
 }
 
 if ((ROLLBACK)); then
@@ -143,12 +159,14 @@ if ((ROLLBACK)); then
   esac
   # Every target first, so that nothing moves unless all can.
   PLAN=()
+  JOB_IMAGE=""
   for service in "${SERVICES[@]}"; do
     line="$(rollback_target "$service")"
     [[ -n "$line" ]] || continue # --to names a revision of the other service
-    read -r current target <<<"$line"
+    read -r current target image <<<"$line"
     [[ "$target" != "$current" ]] || die "$target already serves all traffic of $service"
     PLAN+=("$service" "$current" "$target")
+    if [[ "$service" == "$PUSH_SERVICE" ]]; then JOB_IMAGE="$image"; fi
   done
   if [[ -n "$TO_REVISION" ]] && ((${#PLAN[@]} == 0)); then
     die "revision $TO_REVISION is not a ready revision of ${SERVICES[*]}"
@@ -159,6 +177,16 @@ if ((ROLLBACK)); then
     say "rolling $service back: $current -> $target (all traffic)"
     run gcloud run services update-traffic "$service" "${GC[@]}" --to-revisions "$target=100"
   done
+  # The shard job follows the push service (its tasks must run its model).
+  if [[ -n "$SHARD_JOB" && -n "$JOB_IMAGE" ]]; then
+    if [[ "$JOB_IMAGE" == "?" ]]; then
+      warn "cannot tell which image the push service's revision runs: job $SHARD_JOB keeps its image; set it to that revision's with gcloud run jobs update $SHARD_JOB --image IMAGE"
+    else
+      say "pointing job $SHARD_JOB at $JOB_IMAGE (the push service's)"
+      run gcloud run jobs update "$SHARD_JOB" "${GC[@]}" --image "$JOB_IMAGE" --quiet ||
+        die "the services' traffic moved, but job $SHARD_JOB did not take $JOB_IMAGE (see above): its tasks may refuse inputs dispatched by the push service (another model). Run: gcloud run jobs update $SHARD_JOB --region $REGION --image $JOB_IMAGE"
+    fi
+  fi
   if ((DRY_RUN)); then
     say "dry run: nothing was changed"
   else
@@ -187,7 +215,29 @@ else
   docker_build "$IMAGE" "$COMMIT"
 fi
 
-# The push service first: it holds the work. Each update waits until the new
+# The shard job first: each task refuses an input dispatched for another model
+# (MODEL_VERSION), so the job must run the image of the push service revision
+# that starts its executions, from the moment that revision takes traffic.
+# Updating the job starts nothing and changes no running execution.
+PREVIOUS_JOB_IMAGE=""
+if [[ -n "$SHARD_JOB" ]]; then
+  PREVIOUS_JOB_IMAGE="$(gcloud run jobs describe "$SHARD_JOB" "${GC[@]}" \
+    --format='value(spec.template.spec.template.spec.containers[0].image)')" ||
+    die "cannot describe job $SHARD_JOB; nothing was changed"
+  say "pointing job $SHARD_JOB at $IMAGE"
+  run gcloud run jobs update "$SHARD_JOB" "${GC[@]}" --image "$IMAGE" --quiet ||
+    die "job $SHARD_JOB did not take $IMAGE (see above); nothing was changed"
+fi
+
+# undo_job: the job back to its image, when the push service refused the new one.
+undo_job() {
+  [[ -n "$SHARD_JOB" && -n "$PREVIOUS_JOB_IMAGE" ]] || return 0
+  say "putting job $SHARD_JOB back to $PREVIOUS_JOB_IMAGE"
+  run gcloud run jobs update "$SHARD_JOB" "${GC[@]}" --image "$PREVIOUS_JOB_IMAGE" --quiet ||
+    die "$PUSH_SERVICE did not take $IMAGE, and job $SHARD_JOB could not be put back: run gcloud run jobs update $SHARD_JOB --region $REGION --image $PREVIOUS_JOB_IMAGE"
+}
+
+# Then the push service: it holds the work. Each update waits until the new
 # revision is ready (a revision that fails its startup probe on /ready leaves
 # traffic where it was and stops the deploy here) ...
 DONE=()
@@ -195,8 +245,9 @@ for service in "$PUSH_SERVICE" "$PREDICT_SERVICE"; do
   say "rolling $service to $IMAGE"
   if ! run gcloud run services update "$service" "${GC[@]}" --image "$IMAGE" --quiet; then
     if ((${#DONE[@]})); then
-      die "$service did not take $IMAGE (see above); ${DONE[*]} already serves it: ./deploy.sh --rollback --service push puts it back"
+      die "$service did not take $IMAGE (see above); ${DONE[*]}${SHARD_JOB:+ and job $SHARD_JOB} already run it: ./deploy.sh --rollback --service push puts them back"
     fi
+    undo_job
     die "$service did not take $IMAGE (see above); nothing was changed"
   fi
   # ... and all traffic to it, also after an earlier --rollback pinned traffic.
@@ -213,4 +264,5 @@ for service in "$PUSH_SERVICE" "$PREDICT_SERVICE"; do
   say "$service now serves $REVISION ($IMAGE)"
   printf '%s %s\n' "$service" "$REVISION"
 done
+if [[ -n "$SHARD_JOB" ]]; then say "job $SHARD_JOB runs $IMAGE in its next executions"; fi
 say "undo with ./deploy.sh --rollback"

@@ -5,7 +5,8 @@
 # ask on). The order matters, because the push service may be scoring files
 # while this runs:
 #   1. stop intake: delete the bucket notification, then the push subscription
-#      (terraform destroy -target): no new work arrives;
+#      (or the Eventarc trigger, with trigger = "eventarc"; terraform destroy
+#      -target): no new work arrives;
 #   2. drain: wait until every push already in flight has ended (a push request
 #      lasts at most the request timeout; Cloud Run cannot be asked whether
 #      requests are still running, so this is a bounded wait, with a message);
@@ -30,7 +31,8 @@ usage() {
 Usage: ./destroy.sh [--yes] [--dry-run] [--drain-seconds N] [--project ID]
 
 Delete everything ./setup.sh created: stops intake (the bucket notification and
-the push subscription), waits for the pushes in flight to end, empties the
+the push subscription, or the Eventarc trigger), waits for the pushes in
+flight to end, empties the
 input and output buckets (every object version: inputs, predictions,
 manifests), then terraform destroy. The APIs stay enabled; the project itself
 is not deleted. After a failure, run it again: it resumes.
@@ -185,11 +187,13 @@ record
 # --- 1. stop intake: the notification first, then the push subscription ------------
 
 # (the notification depends on the subscription, so Terraform deletes it
-# first; both may be gone already: then this changes nothing)
-say "stopping intake: deleting the input bucket's notification, then the push subscription"
+# first; with trigger = "eventarc" neither exists and the trigger goes; any
+# of them may be gone already: then this changes nothing)
+say "stopping intake: deleting the input bucket's notification, then the push subscription (or the Eventarc trigger)"
 run terraform -chdir="$TF_DIR" destroy -input=false -auto-approve "${TF_VARS[@]}" \
   -target=google_storage_notification.input_finalize \
-  -target=google_pubsub_subscription.push ||
+  -target=google_pubsub_subscription.push \
+  -target=google_eventarc_trigger.input_finalized ||
   die "could not stop intake (see above); nothing else was deleted. Run ./destroy.sh again"
 if [[ -z "$INTAKE_STOPPED_AT" ]]; then
   INTAKE_STOPPED_AT="$(date +%s)"
@@ -252,6 +256,6 @@ rm -f "$ERR"
 if ((DRY_RUN)); then
   say "dry run: nothing was deleted"
 else
-  rm -f "$TF_DIR/image.auto.tfvars.json" "$PROGRESS"
+  rm -f "$TF_DIR/image.auto.tfvars.json" "$TF_DIR/eventarc.auto.tfvars.json" "$PROGRESS"
   say "done: the scorer is gone from $PROJECT (the APIs stay enabled)"
 fi

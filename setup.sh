@@ -8,6 +8,10 @@
 # services exist their image is deploy.sh's business and nothing is built, an
 # image that exists is never rebuilt, and Terraform changes only what differs.
 #
+# With trigger = "eventarc" (terraform/eventarc.tf) a first run applies once
+# more at the end: the push service learns its own URL, the audience of
+# Eventarc's tokens, only once it exists.
+#
 # A fresh project lags: APIs enabled and service accounts created seconds ago
 # are refused for a minute or three, and a new log-based metric is unknown to
 # Cloud Monitoring for up to ten. Those errors (and only those) are retried
@@ -140,10 +144,12 @@ fi
 
 # The Pub/Sub service agent, which signs the pushes and moves dead letters, is
 # made sure to exist by Terraform (google_project_service_identity.pubsub).
-# The accounts the services run as and Pub/Sub pushes as are created here too,
-# though only the full apply uses them: by then they are minutes old, past the
-# minute or three in which IAM refuses a new account ("iam.serviceaccounts.actAs
-# denied ... (or it may not exist)", "Gaia id not found").
+# The accounts the services and the shard job run as, and Pub/Sub pushes (or
+# the Eventarc trigger signs) as, are created here too, though only the full
+# apply uses them: by then they are minutes old, past the minute or three in
+# which IAM refuses a new account ("iam.serviceaccounts.actAs denied ... (or it
+# may not exist)", "Gaia id not found"). (shard and events have a count: a
+# target of none of their instances creates nothing.)
 say "terraform apply: APIs, Artifact Registry repository, image builder, the services' accounts"
 retry_lagging apply terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_FLAGS[@]}"} "${TF_VARS[@]}" \
   -target=google_project_service.apis \
@@ -153,7 +159,9 @@ retry_lagging apply terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_F
   -target=google_project_iam_member.builder_writes_logs \
   -target=google_service_account.runtime \
   -target=google_service_account.predict \
-  -target=google_service_account.push ||
+  -target=google_service_account.push \
+  -target=google_service_account.shard \
+  -target=google_service_account.events ||
   die "the first apply failed (see above). It is safe to run ./setup.sh again"
 
 # Only outputs that derive from the resources just targeted are in the state
@@ -229,11 +237,30 @@ retry_lagging apply terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_F
   die "the apply failed (see above). It is safe to run ./setup.sh again: Terraform creates only what is missing"
 
 if ((DRY_RUN)); then
-  say "dry run: nothing was changed"
+  say "dry run: nothing was changed (with trigger = eventarc, a first run also applies once more, see step 6)"
   exit 0
 fi
 
+# --- 6. Eventarc: the push service's own URL is the audience of its tokens ------------
+
+# With trigger = "eventarc" the push service must require the audience
+# Eventarc's tokens carry, its own URL, which exists only once the service
+# does (terraform/eventarc.tf). Read it back, keep it for later applies
+# (eventarc.auto.tfvars.json) and apply once more: a new revision of the push
+# service. Pushes refused meanwhile (401) are retried by Pub/Sub.
 read_outputs_if_any
+EVENTARC_TFVARS="$TF_DIR/eventarc.auto.tfvars.json"
+if [[ "$(out trigger)" == eventarc ]]; then
+  URL="$(need_out push_service_url)"
+  if [[ "$(out push_audience)" != "$URL" ]]; then
+    say "trigger = eventarc: the push service now requires Eventarc's token audience, its URL $URL"
+    jq -n --arg url "$URL" '{eventarc_push_audience: $url}' >"$EVENTARC_TFVARS"
+    retry_lagging apply terraform -chdir="$TF_DIR" apply ${APPLY_FLAGS[@]+"${APPLY_FLAGS[@]}"} "${TF_VARS[@]}" -var "image_tag=$TAG" ||
+      die "the apply that sets the push service's token audience failed (see above). It is safe to run ./setup.sh again"
+    read_outputs_if_any
+  fi
+fi
+
 if [[ "$(jq -r '(.alert_notification_channels.value // []) | length' <<<"$TF_OUT")" == 0 ]]; then
   warn "no alert channel is configured: the SLO, dead-letter and failed-file alerts fire, but nobody is told. Set alert_email (or notification_channels) in $TF_DIR/terraform.tfvars and run ./setup.sh again"
 fi
@@ -244,7 +271,7 @@ The scorer is set up in project $PROJECT ($(out region)).
   predict service: $(out predict_service_name)  $(out predict_service_url)/predict
   input bucket:    gs://$(out input_bucket)/
   output bucket:   gs://$(out output_bucket)/
-  dead letters:    $(out dead_letter_subscription)
+  new files:       $(if [[ "$(out trigger)" == eventarc ]]; then printf 'Eventarc trigger %s' "$(out eventarc_trigger)"; else printf 'Pub/Sub, dead letters on %s' "$(out dead_letter_subscription)"; fi)
 
 Try it:
   gsutil cp data/scl_flights_2017.csv gs://$(out input_bucket)/

@@ -183,6 +183,8 @@ lag_reason() {
     printf 'the APIs enabled moments ago to become usable (a minute or three on a new project)'
   elif grep -qiE "Cloud Pub/Sub topic [^ ]* not found, or user [^ ]* does not have permission|does not have permission to publish messages to( to)? the Cloud Pub/Sub topic" <<<"$text"; then
     printf "the Cloud Storage service agent's new grant on the topic to reach Pub/Sub (a minute or three)"
+  elif grep -qiE 'Permission denied while using the Eventarc Service Agent|service account for your bucket is unable to publish to Cloud Pub/Sub' <<<"$text"; then
+    printf "the Eventarc and Cloud Storage service agents' new permissions to propagate (a minute or three)"
   elif grep -qiE 'does not have permission to get access tokens' <<<"$text"; then
     printf "the Cloud Run service agent's access to the new service accounts (a minute or three on a new project)"
   elif grep -qiE 'service account [^ ]* (does not exist|not found)|Gaia id not found|iam\.serviceAccounts\.actAs|permission to act as' <<<"$text"; then

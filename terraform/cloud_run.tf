@@ -23,14 +23,26 @@ locals {
   )
 
   push_env = merge(local.common_env, {
-    SERVICE_ROLE         = "push"
-    INPUT_BUCKET         = google_storage_bucket.input.name
-    PUSH_AUDIENCE        = var.push_audience
-    PUSH_SERVICE_ACCOUNT = google_service_account.push.email
+    SERVICE_ROLE = "push"
+    INPUT_BUCKET = google_storage_bucket.input.name
+    # Whose tokens, for which audience: Pub/Sub's push account and the fixed
+    # audience, or Eventarc's trigger account and the service URL (eventarc.tf).
+    PUSH_AUDIENCE        = local.push_audience
+    PUSH_SERVICE_ACCOUNT = local.push_identity
     # The same number as the service's max_instance_request_concurrency below.
     MAX_CONCURRENT_JOBS = tostring(var.max_concurrent_jobs)
     LEASE_TTL_SECONDS   = tostring(var.lease_ttl_seconds)
-    }, var.inline_max_bytes != null ? {
+    }, var.shard_job_enabled ? {
+    # Inputs over INLINE_MAX_BYTES start an execution of the shard job
+    # (cloud_run_job.tf); without it they get a committed failure report.
+    SHARD_JOB   = local.shard_job_id
+    SHARD_BYTES = tostring(var.shard_bytes)
+    MAX_TASKS   = tostring(var.shard_max_tasks)
+    # The job's max_retries, from the same variable.
+    SHARD_MAX_RETRIES = tostring(var.shard_max_retries)
+    # At least what one execution can take (cloud_run_job.tf).
+    DISPATCH_STALE_SECONDS = tostring(local.dispatch_stale_seconds)
+    } : {}, var.inline_max_bytes != null ? {
     INLINE_MAX_BYTES = tostring(var.inline_max_bytes)
   } : {})
 
@@ -46,8 +58,9 @@ locals {
     push = {
       name    = local.push_service_name
       ingress = var.ingress
-      # Pub/Sub tokens carry this fixed audience instead of the service URL.
-      custom_audiences = [var.push_audience]
+      # Pub/Sub tokens carry this fixed audience instead of the service URL
+      # (Eventarc's carry the service URL, which Cloud Run always accepts).
+      custom_audiences = var.trigger == "pubsub" ? [var.push_audience] : null
       service_account  = google_service_account.runtime.email
       # The same value is the push subscription's ack deadline (pubsub.tf): Pub/Sub
       # waits exactly as long for the answer as Cloud Run lets the request run.
@@ -216,5 +229,10 @@ resource "google_cloud_run_v2_service" "services" {
     google_storage_bucket_iam_member.predict_reads_model,
     google_storage_bucket_iam_member.predict_creates_models,
     google_secret_manager_secret_iam_member.predict_reads_api_keys,
+    # the push service may start executions of the shard job from its first
+    # request on
+    google_cloud_run_v2_job_iam_member.runtime_runs_shard_job,
+    google_cloud_run_v2_job_iam_member.runtime_views_shard_job,
+    google_service_account_iam_member.runtime_acts_as_shard,
   ]
 }

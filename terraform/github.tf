@@ -87,12 +87,25 @@ resource "google_cloud_run_v2_service_iam_member" "deployer_develops" {
   member   = google_service_account.deployer[0].member
 }
 
-# ... whose revisions run as the runtime accounts.
+# ... and the shard job's image (deploy.sh rolls it with the services) ...
+resource "google_cloud_run_v2_job_iam_member" "deployer_develops_shard_job" {
+  count = local.github_enabled * local.shard_enabled
+
+  name     = google_cloud_run_v2_job.shard[0].name
+  location = google_cloud_run_v2_job.shard[0].location
+  role     = "roles/run.developer"
+  member   = google_service_account.deployer[0].member
+}
+
+# ... whose revisions and tasks run as the runtime accounts.
 resource "google_service_account_iam_member" "deployer_acts_as" {
-  for_each = local.github_enabled == 1 ? {
-    runtime = google_service_account.runtime.name
-    predict = google_service_account.predict.name
-  } : {}
+  for_each = local.github_enabled == 1 ? merge(
+    {
+      runtime = google_service_account.runtime.name
+      predict = google_service_account.predict.name
+    },
+    var.shard_job_enabled ? { shard = one(google_service_account.shard[*].name) } : {},
+  ) : {}
 
   service_account_id = each.value
   role               = "roles/iam.serviceAccountUser"

@@ -31,8 +31,11 @@ resource "google_project_service_identity" "pubsub" {
   depends_on = [google_project_service.apis]
 }
 
-# Pub/Sub signs its push requests as this account.
+# Pub/Sub signs its push requests as this account (trigger = "pubsub"; with
+# "eventarc", the trigger's own account in eventarc.tf).
 resource "google_service_account" "push" {
+  count = local.pubsub_enabled
+
   account_id   = "${var.service_name}-push"
   display_name = "scorer Pub/Sub push identity"
   description  = "Identity of the OIDC tokens on Pub/Sub pushes to the scorer; may invoke the service."
@@ -110,12 +113,15 @@ resource "google_secret_manager_secret_iam_member" "predict_reads_api_keys" {
 
 # --- invokers -----------------------------------------------------------------
 
-# Only Pub/Sub (as the push account) may invoke the push service.
+# Only Pub/Sub (as the push account) may invoke the push service (with
+# trigger = "eventarc": only the trigger's account, eventarc.tf).
 resource "google_cloud_run_v2_service_iam_member" "push_invoker" {
+  count = local.pubsub_enabled
+
   name     = google_cloud_run_v2_service.services["push"].name
   location = google_cloud_run_v2_service.services["push"].location
   role     = "roles/run.invoker"
-  member   = google_service_account.push.member
+  member   = google_service_account.push[0].member
 }
 
 # Callers of the online /predict API (none by default) invoke the predict
@@ -132,7 +138,9 @@ resource "google_cloud_run_v2_service_iam_member" "predict_invokers" {
 # The Pub/Sub service agent mints the push tokens for the push account (needed
 # in projects whose Pub/Sub predates April 2021, harmless elsewhere).
 resource "google_service_account_iam_member" "pubsub_agent_mints_push_tokens" {
-  service_account_id = google_service_account.push.name
+  count = local.pubsub_enabled
+
+  service_account_id = google_service_account.push[0].name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = local.pubsub_service_agent
 }

@@ -24,10 +24,15 @@ locals {
   # (which it reads already).
   model_buckets = setsubtract(local.model_uri_buckets, [local.input_bucket, local.output_bucket])
 
-  # Logs: every input object generation ends in exactly one entry like this.
+  # Logs: every input object generation ends in exactly one entry like this,
+  # from the push service, or, for an input scored by the shard job, from
+  # the task that committed it.
+  job_summary_sources = merge(
+    { cloud_run_revision = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.push_service_name}\"" },
+    var.shard_job_enabled ? { cloud_run_job = "resource.type=\"cloud_run_job\" AND resource.labels.job_name=\"${local.shard_job_name}\"" } : {},
+  )
   job_summary_filter = join(" AND ", [
-    "resource.type=\"cloud_run_revision\"",
-    "resource.labels.service_name=\"${local.push_service_name}\"",
+    "(${join(" OR ", [for source in values(local.job_summary_sources) : "(${source})"])})",
     "jsonPayload.message=\"job summary\"",
   ])
 

@@ -57,7 +57,9 @@ resource "google_logging_metric" "rows_scored" {
 resource "google_logging_metric" "job_duration" {
   name        = "${var.service_name}_job_duration"
   description = "Duration of each scored file's job, from push to manifest (ms)."
-  filter      = "${local.job_summary_filter} AND jsonPayload.outcome=\"scored\""
+  # Files scored inline only (the file-latency SLO's): the shard job's
+  # summaries carry no duration_ms.
+  filter = "${local.job_summary_sources["cloud_run_revision"]} AND jsonPayload.message=\"job summary\" AND jsonPayload.outcome=\"scored\""
 
   value_extractor = "EXTRACT(jsonPayload.duration_ms)"
 
@@ -79,6 +81,30 @@ resource "google_logging_metric" "job_duration" {
   depends_on = [google_project_service.apis]
 }
 
+# A task of the shard job whose last attempt failed reports its input as
+# failed (its manifest says why), logging this ERROR first.
+resource "google_logging_metric" "shard_task_failures" {
+  count = local.shard_enabled
+
+  name        = "${var.service_name}_shard_task_failures"
+  description = "Tasks of the shard job that failed on their last attempt (each reports its input as failed)."
+  filter = join(" AND ", [
+    "resource.type=\"cloud_run_job\"",
+    "resource.labels.job_name=\"${local.shard_job_name}\"",
+    "severity=ERROR",
+    "jsonPayload.message=\"task failed on its last attempt; reporting the input as failed\"",
+  ])
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "scorer shard tasks failed on their last attempt"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
 # --- the metrics reach Cloud Monitoring minutes after they exist ---------------
 
 # Cloud Monitoring answers 404 "Cannot find metric(s) ... it could take up to
@@ -91,18 +117,22 @@ resource "google_logging_metric" "job_duration" {
 resource "time_sleep" "log_metrics" {
   create_duration = "${var.log_metric_propagation_seconds}s"
 
-  triggers = {
-    jobs         = google_logging_metric.jobs.name
-    rows_scored  = google_logging_metric.rows_scored.name
-    job_duration = google_logging_metric.job_duration.name
-  }
+  triggers = merge(
+    {
+      jobs         = google_logging_metric.jobs.name
+      rows_scored  = google_logging_metric.rows_scored.name
+      job_duration = google_logging_metric.job_duration.name
+    },
+    var.shard_job_enabled ? { shard_task_failures = one(google_logging_metric.shard_task_failures[*].name) } : {},
+  )
 }
 
 locals {
   # The only way to name a log-based metric below: through the pause.
-  metric_jobs         = "logging.googleapis.com/user/${time_sleep.log_metrics.triggers["jobs"]}"
-  metric_rows_scored  = time_sleep.log_metrics.triggers["rows_scored"]
-  metric_job_duration = "logging.googleapis.com/user/${time_sleep.log_metrics.triggers["job_duration"]}"
+  metric_jobs                = "logging.googleapis.com/user/${time_sleep.log_metrics.triggers["jobs"]}"
+  metric_rows_scored         = time_sleep.log_metrics.triggers["rows_scored"]
+  metric_job_duration        = "logging.googleapis.com/user/${time_sleep.log_metrics.triggers["job_duration"]}"
+  metric_shard_task_failures = "logging.googleapis.com/user/${lookup(time_sleep.log_metrics.triggers, "shard_task_failures", "")}"
 }
 
 # --- SLOs ----------------------------------------------------------------------
@@ -328,19 +358,22 @@ resource "google_monitoring_alert_policy" "slo_burn" {
   }
 }
 
+# (trigger = "pubsub" only: Eventarc's subscription has no dead-letter topic)
 resource "google_monitoring_alert_policy" "dead_letters" {
+  count = local.pubsub_enabled
+
   display_name          = "scorer: dead-lettered notifications waiting"
   combiner              = "OR"
   severity              = "WARNING"
   notification_channels = local.notification_channels
 
   conditions {
-    display_name = "${google_pubsub_subscription.dead_letters.name} holds messages"
+    display_name = "${google_pubsub_subscription.dead_letters[0].name} holds messages"
     condition_threshold {
       filter = join(" AND ", [
         "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\"",
         "resource.type=\"pubsub_subscription\"",
-        "resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letters.name}\"",
+        "resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letters[0].name}\"",
       ])
       comparison      = "COMPARISON_GT"
       threshold_value = 0
@@ -360,12 +393,34 @@ resource "google_monitoring_alert_policy" "dead_letters" {
     mime_type = "text/markdown"
     content   = <<-EOT
       Notifications that failed ${var.max_delivery_attempts} deliveries wait on
-      `${google_pubsub_subscription.dead_letters.id}` (kept 7 days).
-      Inspect: `gcloud pubsub subscriptions pull ${google_pubsub_subscription.dead_letters.id} --limit 10`
+      `${google_pubsub_subscription.dead_letters[0].id}` (kept 7 days).
+      Inspect: `gcloud pubsub subscriptions pull ${google_pubsub_subscription.dead_letters[0].id} --limit 10`
       (without --auto-ack). Once the cause is fixed, send them back:
-      `scorer redrive --subscription ${google_pubsub_subscription.dead_letters.id} --topic ${google_pubsub_topic.input_events.id}`.
+      `scorer redrive --subscription ${google_pubsub_subscription.dead_letters[0].id} --topic ${google_pubsub_topic.input_events[0].id}`.
     EOT
   }
+}
+
+# What counts as a failed file, one condition each (any of them fires the
+# alert): a failed job summary from the push service or, for a large input,
+# from the shard job's task that committed it; and a shard task that failed
+# on its last attempt (it reports its input as failed; counted even when
+# that report could not be written).
+locals {
+  failed_file_conditions = merge(
+    { for type in keys(local.job_summary_sources) : type => {
+      title = "job summaries with outcome=failed (${type})"
+      filter = join(" AND ", [
+        "metric.type=\"${local.metric_jobs}\"",
+        "resource.type=\"${type}\"",
+        "metric.labels.outcome=\"failed\"",
+      ])
+    } },
+    var.shard_job_enabled ? { last_attempt = {
+      title  = "shard tasks failed on their last attempt"
+      filter = "metric.type=\"${local.metric_shard_task_failures}\" AND resource.type=\"cloud_run_job\""
+    } } : {},
+  )
 }
 
 resource "google_monitoring_alert_policy" "failed_files" {
@@ -374,21 +429,20 @@ resource "google_monitoring_alert_policy" "failed_files" {
   severity              = "WARNING"
   notification_channels = local.notification_channels
 
-  conditions {
-    display_name = "job summaries with outcome=failed"
-    condition_threshold {
-      filter = join(" AND ", [
-        "metric.type=\"${local.metric_jobs}\"",
-        "resource.type=\"cloud_run_revision\"",
-        "metric.labels.outcome=\"failed\"",
-      ])
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
-      duration        = "0s"
-      aggregations {
-        alignment_period     = "300s"
-        per_series_aligner   = "ALIGN_SUM"
-        cross_series_reducer = "REDUCE_SUM"
+  dynamic "conditions" {
+    for_each = local.failed_file_conditions
+    content {
+      display_name = conditions.value.title
+      condition_threshold {
+        filter          = conditions.value.filter
+        comparison      = "COMPARISON_GT"
+        threshold_value = 0
+        duration        = "0s"
+        aggregations {
+          alignment_period     = "300s"
+          per_series_aligner   = "ALIGN_SUM"
+          cross_series_reducer = "REDUCE_SUM"
+        }
       }
     }
   }
@@ -402,7 +456,11 @@ resource "google_monitoring_alert_policy" "failed_files" {
     content   = <<-EOT
       At least one input file could not be scored. Its errors.csv and manifest.json
       are in the output bucket under `<input object>/<generation>/`; the job summary says why:
-      `resource.type="cloud_run_revision" resource.labels.service_name="${local.push_service_name}" jsonPayload.message="job summary" jsonPayload.outcome="failed"`
+      `(${join(" OR ", [for source in values(local.job_summary_sources) : "(${source})"])}) jsonPayload.message="job summary" jsonPayload.outcome="failed"`
+      %{if var.shard_job_enabled~}
+      A task of the shard job that failed on its last attempt logs, with its error, first:
+      `resource.type="cloud_run_job" resource.labels.job_name="${local.shard_job_name}" severity=ERROR`
+      %{endif~}
     EOT
   }
 }
@@ -411,7 +469,7 @@ resource "google_monitoring_alert_policy" "failed_files" {
 
 locals {
   jobs_metric            = "metric.type=\"${local.metric_jobs}\" resource.type=\"cloud_run_revision\""
-  dlq_metric             = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" resource.type=\"pubsub_subscription\" resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letters.name}\""
+  dlq_metric             = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" resource.type=\"pubsub_subscription\" resource.labels.subscription_id=\"${join("", google_pubsub_subscription.dead_letters[*].name)}\""
   latency_metric         = "metric.type=\"run.googleapis.com/request_latencies\" resource.type=\"cloud_run_revision\" resource.labels.service_name=\"${local.push_service_name}\""
   predict_latency_metric = "metric.type=\"run.googleapis.com/request_latencies\" resource.type=\"cloud_run_revision\" resource.labels.service_name=\"${local.predict_service_name}\""
 
@@ -423,8 +481,9 @@ locals {
   max_per_minute = { period = "60s", aligner = "ALIGN_MAX" }
 
   # The dashboard's charts, two a row, each with its series: a metric filter
-  # and its alignment, or a PromQL query.
-  dashboard_charts = [
+  # and its alignment, or a PromQL query; a chart with `only = false` is left
+  # out (the dead letters: trigger = "eventarc" has none).
+  dashboard_charts = [for chart in [
     {
       title  = "Files by outcome (per 5 min)"
       plot   = "STACKED_BAR"
@@ -449,6 +508,7 @@ locals {
       title  = "Dead letters waiting"
       plot   = "LINE"
       series = [merge(local.max_per_minute, { filter = local.dlq_metric })]
+      only   = var.trigger == "pubsub"
     },
     {
       title  = "Push request latency p50 / p99"
@@ -465,7 +525,7 @@ locals {
       plot   = "LINE"
       series = [for s in local.p50_and_p99 : merge(s, { filter = local.predict_latency_metric })]
     },
-  ]
+  ] : chart if try(chart.only, true)]
 }
 
 resource "google_monitoring_dashboard" "scorer" {

@@ -66,3 +66,10 @@ moved {
   from = google_service_account_iam_member.deployer_acts_as_predict[0]
   to   = google_service_account_iam_member.deployer_acts_as["predict"]
 }
+
+# --- the Pub/Sub path (pubsub.tf, storage.tf, iam.tf, monitoring.tf) ------------
+#
+# Its resources gained `count = local.pubsub_enabled` (var.trigger). No moved
+# block is needed: Terraform itself moves google_x.y to google_x.y[0] when a
+# resource gains a count, so an existing deployment keeps them
+# (tests/infra/test_eventarc.py checks this with the real terraform).

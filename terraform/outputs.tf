@@ -54,33 +54,43 @@ output "predict_service_url" {
 }
 
 output "push_request_timeout_seconds" {
-  description = "Longest a push request (one file's job) can run: the push service's request timeout, which is also the subscription's ack deadline. destroy.sh drains this long."
-  value       = google_pubsub_subscription.push.ack_deadline_seconds
+  description = "Longest a push request (one file's job) can run: the push service's request timeout, which is also the subscription's ack deadline (trigger = \"pubsub\"; with \"eventarc\", the request timeout). destroy.sh drains this long."
+  value       = var.trigger == "pubsub" ? one(google_pubsub_subscription.push[*].ack_deadline_seconds) : var.request_timeout_seconds
+}
+
+output "trigger" {
+  description = "What announces new input files: pubsub (notification, topic, push subscription) or eventarc (an Eventarc trigger)."
+  value       = var.trigger
+}
+
+output "eventarc_trigger" {
+  description = "The Eventarc trigger on the input bucket (trigger = \"eventarc\"; empty otherwise)."
+  value       = one(google_eventarc_trigger.input_finalized[*].id)
 }
 
 output "topic" {
-  description = "Topic of the input bucket's notifications (also the redrive target)."
-  value       = google_pubsub_topic.input_events.id
+  description = "Topic of the input bucket's notifications (also the redrive target); empty with trigger = \"eventarc\"."
+  value       = one(google_pubsub_topic.input_events[*].id)
 }
 
 output "push_subscription" {
-  description = "Push subscription that delivers the notifications to the service."
-  value       = google_pubsub_subscription.push.id
+  description = "Push subscription that delivers the notifications to the service; empty with trigger = \"eventarc\"."
+  value       = one(google_pubsub_subscription.push[*].id)
 }
 
 output "dead_letter_topic" {
-  description = "Where notifications go after max_delivery_attempts failed deliveries."
-  value       = google_pubsub_topic.dead_letters.id
+  description = "Where notifications go after max_delivery_attempts failed deliveries; empty with trigger = \"eventarc\"."
+  value       = one(google_pubsub_topic.dead_letters[*].id)
 }
 
 output "dead_letter_subscription" {
-  description = "Pull subscription holding dead letters for 7 days (inspect, then scorer redrive)."
-  value       = google_pubsub_subscription.dead_letters.id
+  description = "Pull subscription holding dead letters for 7 days (inspect, then scorer redrive); empty with trigger = \"eventarc\"."
+  value       = one(google_pubsub_subscription.dead_letters[*].id)
 }
 
 output "push_audience" {
-  description = "Audience of the push OIDC tokens."
-  value       = var.push_audience
+  description = "Audience the push service requires of the tokens on its pushes (PUSH_AUDIENCE): the fixed push_audience, or with trigger = \"eventarc\" the service URL once setup.sh has set it."
+  value       = local.push_audience
 }
 
 output "runtime_service_account" {
@@ -89,8 +99,8 @@ output "runtime_service_account" {
 }
 
 output "push_service_account" {
-  description = "Identity of the Pub/Sub push tokens."
-  value       = google_service_account.push.email
+  description = "Identity of the tokens on the pushes (PUSH_SERVICE_ACCOUNT): the Pub/Sub push account, or the Eventarc trigger's."
+  value       = local.push_identity
 }
 
 output "build_service_account" {
@@ -121,4 +131,24 @@ output "github_workload_identity_provider" {
 output "github_deployer_service_account" {
   description = "For the workflow's GCP_DEPLOY_SERVICE_ACCOUNT secret (empty without github_repository_id)."
   value       = local.github_enabled == 1 ? google_service_account.deployer[0].email : ""
+}
+
+output "shard_job_name" {
+  description = "Cloud Run job whose executions score inputs over INLINE_MAX_BYTES (deploy.sh rolls its image with the services'); empty with shard_job_enabled = false."
+  value       = one(google_cloud_run_v2_job.shard[*].name)
+}
+
+output "shard_job" {
+  description = "The shard job as the push service names it (SHARD_JOB): projects/P/locations/L/jobs/J; empty without it."
+  value       = local.shard_job_id
+}
+
+output "shard_service_account" {
+  description = "Identity the shard job's tasks run as (empty without the job)."
+  value       = one(google_service_account.shard[*].email)
+}
+
+output "dispatch_stale_seconds" {
+  description = "DISPATCH_STALE_SECONDS of the push service: how long a started execution is presumed running."
+  value       = var.shard_job_enabled ? local.dispatch_stale_seconds : null
 }

@@ -1,10 +1,14 @@
-# Storage notifications -> topic -> push subscription -> Cloud Run (POST /).
-# Notifications that keep failing go to the dead-letter topic, where a pull
-# subscription keeps them 7 days for inspection and redrive
+# With trigger = "pubsub" (the default): storage notifications -> topic ->
+# push subscription -> Cloud Run (POST /). Notifications that keep failing go
+# to the dead-letter topic, where a pull subscription keeps them 7 days for
+# inspection and redrive
 # (`scorer redrive --subscription <dead_letter_subscription> --topic <topic>`).
+# With trigger = "eventarc" none of this exists: eventarc.tf.
 
 resource "google_pubsub_topic" "input_events" {
   #checkov:skip=CKV_GCP_83:Notifications carry object metadata only (no data); Google-managed encryption is enough and a CMEK would need a KMS key ring outside this module.
+  count = local.pubsub_enabled
+
   name = "${var.service_name}-input-events"
 
   depends_on = [google_project_service.apis]
@@ -12,6 +16,8 @@ resource "google_pubsub_topic" "input_events" {
 
 resource "google_pubsub_topic" "dead_letters" {
   #checkov:skip=CKV_GCP_83:Dead letters are the same object notifications (metadata only); Google-managed encryption is enough.
+  count = local.pubsub_enabled
+
   name = "${var.service_name}-dead-letters"
 
   # Kept on the topic too, so a pull subscription created later can seek back.
@@ -22,7 +28,9 @@ resource "google_pubsub_topic" "dead_letters" {
 
 # The Cloud Storage service agent publishes the notifications.
 resource "google_pubsub_topic_iam_member" "gcs_publishes_input_events" {
-  topic  = google_pubsub_topic.input_events.id
+  count = local.pubsub_enabled
+
+  topic  = google_pubsub_topic.input_events[0].id
   role   = "roles/pubsub.publisher"
   member = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
 }
@@ -30,7 +38,9 @@ resource "google_pubsub_topic_iam_member" "gcs_publishes_input_events" {
 # Dead-lettering is done by the Pub/Sub service agent: it must publish to the
 # dead-letter topic and acknowledge (subscriber) on the source subscription.
 resource "google_pubsub_topic_iam_member" "pubsub_agent_publishes_dead_letters" {
-  topic  = google_pubsub_topic.dead_letters.id
+  count = local.pubsub_enabled
+
+  topic  = google_pubsub_topic.dead_letters[0].id
   role   = "roles/pubsub.publisher"
   member = local.pubsub_service_agent
 
@@ -38,14 +48,18 @@ resource "google_pubsub_topic_iam_member" "pubsub_agent_publishes_dead_letters" 
 }
 
 resource "google_pubsub_subscription_iam_member" "pubsub_agent_acks_push" {
-  subscription = google_pubsub_subscription.push.id
+  count = local.pubsub_enabled
+
+  subscription = google_pubsub_subscription.push[0].id
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_service_agent
 }
 
 resource "google_pubsub_subscription" "push" {
+  count = local.pubsub_enabled
+
   name  = "${var.service_name}-push"
-  topic = google_pubsub_topic.input_events.id
+  topic = google_pubsub_topic.input_events[0].id
 
   # For a push subscription the ack deadline is how long Pub/Sub waits for the
   # HTTP answer. A push request lasts as long as its job, so this is the push
@@ -67,7 +81,7 @@ resource "google_pubsub_subscription" "push" {
     # that the service checks (PUSH_AUDIENCE, PUSH_SERVICE_ACCOUNT) and Cloud
     # Run accepts (custom_audiences).
     oidc_token {
-      service_account_email = google_service_account.push.email
+      service_account_email = google_service_account.push[0].email
       audience              = var.push_audience
     }
   }
@@ -93,7 +107,7 @@ resource "google_pubsub_subscription" "push" {
   # topic, an alert fires, and it is redriven once fixed. Permanent input
   # errors never count here: the service reports them and answers 2xx.
   dead_letter_policy {
-    dead_letter_topic     = google_pubsub_topic.dead_letters.id
+    dead_letter_topic     = google_pubsub_topic.dead_letters[0].id
     max_delivery_attempts = var.max_delivery_attempts
   }
 
@@ -107,8 +121,10 @@ resource "google_pubsub_subscription" "push" {
 # Dead letters wait here (7 days) for inspection and redrive; an alert fires
 # while it holds messages (monitoring.tf).
 resource "google_pubsub_subscription" "dead_letters" {
+  count = local.pubsub_enabled
+
   name  = "${var.service_name}-dead-letters-pull"
-  topic = google_pubsub_topic.dead_letters.id
+  topic = google_pubsub_topic.dead_letters[0].id
 
   message_retention_duration = "604800s"
   ack_deadline_seconds       = 60

@@ -6,6 +6,10 @@
 #   <input object>/<generation>/manifest.json   (written last: the commit point)
 #   _leases/...   small coordination objects, deleted after lease_retention_days
 #   _models/...   a model fitted at start from TRAINING_DATA_URI
+# and for an input scored by the shard job (cloud_run_job.tf):
+#   <input object>/<generation>/predictions-0000i-of-0000N.csv   one per task
+#   _shards/<input object>/<generation>/...   dispatch and shard records,
+#                 per-task rejects: deleted after shard_retention_days
 
 resource "google_storage_bucket" "input" {
   #checkov:skip=CKV_GCP_62:Object access is audited with Cloud Audit Logs (Data Access logs for storage.googleapis.com), not legacy usage-log buckets.
@@ -97,6 +101,27 @@ resource "google_storage_bucket" "output" {
     }
   }
 
+  # The shard job's working objects. They sit under their own top-level
+  # prefix, _shards/<input object>/<generation>/ (app/src/layout.rs), not
+  # beside the outputs, so a prefix matches them exactly and nothing else.
+  # The manifest never points at them: it lists the predictions-*-of-*
+  # shards and errors.csv, which live under <input object>/<generation>/
+  # and keep the outputs' retention below. A task reads them only before
+  # the manifest exists (after it, every task stops at the manifest), and
+  # the push service reads the dispatch records while an input may still be
+  # dispatched again: cloud_run_job.tf checks at plan time that they outlive 3
+  # dispatches of DISPATCH_STALE_SECONDS.
+  lifecycle_rule {
+    condition {
+      age            = var.shard_retention_days
+      matches_prefix = ["_shards/"]
+      with_state     = "LIVE"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
   # Old outputs (everything else: predictions, errors, manifests, _models/).
   dynamic "lifecycle_rule" {
     for_each = var.output_retention_days > 0 ? [var.output_retention_days] : []
@@ -142,10 +167,13 @@ resource "google_storage_bucket" "output" {
   depends_on = [google_project_service.apis]
 }
 
-# Every finished upload to the input bucket is announced on the topic.
+# Every finished upload to the input bucket is announced on the topic
+# (trigger = "pubsub"; with "eventarc", the trigger in eventarc.tf).
 resource "google_storage_notification" "input_finalize" {
+  count = local.pubsub_enabled
+
   bucket         = google_storage_bucket.input.name
-  topic          = google_pubsub_topic.input_events.id
+  topic          = google_pubsub_topic.input_events[0].id
   payload_format = "JSON_API_V1"
   event_types    = ["OBJECT_FINALIZE"]
 

@@ -80,6 +80,17 @@ variable "lease_retention_days" {
   }
 }
 
+variable "shard_retention_days" {
+  description = "Delete the shard job's working objects (_shards/ in the output bucket: dispatch and shard records, per-task rejects) after this many days. They must outlive every execution that may still need them: at least 3 dispatches of dispatch_stale_seconds (checked at plan)."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.shard_retention_days >= 1 && floor(var.shard_retention_days) == var.shard_retention_days
+    error_message = "shard_retention_days must be a whole number >= 1."
+  }
+}
+
 variable "input_retention_days" {
   description = "Delete input files this many days after upload; 0 keeps them."
   type        = number
@@ -333,11 +344,99 @@ variable "predict_ingress" {
 }
 
 # ---------------------------------------------------------------------------
+# Large inputs: the shard job (Cloud Run job running `scorer shard`)
+# ---------------------------------------------------------------------------
+
+variable "shard_job_enabled" {
+  description = "Create the Cloud Run job that scores inputs over INLINE_MAX_BYTES in parallel tasks, and point the push service at it (SHARD_JOB). false: no job, and such inputs get a committed failure report naming the limit."
+  type        = bool
+  default     = true
+}
+
+variable "shard_bytes" {
+  description = "SHARD_BYTES: bytes of input per task; an input gets size / shard_bytes tasks (rounded up, at most shard_max_tasks)."
+  type        = number
+  default     = 1073741824
+
+  validation {
+    condition     = var.shard_bytes >= 1048576 && floor(var.shard_bytes) == var.shard_bytes
+    error_message = "shard_bytes must be a whole number of bytes, at least 1 MiB (1048576)."
+  }
+}
+
+variable "shard_max_tasks" {
+  description = "MAX_TASKS: most tasks in one execution; a larger input gets larger ranges per task (Cloud Run allows 10,000)."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.shard_max_tasks >= 1 && var.shard_max_tasks <= 10000 && floor(var.shard_max_tasks) == var.shard_max_tasks
+    error_message = "shard_max_tasks must be a whole number from 1 to 10000 (Cloud Run's limit of tasks per execution)."
+  }
+}
+
+variable "shard_max_retries" {
+  description = "Retries of a failed task: the job's max_retries and SHARD_MAX_RETRIES of the push service and of the tasks (one value, so they agree: a task's last attempt writes the input's failure report)."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.shard_max_retries >= 0 && var.shard_max_retries <= 10 && floor(var.shard_max_retries) == var.shard_max_retries
+    error_message = "shard_max_retries must be a whole number from 0 to 10 (Cloud Run's limits)."
+  }
+}
+
+variable "shard_task_timeout_seconds" {
+  description = "Time limit of one task attempt (one byte range of shard_bytes, or more when shard_max_tasks caps the task count)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.shard_task_timeout_seconds >= 60 && var.shard_task_timeout_seconds <= 604800 && floor(var.shard_task_timeout_seconds) == var.shard_task_timeout_seconds
+    error_message = "shard_task_timeout_seconds must be a whole number from 60 to 604800 (168 hours, Cloud Run's limit)."
+  }
+}
+
+variable "shard_parallelism" {
+  description = "The job's parallelism: 0 runs as many tasks at once as Cloud Run's quota allows; 1 runs them one after another. Nothing above 1: an execution's task count is set per input, down to 1 (an input that cannot be cut into ranges), and Cloud Run refuses executions whose task count is below the job's parallelism."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.shard_parallelism == 0 || var.shard_parallelism == 1
+    error_message = "shard_parallelism must be 0 (as many at once as the quota allows) or 1: an execution can have a single task, and Cloud Run refuses a task count below the job's parallelism."
+  }
+}
+
+variable "shard_cpu" {
+  description = "vCPUs of each task of the shard job."
+  type        = string
+  default     = "2"
+}
+
+variable "shard_memory" {
+  description = "Memory of each task of the shard job (a task streams its range: memory does not grow with the range's size)."
+  type        = string
+  default     = "1Gi"
+}
+
+variable "dispatch_stale_seconds" {
+  description = "DISPATCH_STALE_SECONDS: how long the push service presumes a started execution still running (a delivery after that, with no manifest, dispatches the input again). null computes it from the task timeout, the retries and the parallelism (cloud_run_job.tf: local.dispatch_stale_seconds); a value set here may not be smaller than that."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.dispatch_stale_seconds == null ? true : var.dispatch_stale_seconds >= 1 && floor(var.dispatch_stale_seconds) == var.dispatch_stale_seconds
+    error_message = "dispatch_stale_seconds must be null (computed) or a whole number of seconds."
+  }
+}
+
+# ---------------------------------------------------------------------------
 # Who may call the services
 # ---------------------------------------------------------------------------
 
 variable "push_audience" {
-  description = "Fixed audience of the push OIDC tokens: set on the subscription, in the push service's custom audiences and in its PUSH_AUDIENCE."
+  description = "Fixed audience of the push OIDC tokens (trigger = \"pubsub\"): set on the subscription, in the push service's custom audiences and in its PUSH_AUDIENCE. Eventarc's tokens carry the service URL instead (eventarc_push_audience)."
   type        = string
   default     = "scorer-push"
 
@@ -355,6 +454,32 @@ variable "predict_invokers" {
   validation {
     condition     = alltrue([for m in var.predict_invokers : can(regex("^(user|serviceAccount|group|domain|principal|principalSet):.+", m))])
     error_message = "predict_invokers must be IAM members (user:, serviceAccount:, group:, domain:, principal:, principalSet:); allUsers and allAuthenticatedUsers are not allowed."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# What announces new input files to the push service
+# ---------------------------------------------------------------------------
+
+variable "trigger" {
+  description = "How new input files reach the push service (POST /): \"pubsub\", a bucket notification to a topic and a push subscription built here (dead-letter topic, retry policy, fixed audience, ack deadline = request timeout); or \"eventarc\", an Eventarc trigger on the bucket's finalized objects, whose subscription Eventarc manages (docs/DEPLOY.md, \"Pub/Sub or Eventarc\")."
+  type        = string
+  default     = "pubsub"
+
+  validation {
+    condition     = contains(["pubsub", "eventarc"], var.trigger)
+    error_message = "trigger must be \"pubsub\" or \"eventarc\"."
+  }
+}
+
+variable "eventarc_push_audience" {
+  description = "With trigger = \"eventarc\": the audience of Eventarc's tokens, which is the push service's URL (terraform output push_service_url). The service cannot be given its own URL in the apply that creates it, so setup.sh writes it to eventarc.auto.tfvars.json once the service exists and applies again; without setup.sh, set it yourself and apply again. Empty: not known yet (pushes are refused with 401 and retried until it is set)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.eventarc_push_audience == "" || can(regex("^https://[a-z0-9.-]+$", var.eventarc_push_audience))
+    error_message = "eventarc_push_audience must be empty or the service URL, https://HOST without a path or trailing slash."
   }
 }
 

@@ -28,6 +28,7 @@ REGION = "europe-west1"
 IMAGE_URI = f"{REGION}-docker.pkg.dev/{PROJECT}/scorer/scorer"
 PUSH = "scorer"
 PREDICT = "scorer-predict"
+SHARD_JOB = "scorer-shard"
 BUCKETS = (f"{PROJECT}-scorer-input", f"{PROJECT}-scorer-output")
 BUILD_SA = f"scorer-build@{PROJECT}.iam.gserviceaccount.com"
 BUILD_BUCKET = f"{PROJECT}-scorer-build"
@@ -40,6 +41,7 @@ READ_ONLY = (
     ("gcloud", "config get-value"),
     ("gcloud", "artifacts docker images describe"),
     ("gcloud", "run services describe"),
+    ("gcloud", "run jobs describe"),
     ("gcloud", "run revisions list"),
     ("gcloud", "builds describe"),
     ("terraform", "show"),
@@ -292,3 +294,43 @@ class PtyStdin:
     def __exit__(self, *exc):
         os.close(self.master)
         os.close(self.slave)
+
+
+# --- the real terraform on a mirror, with -var settings (test_shard_job.py, test_eventarc.py) ----
+
+
+def vars_of(variables) -> list[str]:
+    return [f"-var=project_id={PROJECT}", "-var=image_tag=t", *[f"-var={v}" for v in variables]]
+
+
+def applied(mirror: Path, tmp: Path, *variables: str) -> Path:
+    """A copy of the (initialised) mirror after a full apply with these -var settings."""
+    out = tmp / "tf"
+    shutil.copytree(mirror, out, symlinks=True)
+    terraform(out, "apply", "-input=false", "-auto-approve", *vars_of(variables))
+    return out
+
+
+def console(tf: Path, expr: str, *variables: str):
+    """expr as the real terraform evaluates it against the state (terraform console)."""
+    r = subprocess.run([real_terraform(), f"-chdir={tf}", "console", *vars_of(variables)],
+                       input=f"jsonencode({expr})\n", capture_output=True, text=True, env=tf_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(json.loads(r.stdout.strip()))
+
+
+def instances(tf: Path) -> dict[str, list[dict]]:
+    """Mirror resource name (google_x__y) -> the `input` of each of its instances in the state."""
+    state = json.loads((tf / "terraform.tfstate").read_text())
+    return {r["name"]: [i["attributes"]["input"]["value"] for i in r["instances"]]
+            for r in state["resources"] if r["mode"] == "managed"}
+
+
+def plan(mirror: Path, *variables: str) -> subprocess.CompletedProcess:
+    return terraform(mirror, "plan", "-input=false", "-no-color", *vars_of(variables), check=False)
+
+
+def said(r: subprocess.CompletedProcess) -> str:
+    """What a command printed, its lines joined and its whitespace collapsed
+    (terraform wraps long messages)."""
+    return " ".join((r.stdout + r.stderr).split())

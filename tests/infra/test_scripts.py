@@ -18,9 +18,9 @@ from conftest import ROOT, need_tool
 from tf_mirror import real_address
 from script_harness import (ACT_AS_NOT_YET, BUCKET_NOT_EMPTY, BUCKETS, BUILD_BUCKET, BUILD_FAILED, BUILD_ID,
                             BUILD_SA, BUILDER_NOT_YET, FETCH_SOURCE_FAILED, IMAGE_URI, METRIC_404, PREDICT, PROJECT,
-                            PUSH, PUSH_NOT_AUTHORIZED, REGION, SCRIPTS, SERVICE_DISABLED, STUBS, TOKENS_NOT_YET,
-                            TOPIC_NOT_YET, TOPIC_NOT_YET_403, USER_BUILD_STEP, Env, PtyStdin, failed, index, ok,
-                            terraform)
+                            PUSH, PUSH_NOT_AUTHORIZED, REGION, SCRIPTS, SERVICE_DISABLED, SHARD_JOB, STUBS,
+                            TOKENS_NOT_YET, TOPIC_NOT_YET, TOPIC_NOT_YET_403, USER_BUILD_STEP, Env, PtyStdin, failed,
+                            index, ok, terraform)
 
 TARGETED = "terraform apply -input=false -auto-approve"
 
@@ -547,7 +547,7 @@ def test_setup_warns_without_an_alert_channel(env):
     assert len(env.outputs()["alert_notification_channels"]) == 1
 
 
-# --- deploy.sh (issue 18, defect 4: both services, one image) ---------------------------------
+# --- deploy.sh (issue 18, defect 4: both services, one image; and the shard job) --------------
 
 
 def test_deploy_pushes_the_commit_tagged_image_and_rolls_both_services(deployed):
@@ -563,6 +563,9 @@ def test_deploy_pushes_the_commit_tagged_image_and_rolls_both_services(deployed)
         f"--substitutions _IMAGE={image},_GIT_COMMIT={deployed.sha} "
         f"--service-account projects/{PROJECT}/serviceAccounts/{BUILD_SA} "
         f"--gcs-source-staging-dir gs://{BUILD_BUCKET}/source",
+        # the job first: from the moment the push service's new revision
+        # dispatches, its tasks run the same image (and model)
+        f"gcloud run jobs update {SHARD_JOB} {gc} --image {image} --quiet",
         f"gcloud run services update {PUSH} {gc} --image {image} --quiet",
         f"gcloud run services update-traffic {PUSH} {gc} --to-latest --quiet",
         f"gcloud run services update {PREDICT} {gc} --image {image} --quiet",
@@ -597,6 +600,7 @@ def test_deploy_reuses_an_image_that_exists(deployed):
     cmds = deployed.changing()
     assert not any("builds submit" in c for c in cmds)
     assert [c.split()[:5] for c in cmds] == [
+        ["gcloud", "run", "jobs", "update", SHARD_JOB],
         ["gcloud", "run", "services", "update", PUSH], ["gcloud", "run", "services", "update-traffic", PUSH],
         ["gcloud", "run", "services", "update", PREDICT], ["gcloud", "run", "services", "update-traffic", PREDICT]]
     assert all(f"--image {IMAGE_URI}:{deployed.sha}" in c for c in cmds if " update " in c)
@@ -612,14 +616,38 @@ def test_deploy_with_the_docker_builder(deployed):
         f"--label org.opencontainers.image.revision={deployed.sha} {deployed.repo}",
         f"docker push {image}",
     ]
-    assert cmds[3].startswith(f"gcloud run services update {PUSH}")
+    assert cmds[3].startswith(f"gcloud run jobs update {SHARD_JOB}")
+    assert cmds[4].startswith(f"gcloud run services update {PUSH}")
 
 
 def test_deploy_stops_when_the_push_service_refuses_the_image(deployed):
     deployed.write(f"update_fails.{PUSH}", "")
+    deployed.write(f"job_image.{SHARD_JOB}", f"{IMAGE_URI}:before\n")
     r = failed(deployed.run("deploy.sh"))
     assert "nothing was changed" in r.stderr
-    assert not any(PREDICT in c or "update-traffic" in c for c in deployed.changing())
+    cmds = deployed.changing()
+    assert not any(PREDICT in c or "update-traffic" in c for c in cmds)
+    # the job had taken the new image: it is put back to the one it had
+    jobs = [c for c in cmds if c.startswith(f"gcloud run jobs update {SHARD_JOB}")]
+    assert [j.split("--image ")[1].split()[0] for j in jobs] == [f"{IMAGE_URI}:{deployed.sha}", f"{IMAGE_URI}:before"]
+    assert (deployed.state / f"job_image.{SHARD_JOB}").read_text().strip() == f"{IMAGE_URI}:before"
+
+
+def test_deploy_stops_when_the_job_refuses_the_image(deployed):
+    deployed.write(f"update_fails.{SHARD_JOB}", "")
+    r = failed(deployed.run("deploy.sh"))
+    assert f"job {SHARD_JOB} did not take" in r.stderr and "nothing was changed" in r.stderr
+    assert not any(c.startswith("gcloud run services") for c in deployed.changing())
+
+
+def test_deploy_without_a_shard_job_rolls_the_services_only(deployed):
+    """shard_job_enabled = false: no job in the state, none in the deploy."""
+    deployed.apply(PROJECT, "0ld", "-var=shard_job_enabled=false")
+    assert "shard_job_name" not in deployed.outputs() or not deployed.outputs()["shard_job_name"]
+    ok(deployed.run("deploy.sh"))
+    assert not any(" jobs " in c for c in deployed.commands())
+    assert [c.split()[3] for c in deployed.changing() if c.startswith("gcloud run")] == [
+        "update", "update-traffic", "update", "update-traffic"]
 
 
 def test_deploy_says_how_to_undo_when_predict_refuses_the_image(deployed):
@@ -658,30 +686,38 @@ def test_deploy_dry_run_runs_nothing(deployed):
     printed = [line for line in r.stdout.splitlines() if line.startswith("+ ")]
     assert [p.split()[1:6] for p in printed] == [
         ["gcloud", "builds", "submit", str(deployed.repo), "--project"],
+        ["gcloud", "run", "jobs", "update", SHARD_JOB],
         ["gcloud", "run", "services", "update", PUSH], ["gcloud", "run", "services", "update-traffic", PUSH],
         ["gcloud", "run", "services", "update", PREDICT], ["gcloud", "run", "services", "update-traffic", PREDICT]]
-    assert f"--image {IMAGE_URI}:{deployed.sha}" in printed[1] and "--to-latest" in printed[2]
+    assert f"--image {IMAGE_URI}:{deployed.sha}" in printed[1] and f"--image {IMAGE_URI}:{deployed.sha}" in printed[2]
+    assert "--to-latest" in printed[3]
 
 
 # --- deploy.sh --rollback ----------------------------------------------------------------------
 
 
-def revision(name: str, created: str, ready: bool = True) -> dict:
-    return {"metadata": {"name": name, "creationTimestamp": created},
-            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+def revision(name: str, created: str, ready: bool = True, image: str | None = None) -> dict:
+    r = {"metadata": {"name": name, "creationTimestamp": created},
+         "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    if image:  # the v1 Revision's spec, as `gcloud run revisions list --format=json` gives it
+        r["spec"] = {"containers": [{"image": image}]}
+    return r
 
 
-def revisions(service: str) -> list[dict]:
+def revisions(service: str, images: bool = False) -> list[dict]:
+    def image(tag: str) -> str | None:
+        return f"{IMAGE_URI}:{tag}" if images else None
+
     return [
-        revision(f"{service}-00004-ddd", "2025-01-04T10:00:00.000000Z"),
-        revision(f"{service}-00003-ccc", "2025-01-03T10:00:00.000000Z", ready=False),
-        revision(f"{service}-00002-bbb", "2025-01-02T10:00:00.000000Z"),
-        revision(f"{service}-00001-aaa", "2025-01-01T10:00:00.000000Z"),
+        revision(f"{service}-00004-ddd", "2025-01-04T10:00:00.000000Z", image=image("ddd")),
+        revision(f"{service}-00003-ccc", "2025-01-03T10:00:00.000000Z", ready=False, image=image("ccc")),
+        revision(f"{service}-00002-bbb", "2025-01-02T10:00:00.000000Z", image=image("bbb")),
+        revision(f"{service}-00001-aaa", "2025-01-01T10:00:00.000000Z", image=image("aaa")),
     ]
 
 
-def serving(env: Env, service: str, rev: str, latest: bool = True) -> None:
-    env.write(f"revisions.{service}.json", json.dumps(revisions(service)))
+def serving(env: Env, service: str, rev: str, latest: bool = True, images: bool = False) -> None:
+    env.write(f"revisions.{service}.json", json.dumps(revisions(service, images)))
     env.write(f"service.{service}.json", json.dumps({"status": {
         "latestReadyRevisionName": f"{service}-00004-ddd",
         "traffic": [{"revisionName": f"{service}-{rev}", "percent": 100, "latestRevision": latest}],
@@ -701,6 +737,34 @@ def test_rollback_targets_the_previous_ready_revision_of_each_service(deployed):
                                    update_traffic(PREDICT, f"{PREDICT}-00002-bbb")], \
         "skips the revision that never became ready"
     assert r.stdout.strip().splitlines() == [f"{PUSH} {PUSH}-00002-bbb", f"{PREDICT} {PREDICT}-00002-bbb"]
+
+
+def test_rollback_takes_the_shard_job_to_the_push_services_image(deployed):
+    """The tasks refuse inputs dispatched for another model: the job follows the
+    image of the push service's revision that traffic goes back to."""
+    serving(deployed, PUSH, "00004-ddd", images=True)
+    serving(deployed, PREDICT, "00004-ddd", images=True)
+    r = ok(deployed.run("deploy.sh", "--rollback"))
+    assert deployed.changing() == [
+        update_traffic(PUSH, f"{PUSH}-00002-bbb"), update_traffic(PREDICT, f"{PREDICT}-00002-bbb"),
+        f"gcloud run jobs update {SHARD_JOB} --project {PROJECT} --region {REGION} --image {IMAGE_URI}:bbb --quiet"]
+    assert r.stdout.strip().splitlines() == [f"{PUSH} {PUSH}-00002-bbb", f"{PREDICT} {PREDICT}-00002-bbb"]
+    # a rollback of the predict service alone leaves the job alone
+    deployed.clear()
+    ok(deployed.run("deploy.sh", "--rollback", "--service", "predict"))
+    assert deployed.changing() == [update_traffic(PREDICT, f"{PREDICT}-00002-bbb")]
+    # and --to a push revision takes the job to that revision's image
+    deployed.clear()
+    ok(deployed.run("deploy.sh", "--rollback", "--to", f"{PUSH}-00001-aaa"))
+    assert deployed.changing()[-1].endswith(f"--image {IMAGE_URI}:aaa --quiet")
+
+
+def test_rollback_warns_when_the_push_revisions_image_is_unknown(deployed):
+    serving(deployed, PUSH, "00004-ddd")
+    serving(deployed, PREDICT, "00004-ddd")
+    r = ok(deployed.run("deploy.sh", "--rollback", "--service", "push"))
+    assert f"job {SHARD_JOB} keeps its image" in r.stderr
+    assert deployed.changing() == [update_traffic(PUSH, f"{PUSH}-00002-bbb")]
 
 
 def test_rollback_twice_goes_one_further_back(deployed):
@@ -751,7 +815,7 @@ def test_rollback_dry_run_runs_nothing(deployed):
 
 STOP_INTAKE = ("terraform destroy -input=false -auto-approve -var project_id=acme-scoring -var region=europe-west1 "
                "-var image_tag=destroy -target=google_storage_notification.input_finalize "
-               "-target=google_pubsub_subscription.push")
+               "-target=google_pubsub_subscription.push -target=google_eventarc_trigger.input_finalized")
 DESTROY = ("terraform destroy -input=false -auto-approve -var project_id=acme-scoring -var region=europe-west1 "
            "-var image_tag=destroy")
 
@@ -794,7 +858,7 @@ def test_destroy_stops_the_notification_before_the_subscription(deployed):
     call: the notification (which depends on the subscription) goes first."""
     r = ok(deployed.run("destroy.sh", "--yes", "--drain-seconds", "0"))
     out = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
-    gone = [m.group(1) for m in re.finditer(r"^terraform_data\.(\w+): Destruction complete", out, re.M)]
+    gone = [m.group(1) for m in re.finditer(r"^terraform_data\.(\w+)(?:\[[^\]]*\])?: Destruction complete", out, re.M)]
     intake = gone[:gone.index("google_pubsub_subscription__push") + 1]
     assert set(intake) == {"google_pubsub_subscription_iam_member__pubsub_agent_acks_push",
                            "google_storage_notification__input_finalize", "google_pubsub_subscription__push"}, \
@@ -898,9 +962,17 @@ PROTECTION_REFUSED = ("Error: cannot destroy service without setting deletion_pr
 
 
 def protection(e: Env) -> dict[str, bool]:
+    """deletion_protection of each service (by key) and of the shard job ("job")."""
     state = json.loads((e.tf / "terraform.tfstate").read_text())
     services = next(r for r in state["resources"] if r["name"] == "google_cloud_run_v2_service__services")
-    return {i["index_key"]: i["attributes"]["input"]["value"]["deletion_protection"] for i in services["instances"]}
+    job = next(r for r in state["resources"] if r["name"] == "google_cloud_run_v2_job__shard")
+    return {**{i["index_key"]: i["attributes"]["input"]["value"]["deletion_protection"] for i in services["instances"]},
+            "job": job["instances"][0]["attributes"]["input"]["value"]["deletion_protection"]}
+
+
+def unkeyed(addresses: list[str]) -> set[str]:
+    """State addresses without their instance keys."""
+    return {re.sub(r"\[[^\]]*\]$", "", a) for a in addresses}
 
 
 def lift_command(stderr: str) -> str:
@@ -919,15 +991,17 @@ def test_destroy_refuses_deletion_protection_before_deleting_anything(deployed):
     before = deployed.state_list()
     for args in (("--yes",), ("--dry-run",)):
         r = failed(deployed.run("destroy.sh", *args))
-        assert "deletion protection is on for google_cloud_run_v2_service.services" in r.stderr
+        assert ("deletion protection is on for google_cloud_run_v2_job.shard google_cloud_run_v2_service.services"
+                in r.stderr)
         assert "Nothing was deleted" in r.stderr
     assert deployed.changing() == [] and deployed.sleeps() == []
     assert deployed.state_list() == before and not (deployed.tf / ".destroy-progress.json").exists()
 
     lift = lift_command(r.stderr)
     assert "-target=google_cloud_run_v2_service.services" in lift and "-var deletion_protection=false" in lift
+    assert "-target=google_cloud_run_v2_job.shard" in lift
     ok(deployed.shell(lift + " -input=false -auto-approve"))
-    assert protection(deployed) == {"push": False, "predict": False}
+    assert protection(deployed) == {"push": False, "predict": False, "job": False}
     assert deployed.state_list() == before
     deployed.clear()
     ok(deployed.run("destroy.sh", "--yes", "--drain-seconds", "0"))
@@ -944,11 +1018,11 @@ def test_lifting_protection_after_intake_stopped_does_not_turn_it_on(deployed):
               "-target=terraform_data.google_pubsub_subscription__push")
     intake = ("terraform_data.google_storage_notification__input_finalize",
               "terraform_data.google_pubsub_subscription__push")
-    assert not set(intake) & set(deployed.state_list())
+    assert not set(intake) & unkeyed(deployed.state_list())
     r = failed(deployed.run("destroy.sh", "--yes"))
     ok(deployed.shell(lift_command(r.stderr) + " -input=false -auto-approve"))
-    assert not set(intake) & set(deployed.state_list()), "intake stays off"
-    assert protection(deployed) == {"push": False, "predict": False}
+    assert not set(intake) & unkeyed(deployed.state_list()), "intake stays off"
+    assert protection(deployed) == {"push": False, "predict": False, "job": False}
 
 
 def test_destroy_refused_by_protection_says_not_to_reapply(tmp_path):

@@ -82,18 +82,22 @@ def test_outputs_setup_needs_exist_after_its_targeted_apply(tmp_path):
 
 
 def test_the_accounts_the_services_use_are_made_by_the_targeted_apply(tmp_path, deployed_template):
-    """Every service account that a Cloud Run service runs as (or names) and that
-    Pub/Sub pushes as is created by setup.sh's first, targeted apply, minutes
-    before the full apply hands it to Cloud Run (a new account is refused
-    there for a minute or three: "iam.serviceaccounts.actAs denied"). Which
-    accounts those are is the real terraform's recorded dependencies."""
+    """Every service account that a Cloud Run service or job runs as (or names),
+    that Pub/Sub pushes as or that the Eventarc trigger signs as is created by
+    setup.sh's first, targeted apply, minutes before the full apply hands it to
+    Cloud Run (a new account is refused there for a minute or three:
+    "iam.serviceaccounts.actAs denied"). Which accounts those are is the real
+    terraform's recorded dependencies (of every trigger = "pubsub" | "eventarc")."""
     deps = state_dependencies(deployed_template)
     users = [a for a in deps if a.startswith(("terraform_data.google_cloud_run_v2_service__",
+                                              "terraform_data.google_cloud_run_v2_job__",
+                                              "terraform_data.google_eventarc_trigger__",
                                               "terraform_data.google_pubsub_subscription__"))]
     assert users
     accounts = {d for a in users for d in deps[a] if d.startswith("terraform_data.google_service_account__")}
     assert {"terraform_data.google_service_account__runtime", "terraform_data.google_service_account__predict",
-            "terraform_data.google_service_account__push"} <= accounts
+            "terraform_data.google_service_account__push", "terraform_data.google_service_account__shard",
+            "terraform_data.google_service_account__events"} <= accounts
     targeted = {mirror_address(t) for t in setup_targets()}
     assert accounts <= targeted, f"setup.sh's targeted apply does not create {sorted(accounts - targeted)}"
 
@@ -102,7 +106,9 @@ def test_the_accounts_the_services_use_are_made_by_the_targeted_apply(tmp_path, 
     terraform(tf, "apply", "-input=false", "-auto-approve", f"-var=project_id={PROJECT}",
               *[f"-target={mirror_address(t)}" for t in setup_targets()])
     made = terraform(tf, "state", "list").stdout.split()
-    assert accounts <= set(made)
+    # (each account of the default settings: trigger = "pubsub", with the shard job)
+    made_accounts = {re.sub(r"\[[^\]]*\]$", "", a) for a in made}
+    assert accounts - {"terraform_data.google_service_account__events"} <= made_accounts
     assert not [a for a in made if a.startswith(("terraform_data.google_cloud_run", "terraform_data.google_pubsub",
                                                  "terraform_data.google_storage_notification"))], made
 
@@ -114,7 +120,8 @@ def test_log_metric_readers_are_created_after_the_pause(deployed_template):
     deps = state_dependencies(deployed_template)
     pause = "terraform_data.time_sleep__log_metrics"
     metrics = {a for a in deps if a.startswith("terraform_data.google_logging_metric__")}
-    assert len(metrics) == 3 and metrics <= deps[pause]
+    assert {m.split("__")[-1] for m in metrics} == {"jobs", "rows_scored", "job_duration", "shard_task_failures"}
+    assert metrics <= deps[pause]
     readers = ["terraform_data.google_monitoring_slo__slos",
                "terraform_data.google_monitoring_alert_policy__failed_files",
                "terraform_data.google_monitoring_alert_policy__slo_burn",
@@ -234,7 +241,7 @@ def test_gcloud_command_lines_parse(tmp_path, mirror_template, deployed_template
     for kind in ("services enable", "builds submit", "auth configure-docker", "run services update",
                  "run services update-traffic", "run services describe", "run revisions list", "storage ls",
                  "storage rm", "artifacts docker images describe", "config get-value project", "builds describe",
-                 "logging read"):
+                 "logging read", "run jobs update", "run jobs describe"):
         assert any(k.startswith(kind) for k in kinds), f"no {kind} call was checked"
 
     home = tmp_path / "gcloud-home"

@@ -20,6 +20,8 @@ REQUIRED_OUTPUTS = {
 COMMON_ENV = {"OUTPUT_BUCKET", "LOG_FORMAT", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "SERVICE_ROLE"}
 PUSH_ENV = COMMON_ENV | {"INPUT_BUCKET", "PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT", "MAX_CONCURRENT_JOBS",
                          "LEASE_TTL_SECONDS"}
+# with shard_job_enabled (test_shard_job.py: absent without it)
+SHARD_ENV = {"SHARD_JOB", "SHARD_BYTES", "MAX_TASKS", "SHARD_MAX_RETRIES", "DISPATCH_STALE_SECONDS"}
 PREDICT_ENV = COMMON_ENV
 OPTIONAL_ENV = {"MODEL_URI", "TRAINING_DATA_URI"}
 PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
@@ -139,7 +141,8 @@ def test_notification_is_object_finalize_json_api_v1_on_the_input_bucket(tf):
     assert n["event_types"] == ["OBJECT_FINALIZE"]
     assert n["payload_format"] == "JSON_API_V1"
     assert n["bucket"] == "${google_storage_bucket.input.name}"
-    assert n["topic"] == "${google_pubsub_topic.input_events.id}"
+    assert n["topic"] == "${google_pubsub_topic.input_events[0].id}"
+    assert n["count"] == "${local.pubsub_enabled}", "trigger = \"pubsub\" only (test_eventarc.py)"
     # the Cloud Storage service agent may publish before the notification is made,
     # and the push subscription exists (issue 18, defect 6; the real terraform's
     # order: test_scripts_terraform.py)
@@ -147,7 +150,7 @@ def test_notification_is_object_finalize_json_api_v1_on_the_input_bucket(tf):
     assert "${google_pubsub_subscription.push}" in n["depends_on"]
     pub = tf.resource("google_pubsub_topic_iam_member", "gcs_publishes_input_events")
     assert pub["role"] == "roles/pubsub.publisher"
-    assert pub["topic"] == "${google_pubsub_topic.input_events.id}"
+    assert pub["topic"] == "${google_pubsub_topic.input_events[0].id}"
     assert "data.google_storage_project_service_account.gcs" in pub["member"]
 
 
@@ -161,14 +164,14 @@ def test_no_notification_on_the_output_bucket(tf):
 
 def test_push_subscription_authenticates_retries_and_dead_letters(tf):
     sub = tf.resource("google_pubsub_subscription", "push")
-    assert sub["topic"] == "${google_pubsub_topic.input_events.id}"
+    assert sub["topic"] == "${google_pubsub_topic.input_events[0].id}"
     assert sub["ack_deadline_seconds"] == "${var.request_timeout_seconds}"
 
     push = block(sub, "push_config")
     assert push["push_endpoint"] == '${google_cloud_run_v2_service.services["push"].uri}/'
     oidc = block(push, "oidc_token")
     assert oidc["audience"] == "${var.push_audience}"
-    assert oidc["service_account_email"] == "${google_service_account.push.email}"
+    assert oidc["service_account_email"] == "${google_service_account.push[0].email}"
 
     retry = block(sub, "retry_policy")
     assert retry["minimum_backoff"] == "${var.retry_minimum_backoff_seconds}s"
@@ -176,7 +179,7 @@ def test_push_subscription_authenticates_retries_and_dead_letters(tf):
     assert tf.default("retry_minimum_backoff_seconds") == 10 and tf.default("retry_maximum_backoff_seconds") == 600
 
     dlq = block(sub, "dead_letter_policy")
-    assert dlq["dead_letter_topic"] == "${google_pubsub_topic.dead_letters.id}"
+    assert dlq["dead_letter_topic"] == "${google_pubsub_topic.dead_letters[0].id}"
     assert dlq["max_delivery_attempts"] == "${var.max_delivery_attempts}"
     assert 20 <= tf.default("max_delivery_attempts") <= 100, "generous, 429s count as attempts"
     expiration = block(sub, "expiration_policy")
@@ -202,22 +205,22 @@ def test_pubsub_service_agent_is_made_by_terraform(tf):
 
 def test_pubsub_service_agent_can_dead_letter(tf):
     pub = tf.resource("google_pubsub_topic_iam_member", "pubsub_agent_publishes_dead_letters")
-    assert pub["topic"] == "${google_pubsub_topic.dead_letters.id}"
+    assert pub["topic"] == "${google_pubsub_topic.dead_letters[0].id}"
     assert pub["role"] == "roles/pubsub.publisher" and pub["member"] == "${local.pubsub_service_agent}"
     ack = tf.resource("google_pubsub_subscription_iam_member", "pubsub_agent_acks_push")
-    assert ack["subscription"] == "${google_pubsub_subscription.push.id}"
+    assert ack["subscription"] == "${google_pubsub_subscription.push[0].id}"
     assert ack["role"] == "roles/pubsub.subscriber" and ack["member"] == "${local.pubsub_service_agent}"
 
 
 def test_dead_letters_are_kept_seven_days_in_a_pull_subscription_and_alerted(tf):
     sub = tf.resource("google_pubsub_subscription", "dead_letters")
-    assert sub["topic"] == "${google_pubsub_topic.dead_letters.id}"
+    assert sub["topic"] == "${google_pubsub_topic.dead_letters[0].id}"
     assert "push_config" not in sub, "dead letters are pulled for inspection and redrive"
     assert sub["message_retention_duration"] == "604800s"
     alert = tf.resource("google_monitoring_alert_policy", "dead_letters")
     cond = block(block(alert, "conditions"), "condition_threshold")
     assert "num_undelivered_messages" in cond["filter"]
-    assert "google_pubsub_subscription.dead_letters.name" in cond["filter"]
+    assert "google_pubsub_subscription.dead_letters[0].name" in cond["filter"]
     assert cond["comparison"] == "COMPARISON_GT" and cond["threshold_value"] == 0
 
 
@@ -337,7 +340,9 @@ def test_services_are_not_public(tf):
     for name in ("push", "predict"):
         assert _service(tf, name).get("invoker_iam_disabled", False) is False, name
     svc = _service(tf)
-    assert svc["custom_audiences"] == ["${var.push_audience}"]
+    # the fixed audience with trigger = "pubsub"; none with "eventarc" (its
+    # tokens carry the service URL): test_eventarc.py
+    assert svc["custom_audiences"] == "${var.trigger == \"pubsub\" ? ['${var.push_audience}'] : null}"
     assert block(svc, "template")["service_account"] == f"${{{RUNTIME}.email}}"
 
 
@@ -382,8 +387,8 @@ def _local_env(tf, local: str) -> dict[str, dict]:
 
 def test_service_environment(tf):
     push, predict = _env(tf, "push"), _env(tf, "predict")
-    assert PUSH_ENV | OPTIONAL_ENV | {"INLINE_MAX_BYTES"} == set(push), \
-        f"unexpected or missing: {set(push) ^ (PUSH_ENV | OPTIONAL_ENV | {'INLINE_MAX_BYTES'})}"
+    assert PUSH_ENV | OPTIONAL_ENV | SHARD_ENV | {"INLINE_MAX_BYTES"} == set(push), \
+        f"unexpected or missing: {set(push) ^ (PUSH_ENV | OPTIONAL_ENV | SHARD_ENV | {'INLINE_MAX_BYTES'})}"
     assert PREDICT_ENV | OPTIONAL_ENV | {"PREDICT_API_KEYS"} == set(predict), \
         f"unexpected or missing: {set(predict) ^ (PREDICT_ENV | OPTIONAL_ENV | {'PREDICT_API_KEYS'})}"
     assert push["SERVICE_ROLE"]["value"] == "push" and predict["SERVICE_ROLE"]["value"] == "predict"
@@ -395,8 +400,9 @@ def test_service_environment(tf):
         assert "PORT" not in env, "Cloud Run sets PORT itself"
         for name in OPTIONAL_ENV:
             assert env[name].get("__dynamic__"), f"{name} is set only when configured"
-    assert push["PUSH_AUDIENCE"]["value"] == "${var.push_audience}"
-    assert push["PUSH_SERVICE_ACCOUNT"]["value"] == "${google_service_account.push.email}"
+    # var.push_audience and the push account, or Eventarc's (test_eventarc.py)
+    assert push["PUSH_AUDIENCE"]["value"] == "${local.push_audience}"
+    assert push["PUSH_SERVICE_ACCOUNT"]["value"] == "${local.push_identity}"
     assert push["LEASE_TTL_SECONDS"]["value"] == "${tostring(var.lease_ttl_seconds)}"
     assert push["INLINE_MAX_BYTES"]["value"] == "${tostring(var.inline_max_bytes)}"
     secret = block(block(predict["PREDICT_API_KEYS"], "value_source"), "secret_key_ref")
@@ -461,6 +467,12 @@ def test_runtime_account_holds_exactly_its_bucket_roles(tf):
         ("google_storage_bucket_iam_member", "runtime_creates_output", "${google_storage_bucket.output.name}",
          "roles/storage.objectCreator"),
         ("google_storage_bucket_iam_member", "runtime_reads_model", "${each.key}", "roles/storage.objectViewer"),
+        # the shard job: start its executions, as its account (test_shard_job.py)
+        ("google_cloud_run_v2_job_iam_member", "runtime_runs_shard_job", None,
+         "roles/run.jobsExecutorWithOverrides"),
+        ("google_cloud_run_v2_job_iam_member", "runtime_views_shard_job", None, "roles/run.viewer"),
+        ("google_service_account_iam_member", "runtime_acts_as_shard", "${google_service_account.shard[0].name}",
+         "roles/iam.serviceAccountUser"),
     }
     model = tf.resource("google_storage_bucket_iam_member", "runtime_reads_model")
     assert model["for_each"] == "${local.model_buckets}"
@@ -493,8 +505,12 @@ def test_invokers_are_the_push_account_and_the_optional_predict_list(tf):
     """Only the push account may invoke the push service; predict_invokers invoke the predict service."""
     invokers = {name: body for name, body in tf.resources["google_cloud_run_v2_service_iam_member"].items()
                 if body["role"] == "roles/run.invoker"}
-    assert set(invokers) == {"push_invoker", "predict_invokers"}
-    assert invokers["push_invoker"]["member"] == "${google_service_account.push.member}"
+    assert set(invokers) == {"push_invoker", "events_invoker", "predict_invokers"}
+    assert invokers["push_invoker"]["member"] == "${google_service_account.push[0].member}"
+    assert invokers["events_invoker"]["member"] == "${google_service_account.events[0].member}"
+    assert invokers["push_invoker"]["count"] == "${local.pubsub_enabled}"
+    assert invokers["events_invoker"]["count"] == "${local.eventarc_enabled}"
+    assert invokers["events_invoker"]["name"] == '${google_cloud_run_v2_service.services["push"].name}'
     assert invokers["push_invoker"]["name"] == '${google_cloud_run_v2_service.services["push"].name}'
     assert invokers["predict_invokers"]["name"] == '${google_cloud_run_v2_service.services["predict"].name}'
     assert invokers["predict_invokers"]["for_each"] == "${toset(var.predict_invokers)}"
@@ -603,9 +619,12 @@ def test_log_based_metrics_are_read_only_through_the_pause(tf):
     terraform's order: test_scripts_terraform.py)."""
     pause = tf.resource("time_sleep", "log_metrics")
     assert pause["create_duration"] == "${var.log_metric_propagation_seconds}s"
-    assert set(pause["triggers"]) == {"jobs", "rows_scored", "job_duration"}
+    # every log-based metric is a trigger (the real terraform's triggers:
+    # test_shard_job.py)
+    for metric in tf.resources["google_logging_metric"]:
+        assert f"google_logging_metric.{metric}" in pause["triggers"], metric
     for name, text in tf.text.items():
-        for m in re.finditer(r"google_logging_metric\.\w+\.name", text):
+        for m in re.finditer(r"google_logging_metric\.\w+(\[[^\]]*\])?\.name", text):
             line = text[:m.start()].count("\n") + 1
             assert name == "monitoring.tf" and "triggers" in text[text.rfind("time_sleep", 0, m.start()):m.start()], \
                 f"{name}:{line} reads a log-based metric without the pause"
@@ -615,13 +634,21 @@ def test_log_based_metrics_are_read_only_through_the_pause(tf):
 
 def test_log_based_metrics_for_jobs_and_rows(tf):
     summary = tf.locals["job_summary_filter"]
-    assert "job summary" in summary and "cloud_run_revision" in summary
+    assert "job summary" in summary and "local.job_summary_sources" in summary
+    # the push service's job summaries, and the shard job's (the task that
+    # commits a large input logs it); the real filter: test_shard_job.py
+    sources = tf.locals["job_summary_sources"]
+    assert "cloud_run_revision" in sources and "local.push_service_name" in sources
+    assert "cloud_run_job" in sources and "local.shard_job_name" in sources
     jobs = tf.resource("google_logging_metric", "jobs")
     assert jobs["label_extractors"] == {"outcome": "EXTRACT(jsonPayload.outcome)"}
     rows = tf.resource("google_logging_metric", "rows_scored")
     assert rows["value_extractor"] == "EXTRACT(jsonPayload.rows_scored)"
     failed = tf.resource("google_monitoring_alert_policy", "failed_files")
-    assert 'outcome="failed"' in block(block(failed, "conditions"), "condition_threshold")["filter"]
+    conditions = _dynamic(failed, "conditions")
+    assert conditions["__for_each__"] == "${local.failed_file_conditions}"
+    assert block(conditions, "condition_threshold")["filter"] == "${conditions.value.filter}"
+    assert 'metric.labels.outcome="failed"' in tf.locals["failed_file_conditions"]
     tf.resource("google_monitoring_dashboard", "scorer")
 
 
@@ -650,7 +677,7 @@ def test_outputs_used_by_the_scripts(tf):
     assert tf.outputs["image_uri"]["value"] == "${local.image_uri}"
     assert tf.outputs["push_service_url"]["value"] == '${google_cloud_run_v2_service.services["push"].uri}'
     assert tf.outputs["predict_service_url"]["value"] == '${google_cloud_run_v2_service.services["predict"].uri}'
-    assert tf.outputs["dead_letter_subscription"]["value"] == "${google_pubsub_subscription.dead_letters.id}"
+    assert tf.outputs["dead_letter_subscription"]["value"] == "${one(google_pubsub_subscription.dead_letters[*].id)}"
 
 
 def test_github_deployment_is_keyless_and_scoped(tf):

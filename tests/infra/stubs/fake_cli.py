@@ -14,7 +14,10 @@ and answered from files in $STUB_STATE that the test writes:
   service.<name>.json      `gcloud run services describe <name> --format=json`
   latest_revision.<name>   `gcloud run services describe <name> --format=value(...)`
   revisions.<name>.json    `gcloud run revisions list --service <name> --format=json`
-  update_fails.<name>      if present, `gcloud run services update <name>` fails
+  update_fails.<name>      if present, `gcloud run services update <name>` (or
+                           `gcloud run jobs update <name>`) fails
+  job_image.<name>         the image `gcloud run jobs describe <name> --format=value(...)`
+                           prints (default: <the image_uri of the tests>:0ld)
   buckets/<name>           `gcloud storage ls gs://<name>` prints this (absent: no bucket)
 
 What these stand-ins still assume, and why it is safe:
@@ -124,6 +127,19 @@ def gcloud(argv: list[str], st: Path) -> int:
                   "and cannot serve traffic. The user-provided container failed the configured startup probe "
                   "checks.", file=sys.stderr)
             return 1
+        return 0
+    if words[:3] == ["run", "jobs", "describe"]:
+        default = "europe-west1-docker.pkg.dev/acme-scoring/scorer/scorer:0ld"
+        print(_read(st / f"job_image.{words[3]}", default).strip())
+        return 0
+    if words[:3] == ["run", "jobs", "update"]:
+        if (st / f"update_fails.{words[3]}").exists():
+            print(f"ERROR: (gcloud.run.jobs.update) PERMISSION_DENIED: Permission 'run.jobs.update' denied on "
+                  f"resource 'namespaces/acme-scoring/jobs/{words[3]}'", file=sys.stderr)
+            return 1
+        image = _flag(argv, "--image")
+        if image:
+            (st / f"job_image.{words[3]}").write_text(image + "\n")
         return 0
     if words[:3] == ["run", "revisions", "list"]:
         print(_read(st / f"revisions.{_flag(argv, '--service')}.json", "[]"))
