@@ -12,9 +12,9 @@
 //! Data flows one way: push -> event -> job -> read -> score -> write ->
 //! manifest. Three crates:
 //!
-//! - `scorer-events` (re-exported as [`event`]): the push envelope and the
-//!   storage notification, parsed into types that can only hold valid
-//!   values.
+//! - `scorer-events` (re-exported as [`event`]): the push envelope, the
+//!   Eventarc CloudEvent and the storage notification, parsed into types
+//!   that can only hold valid values.
 //! - `scorer-engine` (re-exported as [`score`], [`model`], [`format`](mod@format)): the
 //!   polars engine (byte stream in, predictions and rejected rows out, in
 //!   bounded memory) and the model (artifact, fit, evaluation). No I/O
@@ -23,8 +23,8 @@
 //!   beside `main.rs`). Its rooms, in the order data meets them:
 //!
 //! - [`server`]: the HTTP service ([`startup::Application`] binds the
-//!   listener) and one module per route: Pub/Sub push, online predictions,
-//!   health, metrics, OpenAPI.
+//!   listener) and one module per route: push (Pub/Sub or Eventarc),
+//!   online predictions, health, metrics, OpenAPI.
 //! - [`auth`]: Google OIDC tokens on pushes; API keys on `/predict`.
 //! - [`job`]: one input generation to exactly one committed output set
 //!   (deliveries, the run, the commit, the summary log entry); for an input
@@ -57,9 +57,10 @@
 //! - A storage backend: a new room under [`storage`] implementing
 //!   [`storage::ObjectStore`], and a [`storage::Backend`] case in
 //!   [`storage::open`].
-//! - A trigger (e.g. Eventarc's CloudEvents): a parser beside
-//!   `scorer_events::pubsub` that yields an [`event::ObjectEvent`], and a
-//!   route in [`server`]; the job side is unchanged.
+//! - A trigger: a parser beside `scorer_events::pubsub` and
+//!   `scorer_events::cloudevent` (Eventarc) that yields an
+//!   [`event::ObjectEvent`], and a way for [`server::push`] to tell its
+//!   requests apart (or a route of its own); the job side is unchanged.
 //! - An input format: a [`format::Format`] case (`Format::for_object`) and
 //!   its reader in the engine; [`job`] dispatches on it.
 

@@ -2,13 +2,15 @@
 //! (`payloadFormat=JSON_API_V1`: the object resource as data, the
 //! notification's attributes) and the push envelope Pub/Sub posts with it,
 //! built the way Google does: for the local notifier, `scorer reconcile`
-//! and the tests.
+//! and the tests. Also the CloudEvent an Eventarc trigger posts for the same
+//! object (`google.cloud.storage.object.v1.finalized`), in either content
+//! mode, for the tests.
 
 use base64::Engine as _;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 
-use crate::OBJECT_FINALIZE;
+use crate::{OBJECT_FINALIZE, OBJECT_FINALIZED};
 
 /// What a path segment of a JSON API URL keeps unencoded (RFC 3986's
 /// unreserved characters).
@@ -139,7 +141,59 @@ impl Notification {
             "subscription": subscription,
         })
     }
+
+    /// The CloudEvent an Eventarc trigger posts for the object, in the
+    /// binary content mode: its headers (`Content-Type` and the `ce-*`
+    /// attributes) and its body, the object resource. The subject carries
+    /// the name as it is where a header can (Eventarc sends it so), with
+    /// what a header cannot carry percent-encoded.
+    pub fn cloudevent(&self, id: &str) -> (Vec<(String, String)>, Vec<u8>) {
+        let subject = if self.name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            self.name.clone()
+        } else {
+            utf8_percent_encode(&self.name, HEADER_UNSAFE).to_string()
+        };
+        let headers = [
+            ("content-type", "application/json".to_owned()),
+            ("ce-id", id.to_owned()),
+            ("ce-source", self.cloudevent_source()),
+            ("ce-specversion", "1.0".to_owned()),
+            ("ce-type", OBJECT_FINALIZED.to_owned()),
+            ("ce-subject", format!("objects/{subject}")),
+            ("ce-time", self.time.clone()),
+            ("ce-bucket", self.bucket.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        (headers, self.object_resource())
+    }
+
+    /// The same CloudEvent in the structured content mode
+    /// (`application/cloudevents+json`).
+    pub fn structured_cloudevent(&self, id: &str) -> serde_json::Value {
+        let data: serde_json::Value = serde_json::from_slice(&self.object_resource()).unwrap_or_default();
+        serde_json::json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": self.cloudevent_source(),
+            "type": OBJECT_FINALIZED,
+            "subject": format!("objects/{}", self.name),
+            "time": self.time,
+            "bucket": self.bucket,
+            "datacontenttype": "application/json",
+            "data": data,
+        })
+    }
+
+    fn cloudevent_source(&self) -> String {
+        format!("//storage.googleapis.com/projects/_/buckets/{}", self.bucket)
+    }
 }
+
+/// What an HTTP header value cannot carry (controls and non-ASCII bytes),
+/// and `%` once anything is encoded.
+const HEADER_UNSAFE: &AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
 fn content_type_for(name: &str) -> &'static str {
     let lower = name.to_ascii_lowercase();

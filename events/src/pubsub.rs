@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::object::{BucketName, Generation, ObjectName, ObjectRef};
@@ -134,21 +133,18 @@ pub fn parse(body: &[u8]) -> Result<ObjectEvent, EnvelopeError> {
 }
 
 fn decode_base64(data: &str) -> Result<Vec<u8>, EnvelopeError> {
-    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-    let data = data.trim();
-    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
-        .iter()
-        .find_map(|engine| engine.decode(data).ok())
-        .ok_or_else(|| {
-            EnvelopeError::BadBase64(format!(
-                "{} characters that decode under no base64 alphabet",
-                data.len()
-            ))
-        })
+    crate::decode_base64_any(data).ok_or_else(|| {
+        EnvelopeError::BadBase64(format!(
+            "{} characters that decode under no base64 alphabet",
+            data.trim().len()
+        ))
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
     use crate::notification::Notification;
 

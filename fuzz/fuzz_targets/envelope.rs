@@ -61,7 +61,9 @@ fn check(d: &ObjectEvent) {
 
     // The envelope the local notifier would send for this object parses back
     // to the same object, id, size and subscription.
-    let Trigger::PubSub { subscription, .. } = &d.delivery.trigger;
+    let Trigger::PubSub { subscription, .. } = &d.delivery.trigger else {
+        panic!("the envelope parser yielded another trigger: {:?}", d.delivery.trigger);
+    };
     let subscription = subscription.as_deref().unwrap_or("projects/p/subscriptions/s");
     let size = d.size.unwrap_or(0);
     let body = Notification::finalize(bucket, name, generation)

@@ -1,7 +1,7 @@
-//! The HTTP service's routes, one module each: [`push`] (Pub/Sub push,
-//! `POST /`), [`predict`] (`POST /predict`), [`health`] (`GET /health`,
-//! `GET /ready`), [`metrics`] (`GET /metrics`) and [`openapi`]
-//! (`GET /openapi.json`); the [`router`] that serves those the instance's
+//! The HTTP service's routes, one module each: [`push`] (Pub/Sub pushes
+//! and Eventarc CloudEvents, `POST /`), [`predict`] (`POST /predict`),
+//! [`health`] (`GET /health`, `GET /ready`), [`metrics`] (`GET /metrics`)
+//! and [`openapi`] (`GET /openapi.json`); the [`router`] that serves those the instance's
 //! role asks for, and the middleware they share. Start-up (buckets, the
 //! model, the listener) is `crate::startup`'s.
 

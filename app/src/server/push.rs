@@ -1,10 +1,17 @@
-//! `POST /`: Pub/Sub push deliveries of Cloud Storage notifications.
+//! `POST /`: deliveries of Cloud Storage object events, in either of the
+//! two forms a trigger posts: the Pub/Sub push envelope of a Cloud Storage
+//! notification, or the CloudEvent of an Eventarc trigger (binary content
+//! mode; the structured mode is read too). The headers tell them apart: a
+//! `ce-specversion` or `ce-type` header, or a `Content-Type` of
+//! `application/cloudevents+json`, is a CloudEvent; anything else is read as
+//! the envelope. Both become one `ObjectEvent` and take the same path
+//! (authentication first, then the job under its lease).
 //!
 //! The status code is the retry protocol (docs/EXACTLY-ONCE.md has the table):
 //! 2xx = done (scored, reported failure, duplicate, ignored), 429 = back
 //! off (over MAX_CONCURRENT_JOBS, or the job runs elsewhere), 503 = transient
-//! trouble, 400 = malformed envelope (logged loudly; Pub/Sub's dead-letter
-//! policy ends it), 401 = bad or missing push token.
+//! trouble, 400 = malformed envelope or CloudEvent (logged loudly; the
+//! trigger's dead-letter policy ends it), 401 = bad or missing push token.
 
 use std::sync::Arc;
 
@@ -16,6 +23,7 @@ use serde::Serialize;
 
 use super::AppState;
 use crate::auth::AuthError;
+use crate::event::cloudevent::{self, OtherEvent, Parsed};
 use crate::event::{self, ObjectEvent};
 use crate::job::{Handled, JobError, Outcome};
 use crate::manifest::Status;
@@ -50,10 +58,56 @@ fn reply(status: StatusCode, outcome: &str, detail: Option<String>, manifest: Op
     operation_id = "push",
     path = "/",
     tag = "push",
-    request_body(content = String, description = "Pub/Sub push envelope of a Cloud Storage OBJECT_FINALIZE notification", content_type = "application/json"),
+    params(
+        ("ce-specversion" = Option<String>, Header, description = "CloudEvent in the binary content mode (as Eventarc posts it): `1.0`. This header or `ce-type` makes the request a CloudEvent; without either (and without an `application/cloudevents+json` body) the body is read as a Pub/Sub push envelope."),
+        ("ce-type" = Option<String>, Header, description = "CloudEvent type. `google.cloud.storage.object.v1.finalized` is work; other `google.cloud.storage.object.v1.*` types and any other type are acknowledged as ignored."),
+        ("ce-id" = Option<String>, Header, description = "CloudEvent id: the delivery id in the logs (`message_id`)."),
+        ("ce-source" = Option<String>, Header, description = "`//storage.googleapis.com/projects/_/buckets/BUCKET`; must agree with the body's `bucket`."),
+        ("ce-subject" = Option<String>, Header, description = "`objects/NAME` (as is, or percent-encoded); must agree with the body's `name`."),
+        ("ce-time" = Option<String>, Header, description = "Event time (RFC 3339)."),
+        ("ce-bucket" = Option<String>, Header, description = "Eventarc's extension attribute: the bucket; must agree with the body's `bucket`."),
+    ),
+    request_body(
+        description = "A Cloud Storage object event, in one of three forms. `application/json` without `ce-*` headers: the Pub/Sub push envelope of an OBJECT_FINALIZE notification (`payloadFormat=JSON_API_V1`). `application/json` with the `ce-*` headers: a CloudEvent in the binary content mode, as an Eventarc trigger posts it; the body is the Cloud Storage object resource (`bucket`, `name`, `generation` required; `generation` and `size` as strings or numbers). `application/cloudevents+json`: the same CloudEvent in the structured content mode, the attributes as members and the object resource as `data` (or `data_base64`).",
+        content(
+            ("application/json", examples(
+                ("pubsub" = (summary = "Pub/Sub push envelope", value = json!({
+                    "message": {
+                        "attributes": {"bucketId": "in-bucket", "eventType": "OBJECT_FINALIZE", "objectGeneration": "1700000000000000", "objectId": "flights.csv", "payloadFormat": "JSON_API_V1"},
+                        "data": "eyJidWNrZXQiOiJpbi1idWNrZXQiLCJuYW1lIjoiZmxpZ2h0cy5jc3YiLCJnZW5lcmF0aW9uIjoiMTcwMDAwMDAwMDAwMDAwMCIsInNpemUiOiIxMjM0In0=",
+                        "messageId": "1234567890",
+                        "publishTime": "2026-01-01T00:00:00Z"
+                    },
+                    "subscription": "projects/PROJECT/subscriptions/scorer-push"
+                }))),
+                ("cloudevent-binary" = (summary = "Eventarc CloudEvent, binary content mode: the body, with the ce-* headers", value = json!({
+                    "kind": "storage#object",
+                    "id": "in-bucket/flights.csv/1700000000000000",
+                    "name": "flights.csv",
+                    "bucket": "in-bucket",
+                    "generation": "1700000000000000",
+                    "metageneration": "1",
+                    "contentType": "text/csv",
+                    "size": "1234",
+                    "timeCreated": "2026-01-01T00:00:00.000Z",
+                    "updated": "2026-01-01T00:00:00.000Z"
+                }))),
+            )),
+            ("application/cloudevents+json", example = json!({
+                "specversion": "1.0",
+                "id": "1234567890",
+                "source": "//storage.googleapis.com/projects/_/buckets/in-bucket",
+                "type": "google.cloud.storage.object.v1.finalized",
+                "subject": "objects/flights.csv",
+                "time": "2026-01-01T00:00:00.000Z",
+                "datacontenttype": "application/json",
+                "data": {"kind": "storage#object", "name": "flights.csv", "bucket": "in-bucket", "generation": "1700000000000000", "size": "1234"}
+            })),
+        ),
+    ),
     responses(
-        (status = 200, description = "Done: scored, reported failure, duplicate, ignored, or dispatched to a job execution (a large input)", body = PushReply),
-        (status = 400, description = "Malformed envelope", body = PushReply),
+        (status = 200, description = "Done: scored, reported failure, duplicate, ignored (not work: another bucket, event type or format; a CloudEvent of another type), or dispatched to a job execution (a large input)", body = PushReply),
+        (status = 400, description = "Malformed envelope or CloudEvent (the detail names what is missing or disagrees)", body = PushReply),
         (status = 401, description = "Missing or invalid push token", body = PushReply),
         (status = 429, description = "Over capacity or in progress elsewhere: retry later", body = PushReply),
         (status = 503, description = "Transient trouble: retry later", body = PushReply),
@@ -77,15 +131,59 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
         Ok(b) => b,
         Err(response) => return response,
     };
-    let event = match event::pubsub::parse(&body) {
-        Ok(event) => event,
-        Err(e) => {
-            let preview = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-            tracing::error!(error = %e, body_bytes = body.len(), body_preview = %preview, "malformed push envelope");
-            return reply(StatusCode::BAD_REQUEST, "rejected", Some(e.to_string()), None);
+    let preview = || String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+    let header_pairs = || headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes()));
+    let event = if let Some(mode) = cloudevent::content_mode(header_pairs()) {
+        match cloudevent::parse(header_pairs(), &body) {
+            Ok(Parsed::Object(event)) => event,
+            Ok(Parsed::Other(other)) => return not_an_object_event(&state, &other),
+            Err(e) => {
+                let ce = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                tracing::error!(
+                    error = %e,
+                    mode = ?mode,
+                    ce_id = ce("ce-id"),
+                    ce_type = ce("ce-type"),
+                    ce_source = ce("ce-source"),
+                    ce_subject = ce("ce-subject"),
+                    body_bytes = body.len(),
+                    body_preview = %preview(),
+                    "malformed CloudEvent"
+                );
+                return reply(StatusCode::BAD_REQUEST, "rejected", Some(e.to_string()), None);
+            }
+        }
+    } else {
+        match event::pubsub::parse(&body) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::error!(error = %e, body_bytes = body.len(), body_preview = %preview(), "malformed push envelope");
+                return reply(StatusCode::BAD_REQUEST, "rejected", Some(e.to_string()), None);
+            }
         }
     };
     work(&state, event).await
+}
+
+/// A CloudEvent that is not about a storage object (the trigger's filter
+/// lets more through than it should): acknowledged, as any event that is
+/// not work, and logged as ignored.
+fn not_an_object_event(state: &AppState, other: &OtherEvent) -> Response {
+    let reason = format!(
+        "{} CloudEvents are not Cloud Storage object events: not work",
+        other.event_type
+    );
+    tracing::info!(
+        outcome = "ignored",
+        event_type = %other.event_type,
+        source = %other.source,
+        message_id = %other.id,
+        trigger = "cloudevent",
+        reason = %reason,
+        "job summary"
+    );
+    state.metrics.record_job("ignored", std::time::Duration::ZERO);
+    reply(StatusCode::OK, "ignored", Some(reason), None)
 }
 
 /// What becomes of a storage event, whichever trigger delivered it: work
@@ -108,6 +206,7 @@ pub async fn work(state: &AppState, event: ObjectEvent) -> Response {
             generation = object.generation.get(),
             event_type = %event.event_type,
             message_id = %event.delivery.id,
+            trigger = event.delivery.trigger.kind(),
             reason = %reason,
             "job summary"
         );
@@ -116,6 +215,7 @@ pub async fn work(state: &AppState, event: ObjectEvent) -> Response {
     }
     tracing::info!(
         message_id = %event.delivery.id,
+        trigger = event.delivery.trigger.kind(),
         delivery_attempt = event.delivery.attempt,
         input_uri,
         generation = object.generation.get(),

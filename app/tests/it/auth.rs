@@ -131,6 +131,24 @@ async fn push(server: &Server, headers: &[(&str, String)]) -> u16 {
     request.send().await.unwrap().status().as_u16()
 }
 
+/// The same, as the CloudEvent an Eventarc trigger posts: the token check
+/// is the same.
+async fn push_cloudevent(server: &Server, headers: &[(&str, String)]) -> u16 {
+    let (ce_headers, body) = scorer::event::notification::Notification::finalize("input", "notes.txt", 1)
+        .size(1)
+        .time("2026-01-01T00:00:00Z")
+        .cloudevent("1");
+    let mut request = reqwest::Client::new().post(server.url("/")).body(body);
+    for (name, value) in ce_headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .chain(headers.iter().cloned())
+    {
+        request = request.header(name, value);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
 fn bearer(token: &str) -> Vec<(&'static str, String)> {
     vec![("authorization", format!("Bearer {token}"))]
 }
@@ -145,6 +163,16 @@ async fn only_a_valid_google_token_for_our_audience_and_account_gets_in() {
     server.ready().await;
 
     assert_eq!(push(&server, &bearer(&sign(&good, "good", &claims()))).await, 200);
+    assert_eq!(
+        push_cloudevent(&server, &bearer(&sign(&good, "good", &claims()))).await,
+        200
+    );
+    assert_eq!(push_cloudevent(&server, &[]).await, 401, "a CloudEvent without a token");
+    assert_eq!(
+        push_cloudevent(&server, &bearer(&sign(&rogue, "good", &claims()))).await,
+        401,
+        "a CloudEvent with a forged token"
+    );
 
     let with = |field: &str, value: Value| {
         let mut c = claims();
@@ -236,7 +264,7 @@ async fn only_a_valid_google_token_for_our_audience_and_account_gets_in() {
     assert_eq!(push(&server, &bearer(&sign(&rotated, "rotated", &claims()))).await, 200);
 
     server
-        .logs_matching(15, |l| l["message"] == "push refused: unauthenticated")
+        .logs_matching(17, |l| l["message"] == "push refused: unauthenticated")
         .await;
     let health = reqwest::get(server.url("/health")).await.unwrap();
     assert_eq!(health.status(), 200);

@@ -8,6 +8,7 @@ mod cli;
 mod cloud;
 mod corpus;
 mod emulators;
+mod eventarc;
 mod exit_paths;
 mod faults;
 mod first_hour;
