@@ -82,7 +82,7 @@ for n in "${tasks[@]}"; do
 import json, os, sys
 m = json.load(open(sys.argv[1]))
 assert m["status"] == "scored", m
-shards = [o["name"] for o in m["outputs"]["shards"]] or [m["outputs"]["predictions"]["name"]]
+shards = [o["name"] for o in m["outputs"].get("shards", [])] or [m["outputs"]["predictions"]["name"]]
 with open(sys.argv[2], "wb") as out:
     for i, uri in enumerate(shards):
         path = os.path.join(sys.argv[3], uri)

@@ -69,6 +69,8 @@ pub(super) struct Span {
     from: u64,
     limit: u64,
     known_start: bool,
+    /// The whole input's size.
+    size: u64,
 }
 
 impl Span {
@@ -84,6 +86,7 @@ impl Span {
                 size * (index + 1) / count
             },
             known_start: first,
+            size,
         }
     }
 }
@@ -246,7 +249,7 @@ impl JobRunner {
             };
             let span = Span::of_task(task, meta.size, header_len as u64);
             let record = self
-                .score_my_range(object, &names, task, span, meta.size, &head[..header_len], text)
+                .score_my_range(object, &names, task, span, &head[..header_len], text)
                 .await?;
             match record {
                 Ok(record) => self.put_shard_record(&names, &record).await?,
@@ -346,7 +349,6 @@ impl JobRunner {
         names: &OutputNames,
         task: &Task,
         span: Span,
-        size: u64,
         header: &[u8],
         text: score::input::Partial,
     ) -> Result<Result<ShardRecord, FileRejection>, JobError> {
@@ -355,6 +357,7 @@ impl JobRunner {
             from,
             limit,
             known_start,
+            size,
         } = span;
         let first = known_start;
         // One byte early, so that a record starting exactly at `from` is
@@ -594,8 +597,8 @@ impl JobRunner {
             );
             let span = Span {
                 from: expected,
-                limit: nominal.limit,
                 known_start: true,
+                ..nominal
             };
             let repairer = Task {
                 index: record.index,
@@ -613,7 +616,7 @@ impl JobRunner {
                         "re-scoring a range from where the one before it ended"
                     );
                     match self
-                        .score_my_range(object, names, &repairer, span, record.size, &header, text)
+                        .score_my_range(object, names, &repairer, span, &header, text)
                         .await?
                     {
                         Ok(fresh) => self.put_shard_record_at(&name, &fresh).await?,
