@@ -1,0 +1,318 @@
+//! The ranges of a large input, once all are recorded: checked to chain,
+//! repaired where a quoted line break fooled a start, and committed with one
+//! `errors.csv` whose lines and rows are global to the input.
+
+use std::io::{self, BufRead, BufReader};
+use std::time::SystemTime;
+
+use tokio::runtime::Handle;
+
+use super::{HEAD_LIMIT, ShardRecord, Span, Task, TaskOutcome};
+use crate::event::ObjectRef;
+use crate::job::run::{Failure, head_of};
+use crate::job::{JobError, JobRunner};
+use crate::layout::OutputNames;
+use crate::manifest::{ExecutionInfo, JobFacts, Manifest, OutputObject, Rows, ShardTotals};
+use crate::model::EvaluationBuilder;
+use crate::score::shard;
+use crate::score::{self, CsvRejects, FileRejection, RejectSink, RejectedRow, input};
+use crate::storage::WriteOptions;
+use crate::storage::blocking::{StreamReader, Upload};
+
+impl JobRunner {
+    /// Commits the input if every range is recorded and they chain.
+    pub(super) async fn commit_if_complete(
+        &self,
+        object: &ObjectRef,
+        names: &OutputNames,
+        task: &Task,
+    ) -> Result<TaskOutcome, JobError> {
+        let prefix = names.shard_records_prefix(task.count);
+        let listed = self.output.list(&prefix).await?;
+        let present = listed
+            .iter()
+            .filter(|o| {
+                o.name
+                    .strip_prefix(&prefix)
+                    .is_some_and(|rest| rest.len() == 10 && rest.ends_with(".json"))
+            })
+            .count();
+        if present < task.count as usize {
+            return Ok(TaskOutcome::RangeDone { rows: 0 });
+        }
+        let mut records = Vec::with_capacity(task.count as usize);
+        for index in 0..task.count {
+            records.push(self.read_record(&names.shard_record(index, task.count)).await?);
+        }
+        let (records, repaired) = match self.chain(object, names, task, records).await? {
+            Ok(chain) => chain,
+            Err(rejection) => {
+                let failure = Failure::Rejected(rejection);
+                return self.committed(
+                    self.report_failure(object, names, None, failure, SystemTime::now())
+                        .await,
+                );
+            }
+        };
+        if let Some(broken) = self.broken_link(&records) {
+            // Cannot happen once repaired; scoring it whole is the answer
+            // that needs no reasoning about ranges at all.
+            tracing::warn!(
+                input_uri = self.input.uri(object.name.as_str()),
+                reason = broken,
+                "the ranges do not chain; scoring the input whole in one task"
+            );
+            return self.whole(object, Some(&broken)).await;
+        }
+        let runner;
+        let runner = if repaired.is_empty() {
+            self
+        } else {
+            runner = self.with_repairs(repaired);
+            &runner
+        };
+        runner.commit_shards(object, names, records).await
+    }
+
+    /// The records as a chain that holds: each range that does not start
+    /// where the one before it really ended (a quoted line break fooled its
+    /// speculative start) or was scored by another model is scored again
+    /// from that end, which is a true record boundary (range 0 starts right
+    /// after the header, and a range that starts on a boundary ends on one).
+    /// A repair scores about one range, not the file; its record is
+    /// create-only under a name keyed by its start, so racing repairers
+    /// agree. Returns the chain and a note per repaired range.
+    async fn chain(
+        &self,
+        object: &ObjectRef,
+        names: &OutputNames,
+        task: &Task,
+        records: Vec<ShardRecord>,
+    ) -> Result<Result<(Vec<ShardRecord>, Vec<String>), FileRejection>, JobError> {
+        let model = self.model.version().to_owned();
+        let mut chain: Vec<ShardRecord> = Vec::with_capacity(records.len());
+        let mut notes = Vec::new();
+        let mut head: Option<(Vec<u8>, score::input::Partial)> = None;
+        for record in records {
+            let expected = chain.last().map_or(record.header_len, |r| r.end);
+            if record.start == expected && record.model_version == model {
+                chain.push(record);
+                continue;
+            }
+            let why = if record.model_version != model {
+                format!("scored by model {}", record.model_version)
+            } else {
+                format!(
+                    "started at byte {} instead of {expected}: a quoted line break fooled its boundary",
+                    record.start
+                )
+            };
+            if head.is_none() {
+                head = Some(self.header_of(object).await?);
+            }
+            let Some((header, text)) = head.clone() else {
+                continue;
+            };
+            let nominal = Span::of_task(
+                &Task {
+                    index: record.index,
+                    ..task.clone()
+                },
+                record.size,
+                record.header_len,
+            );
+            let span = Span {
+                from: expected,
+                known_start: true,
+                ..nominal
+            };
+            let repairer = Task {
+                index: record.index,
+                ..task.clone()
+            };
+            let name = names.shard_repair(record.index, record.count, expected);
+            let repaired = match self.output.stat(&name).await? {
+                Some(_) => self.read_record(&name).await?,
+                None => {
+                    tracing::info!(
+                        input_uri = self.input.uri(object.name.as_str()),
+                        range = record.index,
+                        from = expected,
+                        why,
+                        "re-scoring a range from where the one before it ended"
+                    );
+                    match self
+                        .score_my_range(object, names, &repairer, span, &header, text)
+                        .await?
+                    {
+                        Ok(fresh) => self.put_shard_record_at(&name, &fresh).await?,
+                        Err(rejection) => return Ok(Err(rejection)),
+                    }
+                }
+            };
+            notes.push(format!(
+                "range {} re-scored from byte {expected}: it {why}",
+                record.index
+            ));
+            chain.push(repaired);
+        }
+        Ok(Ok((chain, notes)))
+    }
+
+    /// The input's header record and text format, read again from its start.
+    async fn header_of(&self, object: &ObjectRef) -> Result<(Vec<u8>, score::input::Partial), JobError> {
+        let (_, stream) = self
+            .input
+            .read(object.name.as_str(), Some(object.generation.get()))
+            .await?;
+        let head = head_of(stream, HEAD_LIMIT).await?;
+        let text = match input::decode(io::Cursor::new(&head)) {
+            Ok(input::Decoded::Text(_, text)) => text,
+            _ => return Err(JobError::Internal("the input's start no longer decodes".into())),
+        };
+        let len =
+            shard::header_len(&head).ok_or_else(|| JobError::Internal("the input's header no longer fits".into()))?;
+        Ok((head[..len].to_vec(), text))
+    }
+
+    /// The same runner, noting in its manifests which ranges were repaired.
+    fn with_repairs(&self, repaired: Vec<String>) -> JobRunner {
+        let mut runner = self.scoring_whole("");
+        runner.execution = self.execution.clone().map(|e| ExecutionInfo { repaired, ..e });
+        runner
+    }
+
+    /// Why the ranges do not chain, if they do not.
+    fn broken_link(&self, records: &[ShardRecord]) -> Option<String> {
+        let model = self.model.version();
+        if let Some(r) = records.iter().find(|r| r.model_version != model) {
+            return Some(format!(
+                "range {} was scored by model {}, not {model}",
+                r.index, r.model_version
+            ));
+        }
+        let first = records.first()?;
+        if first.start != first.header_len {
+            return Some(format!(
+                "range 0 starts at byte {}, not after the header ({})",
+                first.start, first.header_len
+            ));
+        }
+        for pair in records.windows(2) {
+            if pair[0].end != pair[1].start {
+                return Some(format!(
+                    "range {} ends at byte {} but range {} starts at byte {}: a quoted line break fooled a range boundary",
+                    pair[0].index, pair[0].end, pair[1].index, pair[1].start
+                ));
+            }
+        }
+        let last = records.last()?;
+        (last.end != last.size).then(|| {
+            format!(
+                "the last range ends at byte {}, not at the end ({})",
+                last.end, last.size
+            )
+        })
+    }
+
+    /// Writes the global errors object and the manifest of a chain that holds.
+    async fn commit_shards(
+        &self,
+        object: &ObjectRef,
+        names: &OutputNames,
+        records: Vec<ShardRecord>,
+    ) -> Result<TaskOutcome, JobError> {
+        let started_at = SystemTime::now();
+        let mut rows = Rows::default();
+        let mut evaluation = EvaluationBuilder::default();
+        let mut labelled_rows = 0;
+        for r in &records {
+            rows.input += r.rows.input;
+            rows.scored += r.rows.scored;
+            rows.rejected += r.rows.rejected;
+            rows.blank_lines += r.rows.blank_lines;
+            labelled_rows += r.labelled_rows;
+            evaluation.merge(&r.evaluation);
+        }
+        if rows.input == 0 {
+            let failure = Failure::Rejected(FileRejection::HeaderOnly);
+            return self.committed(self.report_failure(object, names, None, failure, started_at).await);
+        }
+        let errors = if records.iter().any(|r| r.rejects.is_some()) {
+            Some(self.global_errors(names, &records).await?)
+        } else {
+            None
+        };
+        let first = &records[0];
+        let totals = ShardTotals {
+            format: first.format.clone(),
+            columns: first.columns.clone(),
+            output_columns: first.output_columns.clone(),
+            rows,
+            labelled_rows,
+            metrics: evaluation.finish(),
+        };
+        let shards = records.iter().map(|r| r.predictions.clone()).collect();
+        let facts = JobFacts {
+            object,
+            input_uri: self.input.uri(object.name.as_str()),
+            size: Some(first.size),
+            manifest_uri: self.output.uri(&names.manifest()),
+            model: &self.model,
+            started_at,
+            score_ms: (records.iter().map(|r| r.seconds).fold(0.0, f64::max) * 1000.0) as u64,
+            execution: self.execution.clone(),
+        };
+        let manifest = Manifest::sharded(facts, totals, shards, errors);
+        self.committed(self.commit(names, manifest).await)
+    }
+
+    /// `errors.csv` from the ranges' rejects, in input order, with lines and
+    /// rows counted from the start of the input; streamed, never held whole.
+    async fn global_errors(&self, names: &OutputNames, records: &[ShardRecord]) -> Result<OutputObject, JobError> {
+        let errors_name = names.errors(self.free_number(|n| names.errors(n)).await?);
+        let mut sources = Vec::new();
+        let (mut lines_before, mut rows_before) = (0u64, 0u64);
+        for r in records {
+            if let Some(rejects) = &r.rejects {
+                let (_, stream) = self.output.read(&rejects.name, None).await?;
+                sources.push((stream, lines_before, rows_before, rejects.name.clone()));
+            }
+            lines_before += r.newlines;
+            rows_before += r.rows.input;
+        }
+        let (output, handle, cancel) = (self.output.clone(), Handle::current(), self.shutdown.child_token());
+        let upload = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
+            let csv = WriteOptions::create_only("text/csv");
+            let mut sink = CsvRejects::new(|| {
+                Ok(Upload::start(
+                    &handle,
+                    output.clone(),
+                    errors_name.clone(),
+                    csv,
+                    cancel.clone(),
+                ))
+            });
+            for (stream, lines_before, rows_before, name) in sources {
+                let reader = BufReader::new(StreamReader::new(stream, handle.clone(), cancel.clone()));
+                for line in reader.lines() {
+                    let line = line.map_err(|e| JobError::Transient(format!("reading {name}: {e}")))?;
+                    let mut row: RejectedRow = serde_json::from_str(&line)
+                        .map_err(|e| JobError::Internal(format!("unreadable rejected row in {name}: {e}")))?;
+                    row.line += lines_before;
+                    row.row += rows_before;
+                    sink.reject(&row).map_err(|e| JobError::Transient(e.to_string()))?;
+                }
+            }
+            let upload = sink
+                .finish()
+                .map_err(|e| JobError::Transient(e.to_string()))?
+                .ok_or_else(|| JobError::Internal("the ranges' rejects objects hold no row".into()))?;
+            upload.finish().map_err(|e| JobError::Transient(e.to_string()))
+        })
+        .await
+        .map_err(|e| JobError::Internal(format!("errors thread: {e}")))??;
+        let stored = self.verify_upload(upload).await?;
+        Ok(OutputObject::new(&stored, self.output.uri(&stored.name)))
+    }
+}
