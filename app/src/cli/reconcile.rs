@@ -60,6 +60,16 @@ pub struct ReconcileArgs {
     /// command fails.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     retry_seconds: u64,
+    /// An input handed to a job execution is reported as dispatched, not
+    /// unscored, for this long after its execution started (the service's
+    /// setting of the same name).
+    #[arg(
+        long,
+        env = "DISPATCH_STALE_SECONDS",
+        default_value_t = 21600,
+        value_name = "SECONDS"
+    )]
+    dispatch_stale_seconds: u64,
 }
 
 /// A bucket argument, read as `serve` reads it.
@@ -147,7 +157,8 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
     // one would turn a typo into "all clear".
     let input = scorer::storage::open(&backend, input_bucket.as_str(), Missing::Refuse).await?;
     let output = scorer::storage::open(&backend, output_bucket.as_str(), Missing::Refuse).await?;
-    let report = reconcile::scan(input.as_ref(), output.as_ref(), since, trigger).await?;
+    let stale = std::time::Duration::from_secs(args.dispatch_stale_seconds);
+    let report = reconcile::scan(input.as_ref(), output.as_ref(), since, trigger, stale).await?;
     let published = match &topic {
         Some(topic) if !report.objects.is_empty() => {
             let target = pubsub(args.pubsub_emulator_host.as_deref(), args.retry_seconds)?;
@@ -163,6 +174,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
         let out = serde_json::json!({
             "window_start": report.window_start,
             "unscored": report.unscored,
+            "dispatched": report.dispatched,
             "orphans": report.orphans,
             "problems": report.problems,
             "published": published,
@@ -197,6 +209,18 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
                     row.updated.as_deref().unwrap_or("")
                 )?;
             }
+        }
+        for d in &report.dispatched {
+            let state = if d.stale {
+                "started long ago, no manifest (listed above: a redelivery dispatches it again)"
+            } else {
+                "being scored by a job execution"
+            };
+            writeln!(
+                text,
+                "dispatched: {} generation {}: {} ({}, started {})",
+                d.uri, d.generation, state, d.execution, d.started_at
+            )?;
         }
         for orphan in &report.orphans {
             writeln!(

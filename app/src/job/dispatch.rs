@@ -32,7 +32,7 @@ use crate::event::ObjectRef;
 use crate::layout::OutputNames;
 use crate::score::input;
 use crate::score::shard::splittable;
-use crate::storage::{ObjectMeta, StorageError, WriteOptions, read_all, write_bytes};
+use crate::storage::{ObjectMeta, ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
 
 /// How large inputs are dispatched.
 #[derive(Clone)]
@@ -72,11 +72,11 @@ struct DispatchRecord {
 
 /// `dispatch-N.started.json`: it was started.
 #[derive(Debug, Serialize, Deserialize)]
-struct StartedRecord {
-    execution: String,
-    tasks: u32,
-    started_at: String,
-    dispatcher: String,
+pub struct StartedRecord {
+    pub execution: String,
+    pub tasks: u32,
+    pub started_at: String,
+    pub dispatcher: String,
 }
 
 const RECORD_LIMIT: usize = 1 << 20;
@@ -198,26 +198,7 @@ impl JobRunner {
 
     /// The newest dispatch number, and its started record if there is one.
     async fn latest_dispatch(&self, names: &OutputNames) -> Result<(Option<u32>, Option<StartedRecord>), JobError> {
-        let prefix = names.dispatch_prefix();
-        let latest = self
-            .output
-            .list(&prefix)
-            .await?
-            .iter()
-            .filter_map(|o| o.name.strip_prefix(&prefix)?.get(..6)?.parse::<u32>().ok())
-            .max();
-        let Some(seq) = latest else { return Ok((None, None)) };
-        let started = match read_all(self.output.as_ref(), &names.dispatch_started(seq), RECORD_LIMIT).await {
-            Ok((_, bytes)) => Some(serde_json::from_slice(&bytes).map_err(|e| {
-                JobError::Internal(format!(
-                    "unreadable dispatch record {}: {e}",
-                    names.dispatch_started(seq)
-                ))
-            })?),
-            Err(StorageError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        Ok((Some(seq), started))
+        Ok(latest_dispatch(self.output.as_ref(), names).await?)
     }
 
     /// Writes a small JSON record create-only; one already there (from an
@@ -236,6 +217,34 @@ impl JobRunner {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The newest dispatch of an input (its number) and, if it was started,
+/// what started: read by the push side before dispatching, and by
+/// `reconcile` to tell a running execution from lost work.
+pub async fn latest_dispatch(
+    output: &dyn ObjectStore,
+    names: &OutputNames,
+) -> Result<(Option<u32>, Option<StartedRecord>), StorageError> {
+    let prefix = names.dispatch_prefix();
+    let latest = output
+        .list(&prefix)
+        .await?
+        .iter()
+        .filter_map(|o| o.name.strip_prefix(&prefix)?.get(..6)?.parse::<u32>().ok())
+        .max();
+    let Some(seq) = latest else { return Ok((None, None)) };
+    let started = match read_all(output, &names.dispatch_started(seq), RECORD_LIMIT).await {
+        Ok((_, bytes)) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+            StorageError::Permanent(format!(
+                "unreadable dispatch record {}: {e}",
+                names.dispatch_started(seq)
+            ))
+        })?),
+        Err(StorageError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    Ok((Some(seq), started))
 }
 
 fn now_rfc3339() -> String {

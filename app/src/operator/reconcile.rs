@@ -38,6 +38,18 @@ pub struct Unscored {
     pub updated: Option<String>,
 }
 
+/// An input handed to a job execution that has not committed yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dispatched {
+    pub uri: String,
+    pub generation: String,
+    pub execution: String,
+    pub started_at: String,
+    /// Started longer ago than an execution may run: counted as unscored
+    /// too (a redelivery dispatches it again).
+    pub stale: bool,
+}
+
 /// An output object that no manifest names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Orphan {
@@ -60,6 +72,8 @@ pub struct Report {
     /// Objects created before this were not considered (RFC 3339).
     pub window_start: Option<String>,
     pub unscored: Vec<Unscored>,
+    /// Inputs with a started execution and no manifest yet.
+    pub dispatched: Vec<Dispatched>,
     pub orphans: Vec<Orphan>,
     pub problems: Vec<Problem>,
     /// The unscored objects, as listed (for publishing).
@@ -106,11 +120,15 @@ fn is_input(name: &str) -> bool {
 
 /// Scans both buckets. Storage trouble (unreachable, refused) is an error;
 /// a single object that cannot be judged is a [`Problem`] in the report.
+/// An input without a manifest whose execution started less than
+/// `dispatch_stale` ago is reported as dispatched, not unscored: it is being
+/// scored.
 pub async fn scan(
     input: &dyn ObjectStore,
     output: &dyn ObjectStore,
     since: Option<SystemTime>,
     trigger: Trigger,
+    dispatch_stale: std::time::Duration,
 ) -> Result<Report, OperatorError> {
     let mut report = Report {
         window_start: rfc3339(since),
@@ -126,8 +144,14 @@ pub async fn scan(
         .map(|object| async move {
             let verdict = match (ObjectName::parse(&object.name), Generation::new(object.generation)) {
                 (Ok(name), Some(generation)) => {
-                    let manifest = OutputNames::new(&name, generation).manifest();
-                    output.stat(&manifest).await.map(|m| Ok(m.is_some()))
+                    let names = OutputNames::new(&name, generation);
+                    match output.stat(&names.manifest()).await {
+                        Ok(Some(_)) => Ok(Ok(None)),
+                        Ok(None) => crate::job::dispatch::latest_dispatch(output, &names)
+                            .await
+                            .map(|(_, started)| Ok(Some(started))),
+                        Err(e) => Err(e),
+                    }
                 }
                 (Err(e), _) => Ok(Err(e)),
                 (_, None) => Ok(Err(format!(
@@ -142,8 +166,26 @@ pub async fn scan(
         .await;
     for (object, verdict) in checked {
         match verdict? {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(None) => {}
+            Ok(Some(Some(started))) if !is_stale(&started.started_at, dispatch_stale) => {
+                report.dispatched.push(Dispatched {
+                    uri: input.uri(&object.name),
+                    generation: object.generation.to_string(),
+                    execution: started.execution,
+                    started_at: started.started_at,
+                    stale: false,
+                });
+            }
+            Ok(Some(started)) => {
+                if let Some(started) = started {
+                    report.dispatched.push(Dispatched {
+                        uri: input.uri(&object.name),
+                        generation: object.generation.to_string(),
+                        execution: started.execution,
+                        started_at: started.started_at,
+                        stale: true,
+                    });
+                }
                 report.unscored.push(Unscored {
                     uri: input.uri(&object.name),
                     name: object.name.clone(),
@@ -161,6 +203,15 @@ pub async fn scan(
     }
     orphans(output, since, &mut report).await?;
     Ok(report)
+}
+
+/// Whether an execution started at `started_at` (RFC 3339) may no longer
+/// be running.
+fn is_stale(started_at: &str, stale: std::time::Duration) -> bool {
+    humantime::parse_rfc3339_weak(started_at)
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age >= stale)
 }
 
 /// Output objects under `<input name>/<generation>/` (or the hashed prefix)

@@ -750,3 +750,58 @@ async fn an_execution_reported_over_without_a_manifest_is_dispatched_again_then_
         "{m}"
     );
 }
+
+/// `reconcile` tells an input a job execution is scoring from lost work:
+/// dispatched recently, it is reported as being scored (exit 0); started
+/// longer ago than an execution may run, it is unscored (exit 5) and says
+/// that a redelivery dispatches it again.
+#[test]
+fn reconcile_tells_a_running_execution_from_lost_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let generation = local_input(dir.path());
+    let names = scorer::layout::OutputNames::new(
+        &scorer::event::ObjectName::parse("big.csv").unwrap(),
+        scorer::event::Generation::new(generation).unwrap(),
+    );
+    let started = |at: &str| {
+        let output = dir.path().join("output");
+        for (name, body) in [
+            (names.dispatch(1), json!({"requested": true})),
+            (
+                names.dispatch_started(1),
+                json!({"execution": "projects/p/locations/l/jobs/j/executions/e-1", "tasks": 2, "started_at": at, "dispatcher": "test"}),
+            ),
+        ] {
+            let path = output.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body.to_string()).unwrap();
+        }
+    };
+    let reconcile = || {
+        Command::new(SCORER)
+            .args(["reconcile", "--local", dir.path().to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    started(&humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+    let out = reconcile();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("being scored by a job execution") && text.contains("executions/e-1"),
+        "{text}"
+    );
+
+    std::fs::remove_dir_all(dir.path().join("output/_shards")).unwrap();
+    started("2026-01-01T00:00:00Z");
+    let out = reconcile();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(text.contains("started long ago, no manifest"), "{text}");
+    assert!(text.contains("1 object(s)"), "{text}");
+}
