@@ -53,6 +53,12 @@ start=$(date +%s.%N)
 inline_s=$(echo "$(date +%s.%N) - $start" | bc)
 inline_mib=$(( $(cat "$work/inline.rss") / 1024 ))
 printf '%-8s %8.1f s   peak %5d MiB\n' "inline" "$inline_s" "$inline_mib"
+# The rate of one vCPU, what a task on Cloud Run with cpu = 1 gets.
+start=$(date +%s.%N)
+taskset -c 0 "$scorer" score "$input" --out "$work/pinned.csv" --errors "$work/pinned.errors.csv" >/dev/null
+pinned_s=$(echo "$(date +%s.%N) - $start" | bc)
+printf '%-8s %8.1f s   %.0f MB/s on one core\n' "1 core" "$pinned_s" "$(echo "$size / $pinned_s / 1000000" | bc -l)"
+rm -f "$work/pinned.csv" "$work/pinned.errors.csv"
 
 status=0
 for n in "${tasks[@]}"; do
@@ -95,7 +101,7 @@ with open(sys.argv[2], "wb") as out:
 EOF
   peaks=$(grep -h '"task summary"\|"job summary"' "$dir.log" | "$py" -c '
 import json, sys
-print(" ".join(str(json.loads(l).get("peak_rss_mib")) for l in sys.stdin))')
+print(" ".join(str(e["peak_rss_mib"]) for e in map(json.loads, sys.stdin) if "peak_rss_mib" in e))')
   if cmp -s "$dir/joined.csv" "$work/inline.csv"; then same="identical to inline"; else same="DIFFERS from inline"; status=1; fi
   printf '%-8s %8.1f s   per-task peak MiB: %s   %s\n' "$n task$([ "$n" = 1 ] || echo s)" "$wall" "$peaks" "$same"
 done
