@@ -59,6 +59,13 @@ BASELINE=".secrets.baseline"
 #                              that sign the forged and valid push tokens of
 #                              app/tests/it/auth.rs; they sign nothing else and
 #                              no deployment trusts them
+#   app/src/server/push.rs, docs/openapi.json (the OpenAPI example of a push
+#                              envelope), events/src/cloudevent.rs (Google's
+#                              sample object resource: customerEncryption's
+#                              keySha256 is the public digest of a sample key)
+#                              "Base64 High Entropy String": example message
+#                              bodies and digests from Google's documentation
+#                              samples; no secret
 # and the baseline's one line filter (--exclude-lines):
 #   ^\s*"data_sha256": "[0-9a-f]{64}",?$   the SHA-256 of the training CSV that
 #                              the trainer writes into model artifacts
