@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, ModelSource, err};
-use crate::dispatch::{INPUT_GENERATION, INPUT_URI, MODEL_VERSION, TASK_ENV};
+use crate::dispatch::{INPUT_GENERATION, INPUT_URI, MODEL_VERSION, TASK_ENV, Task};
 use crate::event::{BucketName, Generation, ObjectName, ObjectRef};
-use crate::job::shard::Task;
 use crate::storage::{Backend, Location};
 
 /// `scorer shard`: normally all from the environment.

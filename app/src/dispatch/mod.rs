@@ -46,6 +46,23 @@ pub const INPUT_URI: &str = "INPUT_URI";
 pub const INPUT_GENERATION: &str = "INPUT_GENERATION";
 pub const MODEL_VERSION: &str = "MODEL_VERSION";
 
+/// Which task this is, as Cloud Run tells every task of an execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub index: u32,
+    pub count: u32,
+    pub attempt: u32,
+    /// The job's retries per task: the attempt numbered this is the last.
+    pub max_retries: u32,
+    pub execution: String,
+}
+
+impl Task {
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_retries
+    }
+}
+
 /// One execution to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dispatch {

@@ -36,6 +36,8 @@ use std::time::{Duration, SystemTime};
 mod chain;
 mod range;
 
+pub use crate::dispatch::Task;
+
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -48,23 +50,6 @@ use crate::model::EvaluationBuilder;
 use crate::score::shard;
 use crate::score::{FileRejection, input};
 use crate::storage::StorageError;
-
-/// Which task this is, as Cloud Run tells every task of an execution.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Task {
-    pub index: u32,
-    pub count: u32,
-    pub attempt: u32,
-    /// The job's retries per task: the attempt numbered this is the last.
-    pub max_retries: u32,
-    pub execution: String,
-}
-
-impl Task {
-    pub fn is_last_attempt(&self) -> bool {
-        self.attempt >= self.max_retries
-    }
-}
 
 /// The bytes one scoring pass covers: from `from` (a known record start,
 /// or an offset to find the next record start after) through the record in
