@@ -236,15 +236,9 @@ pub(super) fn http_client() -> reqwest::Client {
 /// Percent-encodes everything but RFC 3986's unreserved characters: object
 /// names in URL paths and queries (`a/b c.csv` -> `a%2Fb%20c.csv`).
 pub fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 /// The body of a successful answer as JSON (`Null` when empty); panics with
