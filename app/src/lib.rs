@@ -10,7 +10,7 @@
 //! # Layout
 //!
 //! Data flows one way: push -> event -> job -> read -> score -> write ->
-//! manifest. Three crates:
+//! manifest. Four crates:
 //!
 //! - `scorer-events` (re-exported as [`event`]): the push envelope, the
 //!   Eventarc CloudEvent and the storage notification, parsed into types
@@ -19,6 +19,8 @@
 //!   polars engine (byte stream in, predictions and rejected rows out, in
 //!   bounded memory) and the model (artifact, fit, evaluation). No I/O
 //!   beyond the streams it is given.
+//! - `scorer-cloud` (used only by [`dispatch::cloud_run`]): the Cloud Run
+//!   Admin API client (start an execution, read its state).
 //! - `scorer` (this crate): the service and the command line (`cli/`,
 //!   beside `main.rs`). Its rooms, in the order data meets them:
 //!
@@ -33,16 +35,18 @@
 //! - [`dispatch`]: starting job executions: Cloud Run Jobs, or a pool of
 //!   local `scorer shard` processes.
 //! - [`lease`]: who is scoring an input, so redeliveries do not rescore.
-//! - [`layout`]: every object name in the output bucket, in one place.
+//! - [`layout`]: every object name in the output bucket.
 //! - [`manifest`]: the commit record.
 //! - [`storage`]: the bucket seam with the [`storage::local`] and
-//!   [`storage::gcs`] backends, and [`storage::blocking`] between them and
-//!   the engine's threads.
+//!   [`storage::gcs`] backends, [`storage::blocking`] between them and
+//!   the engine's threads, and [`storage::faults`] (test-only fault
+//!   injection).
 //! - [`notifier`]: the local stand-in for Cloud Storage + Pub/Sub.
 //! - [`operator`]: operator tools: reconcile what has no outputs, redrive
 //!   dead letters.
 //! - [`config`]: environment and flags, parsed into settings;
-//!   [`startup`]: settings to a bound listener and a loading model.
+//!   [`startup`]: settings to a bound listener, a loading model and the
+//!   dispatcher for large inputs.
 //! - [`telemetry`]: Cloud Logging JSON logs and Prometheus metrics;
 //!   [`google_clients`]: what our Google clients share (bounded, logged
 //!   retries; credentials: anonymous for the emulators, missing ones said
@@ -53,16 +57,43 @@
 //!
 //! # Where to change what
 //!
-//! - Output naming: [`layout`], nothing else.
+//! - Output naming: [`layout`] builds every name; three readers parse
+//!   numbered names back (lease records in `lease::records`, dispatch
+//!   records in [`job::dispatch`], shard records in `job::shard::chain`),
+//!   the test-only faults match names in [`storage::faults`], and the
+//!   `_leases/`, `_shards/`, `_models/` prefixes recur in `terraform/`.
 //! - A storage backend: a new room under [`storage`] implementing
-//!   [`storage::ObjectStore`], and a [`storage::Backend`] case in
-//!   [`storage::open`].
+//!   [`storage::ObjectStore`] and a [`storage::Backend`] case in
+//!   [`storage::open`]; then the places that match on `Backend` or
+//!   `storage::Location`: `config` (`Settings::from_args`, `config::shard`),
+//!   [`startup`], [`dispatch`] (the task environment), and the `serve` and
+//!   `reconcile` commands.
 //! - A trigger: a parser beside `scorer_events::pubsub` and
 //!   `scorer_events::cloudevent` (Eventarc) that yields an
-//!   [`event::ObjectEvent`], and a way for [`server::push`] to tell its
-//!   requests apart (or a route of its own); the job side is unchanged.
-//! - An input format: a [`format::Format`] case (`Format::for_object`) and
-//!   its reader in the engine; [`job`] dispatches on it.
+//!   [`event::ObjectEvent`], an `event::Trigger` variant (its arms in
+//!   `is_finalize` and `kind`), a way for [`server::push`] to tell its
+//!   requests apart (and its OpenAPI annotations, `docs/openapi.json`
+//!   regenerated); the job side is unchanged.
+//! - An input format: a [`format::Format`] case (`Format::for_object`),
+//!   a reader and writer in the engine's `score` and a `match` on the
+//!   format in `score::score` (today CSV only); then the `.csv` names in
+//!   [`layout`], the content types in `job::run` and `job::commit`, and
+//!   `Sharding::tasks_for` (only CSV can be cut into ranges).
+//! - A setting of `serve`: `config::args` (flag and env), `config`
+//!   (`Settings` and `from_args`), its consumer in [`startup`] or the
+//!   route's state; if tasks need it, the shared task environment in
+//!   [`startup`] and `config::shard`; a row in `docs/CONFIGURATION.md` (a
+//!   test checks it) and the env in `terraform/cloud_run.tf`.
+//! - A CLI subcommand: `cli/<name>.rs` and its `Command` variant in
+//!   `cli/mod.rs`, the logic in a library room named here, a row in
+//!   `docs/CLI.md`; a new exit status in [`exit`] and the README's table.
+//!
+//! Words: a *job* is one input generation's work in this process; the
+//! *shard job* is the Cloud Run job (`SHARD_JOB`), whose *execution* runs
+//! *tasks* (`scorer shard`), each scoring a *range* into a *shard*
+//! (`predictions-0000i-of-N.csv`). *Records* are small create-only JSON
+//! objects (lease, dispatch, shard), except in the engine's
+//! `score::records` (CSV records).
 
 pub mod auth;
 pub mod config;

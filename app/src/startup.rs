@@ -100,7 +100,7 @@ async fn sharding_of(
         shard_bytes: sharding.shard_bytes,
         max_tasks: sharding.max_tasks,
         stale_after: sharding.stale_after,
-        max_dispatches: 3,
+        max_dispatches: crate::job::dispatch::MAX_DISPATCHES,
     })
 }
 

@@ -1,12 +1,12 @@
-//! scorer-cloud: the scorer's calls to Google Cloud control-plane APIs,
-//! each a plain async function over Google's official generated client.
+//! scorer-cloud: the scorer's calls to Google Cloud control-plane APIs, a
+//! small client type over Google's official generated clients.
 //!
 //! # Layout
 //!
 //! - [`run_jobs`]: start an execution of a Cloud Run job with per-execution
-//!   overrides (the scorer's sharded jobs).
+//!   overrides, and read an execution's state (the scorer's shard job).
 //!
-//! Every call takes an optional endpoint: set, the call goes there
+//! A client is made with an optional endpoint: set, its calls go there
 //! anonymously (a local stand-in of the API in tests); unset, to Google
 //! with Application Default Credentials.
 

@@ -1,6 +1,7 @@
 //! Starting executions of a Cloud Run job (`RunJob` of the Cloud Run Admin
-//! API v2), with overrides for one execution: environment variables, the
-//! task count and the task timeout.
+//! API v2), with overrides for one execution (environment variables, the
+//! task count, the task timeout), and reading an execution's state
+//! (`GetExecution`).
 //!
 //! The call returns as soon as Cloud Run accepted the execution (a
 //! long-running operation whose metadata is the execution); it never waits

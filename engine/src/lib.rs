@@ -4,13 +4,15 @@
 //!
 //! # Layout
 //!
-//! - [`format`](mod@format): which input formats there are, told from an object's name.
+//! - [`format`](mod@format): which objects are input, told from their name (the
+//!   engine scores CSV only).
 //! - [`score`]: the pipeline: decode ([`score::input`]), cut at record ends
 //!   ([`score::chunker`], with the record rules it shares in
 //!   [`score::records`]), plan and score each chunk with polars
 //!   ([`score::plan`], [`score::logit`]), write the records with their
 //!   scores ([`score::writer`]) and the rejected rows ([`score::rejects`]),
-//!   overlapped on three threads ([`score::pipeline`]).
+//!   overlapped on three threads ([`score::pipeline`]); one byte range of
+//!   a CSV scored alone, for the shard job's tasks ([`score::shard`]).
 //! - [`model`]: the logistic regression: its JSON artifact
 //!   ([`model::artifact`]), one row's logit ([`model::Model::logit`]), the
 //!   fit with smartcore's L-BFGS ([`model::fit`]) from training data read

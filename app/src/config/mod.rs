@@ -255,7 +255,8 @@ impl Settings {
 
 impl Settings {
     /// The local mode's defaults for buckets under `dir`: what `scorer serve
-    /// --local DIR` would use with nothing else set (the demo's settings).
+    /// --local DIR` would use with nothing else set, except a 5 s shutdown
+    /// grace and a 0.2 s settle time (the demo's settings).
     pub fn local(dir: PathBuf) -> Result<Settings, ConfigError> {
         let bucket = |name: &str, setting| BucketName::parse(name).map_err(|m| err(setting, m));
         Ok(Settings {

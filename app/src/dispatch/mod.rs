@@ -1,8 +1,9 @@
 //! Dispatch: starting a job execution that scores one large input in
 //! parallel tasks, outside any push request.
 //!
-//! The push handler only decides that an input is too large to score inline
-//! and asks a [`Dispatcher`] for an execution of `tasks` tasks; each task is
+//! The job (`job::run`, under the input's lease) decides that an input is
+//! too large to score inline, and `job::dispatch` asks a [`Dispatcher`] for
+//! an execution of `tasks` tasks; each task is
 //! a `scorer shard` process that finds its input, its index and the task
 //! count in its environment, as Cloud Run sets them
 //! ([`TASK_ENV`]). Two dispatchers fit:

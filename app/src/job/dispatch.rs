@@ -15,7 +15,7 @@
 //! started). A dispatch that never started (a crash between 1 and 3, a
 //! refused request) is started by the next delivery; one whose execution
 //! ended without a manifest (its tasks killed beyond their retries) is
-//! dispatched again as `N+1`, at most `max_dispatches` times, then the input
+//! dispatched again as `N+1`, at most [`MAX_DISPATCHES`] times, then the input
 //! gets a failure report. `reconcile --publish` is what redelivers such
 //! inputs.
 
@@ -33,6 +33,10 @@ use crate::layout::OutputNames;
 use crate::score::input;
 use crate::score::shard::splittable;
 use crate::storage::{ObjectMeta, ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
+
+/// Executions started for one input before it gets a failure report (also
+/// in `terraform/cloud_run_job.tf`'s check of the `_shards/` lifecycle).
+pub const MAX_DISPATCHES: u32 = 3;
 
 /// How large inputs are dispatched.
 #[derive(Clone)]
@@ -81,6 +85,18 @@ pub struct StartedRecord {
 
 const RECORD_LIMIT: usize = 1 << 20;
 
+impl StartedRecord {
+    /// Started longer than `stale_after` ago (or at a time that cannot be
+    /// read): its execution may no longer be running. The one rule the push
+    /// side and `reconcile` share.
+    pub fn is_stale(&self, stale_after: Duration) -> bool {
+        humantime::parse_rfc3339_weak(&self.started_at)
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age >= stale_after)
+    }
+}
+
 impl Sharding {
     /// Tasks for an input of `size` bytes whose first bytes are `head`: one
     /// per `shard_bytes`, within `max_tasks`; one when the input cannot be
@@ -113,13 +129,9 @@ impl JobRunner {
         let (latest, started) = self.latest_dispatch(names).await?;
         let seq = match (latest, started) {
             (Some(seq), Some(started)) => {
-                let age = humantime::parse_rfc3339_weak(&started.started_at)
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .unwrap_or_default();
                 let live = match sharding.dispatcher.running(&started.execution).await {
                     Some(running) => running,
-                    None => age < sharding.stale_after,
+                    None => !started.is_stale(sharding.stale_after),
                 };
                 if live {
                     return Ok(Outcome::Dispatched(Dispatched {
@@ -140,7 +152,7 @@ impl JobRunner {
                 tracing::warn!(
                     input_uri = self.input.uri(object.name.as_str()),
                     execution = started.execution,
-                    age_s = age.as_secs(),
+                    started_at = started.started_at,
                     "the input's execution ended without committing it; dispatching again"
                 );
                 seq + 1

@@ -1,8 +1,8 @@
 //! The one summary log entry (and the metrics) of each delivery of an
 //! input generation.
 //!
-//! Severity follows what an operator should do: `scored`, `duplicate` and
-//! `in_progress` are INFO; `failed` (a file that could not be scored, reported
+//! Severity follows what an operator should do: `scored`, `duplicate`,
+//! `dispatched` and `in_progress` are INFO; `failed` (a file that could not be scored, reported
 //! in its manifest) and `retry` are WARNING; `error` is ERROR.
 
 use std::time::Duration;

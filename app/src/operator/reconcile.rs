@@ -11,7 +11,9 @@
 //! them would redo years of work with today's model. Orphans are complete
 //! objects under an output prefix that no manifest names (a crash between
 //! an upload and the commit); they are reported, never touched. One odd
-//! object is a reported problem, never the end of the scan.
+//! object is a reported problem, never the end of the scan. An input whose
+//! job execution started less than `DISPATCH_STALE_SECONDS` ago is reported
+//! as dispatched, not unscored; a stale one is both.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
@@ -167,7 +169,7 @@ pub async fn scan(
     for (object, verdict) in checked {
         match verdict? {
             Ok(None) => {}
-            Ok(Some(Some(started))) if !is_stale(&started.started_at, dispatch_stale) => {
+            Ok(Some(Some(started))) if !started.is_stale(dispatch_stale) => {
                 report.dispatched.push(Dispatched {
                     uri: input.uri(&object.name),
                     generation: object.generation.to_string(),
@@ -203,15 +205,6 @@ pub async fn scan(
     }
     orphans(output, since, &mut report).await?;
     Ok(report)
-}
-
-/// Whether an execution started at `started_at` (RFC 3339) may no longer
-/// be running.
-fn is_stale(started_at: &str, stale: std::time::Duration) -> bool {
-    humantime::parse_rfc3339_weak(started_at)
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_none_or(|age| age >= stale)
 }
 
 /// Output objects under `<input name>/<generation>/` (or the hashed prefix)

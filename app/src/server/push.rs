@@ -8,10 +8,12 @@
 //! (authentication first, then the job under its lease).
 //!
 //! The status code is the retry protocol (docs/EXACTLY-ONCE.md has the table):
-//! 2xx = done (scored, reported failure, duplicate, ignored), 429 = back
+//! 2xx = done (scored, reported failure, duplicate, ignored, dispatched to
+//! the shard job), 429 = back
 //! off (over MAX_CONCURRENT_JOBS, or the job runs elsewhere), 503 = transient
 //! trouble, 400 = malformed envelope or CloudEvent (logged loudly; the
-//! trigger's dead-letter policy ends it), 401 = bad or missing push token.
+//! trigger's dead-letter policy ends it), 401 = bad or missing push token,
+//! 500 = the job panicked (caught, logged with the input; retried).
 
 use std::sync::Arc;
 
@@ -32,7 +34,7 @@ use crate::manifest::Status;
 /// Pub/Sub only looks at the status).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PushReply {
-    /// scored | failed | duplicate | ignored | in_progress | busy | retry | error | rejected | unauthorized
+    /// scored | failed | duplicate | ignored | dispatched | in_progress | busy | retry | error | rejected | unauthorized
     pub outcome: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

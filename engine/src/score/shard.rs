@@ -16,7 +16,8 @@
 //! was, and the ranges chain (each real end equals the next real start) only
 //! when every speculative start was a true boundary: by induction from the
 //! header, which is one. A chain that does not close means a quoted newline
-//! fooled a start; the caller must then score the file as a whole. The quote
+//! fooled a start; the caller then scores that range again from the
+//! previous range's real end, a true record boundary. The quote
 //! rules are those of [`super::chunker`]; a property test holds the two to
 //! the same record ends.
 //!

@@ -22,9 +22,13 @@
 //! start) is repaired before it commits: each range that did not start
 //! where the one before it ended is scored again from there (`chain`).
 //!
-//! Rooms: this file holds the task (who it is, what it came to, its run and
-//! its last-attempt report); [`range`] scores one range and records it;
-//! [`chain`] checks, repairs and commits the ranges.
+//! A range scored by another model version is scored again the same way.
+//! Should the chain still not hold, the input is scored whole under its
+//! lease (`execution.fallback` in the manifest).
+//!
+//! Rooms: this file holds the task's run (what it came to, its last-attempt
+//! report; `Task` itself is [`crate::dispatch::Task`]); `range` scores one
+//! range and records it; `chain` checks, repairs and commits the ranges.
 //!
 //! A task whose record exists has nothing left to score (an earlier attempt
 //! did it) and goes straight to the commit check; outputs an attempt left
@@ -192,6 +196,9 @@ impl JobRunner {
         if task.count <= 1 {
             return self.whole(object, None).await;
         }
+        // Rows this attempt scored, for its summary (none when an earlier
+        // attempt recorded the range).
+        let mut scored = 0;
         if self
             .output
             .stat(&names.shard_record(task.index, task.count))
@@ -242,7 +249,10 @@ impl JobRunner {
                 .score_my_range(object, &names, task, span, &head[..header_len], text)
                 .await?;
             match record {
-                Ok(record) => self.put_shard_record(&names, &record).await?,
+                Ok(record) => {
+                    scored = record.rows.scored;
+                    self.put_shard_record(&names, &record).await?
+                }
                 Err(rejection) => {
                     // The whole file cannot be scored (every task finds the
                     // same): report it; the first report commits.
@@ -254,7 +264,10 @@ impl JobRunner {
                 }
             }
         }
-        self.commit_if_complete(object, &names, task).await
+        match self.commit_if_complete(object, &names, task).await? {
+            TaskOutcome::RangeDone { .. } => Ok(TaskOutcome::RangeDone { rows: scored }),
+            other => Ok(other),
+        }
     }
 
     /// The report a task's last attempt leaves when it cannot finish: every
