@@ -60,7 +60,7 @@ BASELINE=".secrets.baseline"
 #                              app/tests/it/auth.rs; they sign nothing else and
 #                              no deployment trusts them
 #   app/src/server/push.rs, docs/openapi.json (the OpenAPI example of a push
-#                              envelope), events/src/cloudevent.rs (Google's
+#                              envelope), events/src/cloudevent/tests.rs (Google's
 #                              sample object resource: customerEncryption's
 #                              keySha256 is the public digest of a sample key)
 #                              "Base64 High Entropy String": example message
