@@ -9,6 +9,7 @@ mod redrive;
 mod score;
 mod serve;
 mod shard;
+mod status;
 mod train;
 
 use std::io::Write;
@@ -62,6 +63,10 @@ enum Command {
     /// Pull dead-lettered notifications, republish them to the main topic and
     /// acknowledge each only after its publish succeeded.
     Redrive(redrive::RedriveArgs),
+    /// Where one input file stands: scored or failed (with its outputs), in
+    /// progress (who holds its lease, until when), dispatched to a job
+    /// execution, or waiting; read from the output bucket's records.
+    Status(Box<status::StatusArgs>),
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
 }
@@ -85,6 +90,10 @@ pub fn run() -> ExitCode {
         Command::Reconcile(args) => {
             operator_logs();
             runtime().and_then(|rt| rt.block_on(reconcile::reconcile(*args)))
+        }
+        Command::Status(args) => {
+            operator_logs();
+            runtime().and_then(|rt| rt.block_on(status::status(*args)))
         }
         Command::Redrive(args) => {
             operator_logs();

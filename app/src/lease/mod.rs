@@ -52,6 +52,12 @@ pub struct Held {
     lost: CancellationToken,
 }
 
+/// The newest lease record of an input generation, if any: who holds it
+/// and until when, or that it was released (for `scorer status`).
+pub async fn current(store: &dyn ObjectStore, names: &OutputNames) -> Result<Option<LeaseRecord>, StorageError> {
+    Ok(records::latest(store, names).await?.1)
+}
+
 /// Tries to take the lease for `names` as `holder`. A live lease in
 /// `holder`'s own name is taken again (holder names are unique per process,
 /// and the caller runs one job per input at a time).

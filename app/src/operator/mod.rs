@@ -16,6 +16,7 @@
 pub mod pubsub;
 pub mod reconcile;
 pub mod redrive;
+pub mod status;
 
 use crate::storage::StorageError;
 

@@ -13,6 +13,8 @@ fn every_subcommand_has_help() {
         vec!["serve"],
         vec!["demo"],
         vec!["openapi"],
+        vec!["status"],
+        vec!["reconcile"],
     ] {
         let mut args = sub.clone();
         args.push("--help");

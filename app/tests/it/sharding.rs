@@ -805,3 +805,106 @@ fn reconcile_tells_a_running_execution_from_lost_work() {
     assert!(text.contains("started long ago, no manifest"), "{text}");
     assert!(text.contains("1 object(s)"), "{text}");
 }
+
+/// `scorer status` reads where one input stands from the output bucket's
+/// records: waiting, in progress (lease), dispatched (execution), scored
+/// (with its outputs); JSON too; a typo'd input is an error, not "waiting".
+#[test]
+fn status_says_where_one_input_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let generation = local_input(dir.path());
+    let names = scorer::layout::OutputNames::new(
+        &scorer::event::ObjectName::parse("big.csv").unwrap(),
+        scorer::event::Generation::new(generation).unwrap(),
+    );
+    let status = |extra: &[&str]| {
+        let out = Command::new(SCORER)
+            .args(["status", "gs://input/big.csv", "--local", dir.path().to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let write = |name: String, body: Value| {
+        let path = dir.path().join("output").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body.to_string()).unwrap();
+    };
+    let (code, text) = status(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("input/big.csv generation {generation}")) && text.contains("waiting"),
+        "{text}"
+    );
+
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    let ms = later.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    write(
+        names.lease(1),
+        json!({"holder": "instance-7", "expires_at_ms": ms, "released": false}),
+    );
+    let (_, text) = status(&[]);
+    assert!(text.contains("in progress: instance-7 holds the lease until"), "{text}");
+    write(
+        names.lease(2),
+        json!({"holder": "instance-7", "expires_at_ms": 0, "released": true}),
+    );
+
+    write(names.dispatch(1), json!({"requested": true}));
+    write(
+        names.dispatch_started(1),
+        json!({"execution": "projects/p/locations/l/jobs/j/executions/e-9", "tasks": 2,
+               "started_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+               "dispatcher": "test"}),
+    );
+    let (_, text) = status(&[]);
+    assert!(
+        text.contains("dispatched: projects/p/locations/l/jobs/j/executions/e-9"),
+        "{text}"
+    );
+    let (_, json_text) = status(&["--json"]);
+    let v: Value = serde_json::from_str(&json_text).unwrap_or_else(|e| panic!("{e}: {json_text}"));
+    assert_eq!(
+        (v["state"].as_str(), v["stale"].as_bool()),
+        (Some("dispatched"), Some(false)),
+        "{v}"
+    );
+
+    // The tasks commit: scored, with its shards listed.
+    for (index, attempt) in [(0, 0), (1, 0)] {
+        let out = local_task(dir.path(), generation, index, 2, attempt, &[])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (code, text) = status(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("  scored") && text.contains("predictions-00001-of-00002.csv"),
+        "{text}"
+    );
+    assert!(text.contains("manifest.json"), "{text}");
+    let (_, json_text) = status(&["--json"]);
+    let v: Value = serde_json::from_str(&json_text).unwrap();
+    assert_eq!(v["state"], "scored", "{v}");
+    assert_eq!(v["manifest"]["status"], "scored", "{v}");
+
+    let (code, text) = status(&["--generation", "1"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("no longer the current generation") && text.contains("waiting"),
+        "{text}"
+    );
+    let out = Command::new(SCORER)
+        .args(["status", "gs://input/nope.csv", "--local", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{out:?}"
+    );
+}
