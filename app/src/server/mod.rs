@@ -1,6 +1,7 @@
 //! The HTTP service's routes, one module each: [`push`] (Pub/Sub pushes
 //! and Eventarc CloudEvents, `POST /`), [`predict`] (`POST /predict`),
-//! [`health`] (`GET /health`, `GET /ready`), [`metrics`] (`GET /metrics`)
+//! [`status`] (`GET /status`: where one input stands), [`health`]
+//! (`GET /health`, `GET /ready`), [`metrics`] (`GET /metrics`)
 //! and [`openapi`] (`GET /openapi.json`); the [`router`] that serves those the instance's
 //! role asks for, and the middleware they share. Start-up (buckets, the
 //! model, the listener) is `crate::startup`'s.
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod predict;
 pub mod push;
+pub mod status;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -56,7 +58,9 @@ impl AppState {
 pub fn router(state: Arc<AppState>, max_body_bytes: usize, body_timeout: Duration) -> Router {
     let mut routes = Router::new();
     if state.role.serves_pushes() {
-        routes = routes.route("/", post(push::handle));
+        routes = routes
+            .route("/", post(push::handle))
+            .route("/status", get(status::handle));
     }
     if state.role.serves_predictions() {
         routes = routes.route("/predict", post(predict::handle));

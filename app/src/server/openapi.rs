@@ -13,6 +13,7 @@ use utoipa::OpenApi;
     ),
     paths(
         super::push::handle,
+        super::status::handle,
         super::predict::handle,
         super::health::health,
         super::health::ready,
@@ -23,6 +24,7 @@ use utoipa::OpenApi;
         super::predict::PredictResponse,
         super::predict::ErrorResponse,
         super::push::PushReply,
+        super::status::StatusSchema,
         super::health::Health,
         super::health::Readiness,
         super::predict::ContributionSchema,

@@ -471,3 +471,58 @@ async fn each_role_serves_its_own_routes() {
         assert_eq!(health.status(), 200);
     }
 }
+
+/// `GET /status` answers what `scorer status --json` prints: waiting
+/// before a push, scored after it (with the manifest), an earlier
+/// generation marked as no longer current, 404 for an object that is not
+/// there and 400 for a name that is not one.
+#[tokio::test]
+async fn status_says_where_one_input_stands_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = local_server(dir.path(), &[]);
+    server.ready().await;
+    std::fs::create_dir_all(dir.path().join("input")).unwrap();
+    std::fs::write(dir.path().join("input/a.csv"), "OPERA,TIPOVUELO,MES\nGrupo LATAM,I,3\n").unwrap();
+    let get = |query: &'static str| {
+        let url = server.url(&format!("/status?{query}"));
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.text().await.unwrap())
+        }
+    };
+    let (code, body) = get("object=a.csv").await;
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["state"].as_str(), v["current"].as_bool()),
+        (Some("waiting"), Some(true)),
+        "{v}"
+    );
+
+    let (status, _) = post(&server.url("/"), &envelope_for(dir.path(), "a.csv")).await;
+    assert_eq!(status, 200);
+    let (code, body) = get("object=a.csv").await;
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["state"], "scored", "{v}");
+    assert_eq!(v["manifest"]["rows"]["scored"], 1, "{v}");
+    assert!(
+        v["manifest_uri"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("manifest.json"),
+        "{v}"
+    );
+
+    let (code, body) = get("object=a.csv&generation=1").await;
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["state"].as_str(), v["current"].as_bool()),
+        (Some("waiting"), Some(false)),
+        "{v}"
+    );
+    assert_eq!(get("object=missing.csv").await.0, 404);
+    assert_eq!(get("object=a.csv&generation=-4").await.0, 400);
+}
