@@ -44,6 +44,13 @@ pub struct ReconcileArgs {
     /// topic (projects/P/topics/T, or T with --project).
     #[arg(long, value_name = "TOPIC")]
     publish: Option<String>,
+    /// With --publish: list what would be published, publish nothing (and
+    /// reach no Pub/Sub).
+    #[arg(long, requires = "publish")]
+    dry_run: bool,
+    /// Only input objects whose names start with this (and their outputs).
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    prefix: String,
     /// Project for short topic names.
     #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
     project: Option<String>,
@@ -158,8 +165,9 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
     let input = scorer::storage::open(&backend, input_bucket.as_str(), Missing::Refuse).await?;
     let output = scorer::storage::open(&backend, output_bucket.as_str(), Missing::Refuse).await?;
     let stale = std::time::Duration::from_secs(args.dispatch_stale_seconds);
-    let report = reconcile::scan(input.as_ref(), output.as_ref(), since, trigger, stale).await?;
+    let report = reconcile::scan(input.as_ref(), output.as_ref(), since, trigger, stale, &args.prefix).await?;
     let published = match &topic {
+        Some(_) if args.dry_run => None,
         Some(topic) if !report.objects.is_empty() => {
             let target = pubsub(args.pubsub_emulator_host.as_deref(), args.retry_seconds)?;
             target.check_topic(topic).await?;
@@ -178,6 +186,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
             "orphans": report.orphans,
             "problems": report.problems,
             "published": published,
+            "dry_run": args.dry_run,
         });
         writeln!(text, "{}", serde_json::to_string_pretty(&out)?)?;
     } else {
@@ -231,6 +240,13 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
         }
         for problem in &report.problems {
             writeln!(text, "could not judge {}: {}", problem.uri, problem.problem)?;
+        }
+        if let (true, Some(topic)) = (args.dry_run, &topic) {
+            writeln!(
+                text,
+                "dry run: would publish {} notification(s) to {topic}, published none",
+                report.objects.len()
+            )?;
         }
         if let Some(p) = &published {
             writeln!(text, "published {} notification(s) to {}", p.message_ids.len(), p.topic)?;

@@ -131,13 +131,14 @@ pub async fn scan(
     since: Option<SystemTime>,
     trigger: Trigger,
     dispatch_stale: std::time::Duration,
+    prefix: &str,
 ) -> Result<Report, OperatorError> {
     let mut report = Report {
         window_start: rfc3339(since),
         ..Report::default()
     };
     let candidates: Vec<ObjectMeta> = input
-        .list("")
+        .list(prefix)
         .await?
         .into_iter()
         .filter(|o| is_input(&o.name) && trigger.notifies(&o.name) && in_window(o, since))
@@ -203,7 +204,7 @@ pub async fn scan(
             }),
         }
     }
-    orphans(output, since, &mut report).await?;
+    orphans(output, since, prefix, &mut report).await?;
     Ok(report)
 }
 
@@ -212,11 +213,14 @@ pub async fn scan(
 async fn orphans(
     output: &dyn ObjectStore,
     since: Option<SystemTime>,
+    prefix: &str,
     report: &mut Report,
 ) -> Result<(), OperatorError> {
     // Output sets by their prefix; the layout says which names are outputs.
     let mut sets: BTreeMap<String, (OutputNames, Vec<ObjectMeta>)> = BTreeMap::new();
-    for object in output.list("").await? {
+    // Outputs of inputs under `prefix` start with it (inputs whose names
+    // are hashed are looked at only without a prefix).
+    for object in output.list(prefix).await? {
         let Some((names, file)) = OutputNames::parse_output(&object.name) else {
             continue;
         };

@@ -270,6 +270,57 @@ async fn reconcile_keeps_to_the_retention_window_and_reports_orphans() {
         (code, names(&report)),
         (Some(5), vec!["ancient.csv".to_owned(), "recent.csv".to_owned()])
     );
+    // --prefix narrows both lists: an input under it, and no orphan (the
+    // orphan's outputs are not under it).
+    let (code, report) = run(&["--all", "--prefix", "anc"]);
+    assert_eq!(
+        (code, names(&report)),
+        (Some(5), vec!["ancient.csv".to_owned()]),
+        "{report}"
+    );
+    assert_eq!(report["orphans"].as_array().unwrap().len(), 0, "{report}");
+    let (code, report) = run(&["--prefix", "nothing-here/"]);
+    assert_eq!((code, names(&report)), (Some(0), vec![]), "{report}");
+}
+
+/// `reconcile --publish --dry-run` lists what it would publish and reaches
+/// no Pub/Sub at all (here: an emulator address nothing listens on).
+#[tokio::test]
+async fn reconcile_dry_run_publishes_nothing() {
+    let fake = crate::support::FakeGcs::start(crate::support::FakeGcsOptions::default()).await;
+    fake.create_bucket("in-dry").await;
+    fake.create_bucket("out-dry").await;
+    fake.put_object("in-dry", "a/one.csv", flights(2).as_bytes()).await;
+    fake.put_object("in-dry", "b/two.csv", flights(2).as_bytes()).await;
+    let out = std::process::Command::new(SCORER)
+        .args([
+            "reconcile",
+            "--input-bucket",
+            "in-dry",
+            "--output-bucket",
+            "out-dry",
+            "--publish",
+            "projects/p/topics/t",
+            "--dry-run",
+            "--prefix",
+            "a/",
+        ])
+        .env("STORAGE_EMULATOR_HOST", &fake.endpoint)
+        .env("PUBSUB_EMULATOR_HOST", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("a/one.csv") && !text.contains("b/two.csv"), "{text}");
+    assert!(
+        text.contains("dry run: would publish 1 notification(s) to projects/p/topics/t, published none"),
+        "{text}"
+    );
 }
 
 /// Operator tools fail loudly on a bucket argument that is not a bucket.
