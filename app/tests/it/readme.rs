@@ -1,4 +1,5 @@
-//! The README runs as written. Its examples, each marked
+//! The README runs as written (and the local-pipeline session it points to
+//! in docs/CLI.md). Its examples, each marked
 //! `<!-- example: NAME -->`, are run here as they are written (the command
 //! in the first block after the marker) and their output compared with the
 //! block that shows it, once what changes from run to run (temporary paths,
@@ -21,7 +22,7 @@ fn blocks(readme: &str, name: &str, n: usize) -> Vec<(String, std::ops::Range<us
     let marker = format!("<!-- example: {name} -->");
     let mut at = readme
         .find(&marker)
-        .unwrap_or_else(|| panic!("README.md has no {marker}"))
+        .unwrap_or_else(|| panic!("the page has no {marker}"))
         + marker.len();
     let mut out = Vec::new();
     while out.len() < n {
@@ -183,15 +184,16 @@ async fn the_predict_example_answers_as_written() {
     );
 }
 
-/// The local pipeline block runs as pasted into a shell: every line, in
+/// The local pipeline block (docs/CLI.md, where the README sends a user
+/// who wants the whole pipeline locally) runs as pasted into a shell: every line, in
 /// order, with the server in the background. Only the places that would
 /// clash with other tests change: the binary's path, the directory and the
 /// port (a free one instead of 8080, through `PORT` and the URLs).
 #[test]
 fn the_serve_local_example_runs_as_pasted() {
     use std::os::unix::process::CommandExt;
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let script = blocks(&readme, "serve-local", 1).remove(0).0;
+    let page = std::fs::read_to_string(repo_root().join("docs/CLI.md")).unwrap();
+    let script = blocks(&page, "serve-local", 1).remove(0).0;
     for needed in [
         "target/release/scorer serve --local /tmp/scoring &",
         "127.0.0.1:8080",
