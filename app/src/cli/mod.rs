@@ -1,6 +1,7 @@
 //! The command line: one module per command, how a command ends in
 //! [`failed`]. Everything of substance lives in the library.
 
+mod buckets;
 mod ending;
 pub mod failed;
 mod files;

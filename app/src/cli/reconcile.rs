@@ -6,14 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
+use super::buckets::{self, bucket};
 use super::ending::{self, Stream};
 use super::failed::{Exit, Failed};
 use super::redrive::pubsub;
-use scorer::event::BucketName;
 use scorer::operator::pubsub::resource_name;
 use scorer::operator::reconcile::{self, Trigger};
-use scorer::storage::gcs::GcsOptions;
-use scorer::storage::{Backend, Missing};
+use scorer::storage::Missing;
 
 #[derive(Args)]
 pub struct ReconcileArgs {
@@ -79,15 +78,6 @@ pub struct ReconcileArgs {
     dispatch_stale_seconds: u64,
 }
 
-/// A bucket argument, read as `serve` reads it.
-fn bucket(value: Option<&str>, flag: &str, local_default: Option<&str>) -> Result<BucketName, Failed> {
-    let text = value
-        .or(local_default)
-        .ok_or_else(|| Failed::usage(format!("{flag} is required (or --local DIR)")))?;
-    BucketName::parse(text.trim_start_matches("gs://").trim_end_matches('/'))
-        .map_err(|m| Failed::usage(format!("{flag}: {m}")))
-}
-
 fn parse_since(text: &str) -> Result<SystemTime, Failed> {
     if let Ok(time) = humantime::parse_rfc3339_weak(text) {
         return Ok(time);
@@ -131,21 +121,13 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
                     anyhow::anyhow!("--local {}: no such directory", dir.display()),
                 ));
             }
-            (Backend::Local { dir: dir.clone() }, Trigger::LocalNotifier)
+            (
+                buckets::backend(Some(dir), None, args.retry_seconds)?,
+                Trigger::LocalNotifier,
+            )
         }
         None => (
-            Backend::Gcs {
-                emulator: args
-                    .storage_emulator_host
-                    .as_deref()
-                    .map(scorer::storage::emulator_url)
-                    .transpose()
-                    .map_err(|m| Failed::usage(format!("STORAGE_EMULATOR_HOST {m}")))?,
-                options: GcsOptions {
-                    retry_budget: Duration::from_secs(args.retry_seconds.max(1)),
-                    ..GcsOptions::default()
-                },
-            },
+            buckets::backend(None, args.storage_emulator_host.as_deref(), args.retry_seconds)?,
             Trigger::CloudStorage,
         ),
     };
@@ -164,7 +146,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
     // one would turn a typo into "all clear".
     let input = scorer::storage::open(&backend, input_bucket.as_str(), Missing::Refuse).await?;
     let output = scorer::storage::open(&backend, output_bucket.as_str(), Missing::Refuse).await?;
-    let stale = std::time::Duration::from_secs(args.dispatch_stale_seconds);
+    let stale = Duration::from_secs(args.dispatch_stale_seconds);
     let report = reconcile::scan(input.as_ref(), output.as_ref(), since, trigger, stale, &args.prefix).await?;
     let published = match &topic {
         Some(_) if args.dry_run => None,

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::buckets;
 use super::ending::{self, Stream};
 use super::failed::{Exit, Failed};
 use scorer::event::{BucketName, Generation, ObjectName};
 use scorer::operator::status::{self, State};
-use scorer::storage::gcs::GcsOptions;
-use scorer::storage::{Backend, Missing};
+use scorer::storage::Missing;
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -60,28 +60,13 @@ pub async fn status(args: StatusArgs) -> Result<Exit, Failed> {
         .generation
         .map(|g| Generation::new(g).ok_or_else(|| Failed::usage(format!("--generation {g} is not a positive number"))))
         .transpose()?;
-    let output_bucket = args
-        .output_bucket
-        .as_deref()
-        .or(args.local.as_ref().map(|_| "output"))
-        .ok_or_else(|| Failed::usage("--output-bucket is required (or --local DIR)"))?;
-    let output_bucket = BucketName::parse(output_bucket.trim_start_matches("gs://").trim_end_matches('/'))
-        .map_err(|e| Failed::usage(format!("--output-bucket: {e}")))?;
-    let backend = match &args.local {
-        Some(dir) => Backend::Local { dir: dir.clone() },
-        None => Backend::Gcs {
-            emulator: args
-                .storage_emulator_host
-                .as_deref()
-                .map(scorer::storage::emulator_url)
-                .transpose()
-                .map_err(|m| Failed::usage(format!("STORAGE_EMULATOR_HOST {m}")))?,
-            options: GcsOptions {
-                retry_budget: Duration::from_secs(args.retry_seconds.max(1)),
-                ..GcsOptions::default()
-            },
-        },
-    };
+    let local_default = args.local.as_ref().map(|_| "output");
+    let output_bucket = buckets::bucket(args.output_bucket.as_deref(), "--output-bucket", local_default)?;
+    let backend = buckets::backend(
+        args.local.as_deref(),
+        args.storage_emulator_host.as_deref(),
+        args.retry_seconds,
+    )?;
     // Buckets that should exist: a typo is an error, never "waiting".
     let input = scorer::storage::open(&backend, input_bucket.as_str(), Missing::Refuse).await?;
     let output = scorer::storage::open(&backend, output_bucket.as_str(), Missing::Refuse).await?;

@@ -32,7 +32,7 @@ use crate::event::ObjectRef;
 use crate::layout::OutputNames;
 use crate::score::input;
 use crate::score::shard::splittable;
-use crate::storage::{ObjectMeta, ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
+use crate::storage::{ObjectMeta, ObjectStore, StorageError, read_all};
 
 /// Executions started for one input before it gets a failure report (also
 /// in `terraform/cloud_run_job.tf`'s check of the `_shards/` lifecycle).
@@ -126,7 +126,7 @@ impl JobRunner {
         head: &[u8],
         started_at: SystemTime,
     ) -> Result<Outcome, JobError> {
-        let (latest, started) = self.latest_dispatch(names).await?;
+        let (latest, started) = latest_dispatch(self.output.as_ref(), names).await?;
         let seq = match (latest, started) {
             (Some(seq), Some(started)) => {
                 let live = match sharding.dispatcher.running(&started.execution).await {
@@ -206,28 +206,6 @@ impl JobRunner {
             tasks,
             now: true,
         }))
-    }
-
-    /// The newest dispatch number, and its started record if there is one.
-    async fn latest_dispatch(&self, names: &OutputNames) -> Result<(Option<u32>, Option<StartedRecord>), JobError> {
-        Ok(latest_dispatch(self.output.as_ref(), names).await?)
-    }
-
-    /// Writes a small JSON record create-only; one already there (from an
-    /// earlier delivery that got this far) stands.
-    async fn put_record(&self, name: &str, record: &impl Serialize) -> Result<(), JobError> {
-        let bytes = serde_json::to_vec_pretty(record).map_err(|e| JobError::Internal(e.to_string()))?;
-        match write_bytes(
-            self.output.as_ref(),
-            name,
-            bytes,
-            WriteOptions::create_only("application/json"),
-        )
-        .await
-        {
-            Ok(_) | Err(StorageError::AlreadyExists(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
     }
 }
 

@@ -126,6 +126,26 @@ pub struct JobRunner {
 }
 
 impl JobRunner {
+    /// Writes a small JSON record (dispatch, shard) create-only. Returns
+    /// whether this call created it: one already there stands (an earlier
+    /// delivery or attempt got this far), and the caller reads it if it
+    /// needs what it says.
+    pub(crate) async fn put_record(&self, name: &str, record: &impl serde::Serialize) -> Result<bool, JobError> {
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| JobError::Internal(e.to_string()))?;
+        match crate::storage::write_bytes(
+            self.output.as_ref(),
+            name,
+            bytes,
+            crate::storage::WriteOptions::create_only("application/json"),
+        )
+        .await
+        {
+            Ok(_) => Ok(true),
+            Err(StorageError::AlreadyExists(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn new(
         input: Arc<dyn ObjectStore>,
         output: Arc<dyn ObjectStore>,

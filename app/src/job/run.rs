@@ -59,8 +59,9 @@ impl Failure {
 }
 
 /// How much of a large input's start decides whether it can be cut into
-/// ranges (the engine decides the encoding from as much).
-const HEAD_BYTES: usize = 64 * 1024;
+/// ranges and where its header ends (the engine decides the encoding from
+/// as much); the push side and every task read as much, so they agree.
+pub(super) const HEAD_BYTES: usize = 64 * 1024;
 
 /// The first `limit` bytes of a stream (fewer if it is shorter).
 pub(super) async fn head_of(mut stream: crate::storage::ByteStream, limit: usize) -> Result<Vec<u8>, JobError> {

@@ -69,8 +69,7 @@ pub async fn acquire(
 ) -> Result<Acquired, StorageError> {
     let (next, current) = latest(store.as_ref(), names).await?;
     if let Some(current) = current
-        && !current.released
-        && current.expires_at_ms > now_ms()
+        && current.is_live()
         && current.holder != holder
     {
         return Ok(Acquired::HeldElsewhere(HeldElsewhere {

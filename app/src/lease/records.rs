@@ -21,6 +21,13 @@ pub struct LeaseRecord {
     pub released: bool,
 }
 
+impl LeaseRecord {
+    /// Held: not released, and not yet expired.
+    pub fn is_live(&self) -> bool {
+        !self.released && self.expires_at_ms > now_ms()
+    }
+}
+
 pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -170,33 +170,28 @@ pub async fn scan(
     for (object, verdict) in checked {
         match verdict? {
             Ok(None) => {}
-            Ok(Some(Some(started))) if !started.is_stale(dispatch_stale) => {
-                report.dispatched.push(Dispatched {
-                    uri: input.uri(&object.name),
-                    generation: object.generation.to_string(),
-                    execution: started.execution,
-                    started_at: started.started_at,
-                    stale: false,
-                });
-            }
+            // No manifest: dispatched recently (being scored), or unscored.
             Ok(Some(started)) => {
+                let stale = started.as_ref().is_none_or(|s| s.is_stale(dispatch_stale));
                 if let Some(started) = started {
                     report.dispatched.push(Dispatched {
                         uri: input.uri(&object.name),
                         generation: object.generation.to_string(),
                         execution: started.execution,
                         started_at: started.started_at,
-                        stale: true,
+                        stale,
                     });
                 }
-                report.unscored.push(Unscored {
-                    uri: input.uri(&object.name),
-                    name: object.name.clone(),
-                    generation: object.generation.to_string(),
-                    size: object.size,
-                    updated: rfc3339(object.updated),
-                });
-                report.objects.push(object);
+                if stale {
+                    report.unscored.push(Unscored {
+                        uri: input.uri(&object.name),
+                        name: object.name.clone(),
+                        generation: object.generation.to_string(),
+                        size: object.size,
+                        updated: rfc3339(object.updated),
+                    });
+                    report.objects.push(object);
+                }
             }
             Err(problem) => report.problems.push(Problem {
                 uri: input.uri(&object.name),

@@ -112,8 +112,7 @@ pub async fn status(
         Err(e) => return Err(e.into()),
     }
     if let Some(lease) = lease::current(output, &names).await?
-        && !lease.released
-        && lease.expires_at_ms > now_ms()
+        && lease.is_live()
     {
         status.state = State::InProgress {
             holder: lease.holder,
@@ -129,12 +128,6 @@ pub async fn status(
         };
     }
     Ok(status)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn rfc3339_ms(ms: u64) -> String {

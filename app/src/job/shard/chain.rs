@@ -7,9 +7,9 @@ use std::time::SystemTime;
 
 use tokio::runtime::Handle;
 
-use super::{HEAD_LIMIT, ShardRecord, Span, Task, TaskOutcome};
+use super::{ShardRecord, Span, Task, TaskOutcome};
 use crate::event::ObjectRef;
-use crate::job::run::{Failure, head_of};
+use crate::job::run::{Failure, HEAD_BYTES, head_of};
 use crate::job::{JobError, JobRunner};
 use crate::layout::OutputNames;
 use crate::manifest::{ExecutionInfo, JobFacts, Manifest, OutputObject, Rows, ShardTotals};
@@ -165,7 +165,7 @@ impl JobRunner {
             .input
             .read(object.name.as_str(), Some(object.generation.get()))
             .await?;
-        let head = head_of(stream, HEAD_LIMIT).await?;
+        let head = head_of(stream, HEAD_BYTES).await?;
         let text = match input::decode(io::Cursor::new(&head)) {
             Ok(input::Decoded::Text(_, text)) => text,
             _ => return Err(JobError::Internal("the input's start no longer decodes".into())),
@@ -177,9 +177,7 @@ impl JobRunner {
 
     /// The same runner, noting in its manifests which ranges were repaired.
     fn with_repairs(&self, repaired: Vec<String>) -> JobRunner {
-        let mut runner = self.scoring_whole("");
-        runner.execution = self.execution.clone().map(|e| ExecutionInfo { repaired, ..e });
-        runner
+        self.with_execution(self.execution.clone().map(|e| ExecutionInfo { repaired, ..e }))
     }
 
     /// Why the ranges do not chain, if they do not.

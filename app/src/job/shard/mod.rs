@@ -45,7 +45,7 @@ pub use crate::dispatch::Task;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::run::{Failure, head_of};
+use super::run::{Failure, HEAD_BYTES, head_of};
 use super::{JobError, JobRunner, Outcome};
 use crate::event::ObjectRef;
 use crate::layout::OutputNames;
@@ -125,8 +125,6 @@ pub struct ShardRecord {
     pub seconds: f64,
 }
 
-/// Most bytes read to find the header.
-const HEAD_LIMIT: usize = 64 * 1024;
 const RECORD_LIMIT: usize = 16 << 20;
 
 impl JobRunner {
@@ -168,6 +166,15 @@ impl JobRunner {
     /// The same runner, noting in its manifests why the input was scored
     /// whole.
     fn scoring_whole(&self, why: &str) -> JobRunner {
+        self.with_execution(self.execution.clone().map(|e| ExecutionInfo {
+            fallback: Some(why.to_owned()),
+            ..e
+        }))
+    }
+
+    /// The same task runner, its manifests naming `execution` as given
+    /// (with a fallback or the repairs noted).
+    fn with_execution(&self, execution: Option<ExecutionInfo>) -> JobRunner {
         JobRunner {
             input: self.input.clone(),
             output: self.output.clone(),
@@ -176,10 +183,7 @@ impl JobRunner {
             lease_ttl: self.lease_ttl,
             inline_max_bytes: u64::MAX,
             sharding: None,
-            execution: self.execution.clone().map(|e| ExecutionInfo {
-                fallback: Some(why.to_owned()),
-                ..e
-            }),
+            execution,
             instance: self.instance.clone(),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
@@ -218,7 +222,7 @@ impl JobRunner {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let head = head_of(stream, HEAD_LIMIT).await?;
+            let head = head_of(stream, HEAD_BYTES).await?;
             let text = match input::decode(io::Cursor::new(&head)) {
                 Ok(input::Decoded::Text(_, text)) => text,
                 Ok(input::Decoded::NotText(not_text)) => {

@@ -15,7 +15,7 @@ use crate::manifest::{InputFormatInfo, OutputObject, Rows};
 use crate::score::shard::{self, RangeReader};
 use crate::score::{self, FileRejection, RejectSink, RejectedRow, ScoreError, input};
 use crate::storage::blocking::{StreamReader, Upload};
-use crate::storage::{StorageError, WriteOptions, read_all, write_bytes};
+use crate::storage::{StorageError, WriteOptions, read_all};
 
 impl JobRunner {
     /// Scores task's range into its predictions shard and rejects object;
@@ -151,18 +151,9 @@ impl JobRunner {
     /// (another attempt's, if it recorded the range first: its objects
     /// stand, and ours are left unlisted).
     pub(super) async fn put_shard_record_at(&self, name: &str, record: &ShardRecord) -> Result<ShardRecord, JobError> {
-        let bytes = serde_json::to_vec_pretty(record).map_err(|e| JobError::Internal(e.to_string()))?;
-        match write_bytes(
-            self.output.as_ref(),
-            name,
-            bytes,
-            WriteOptions::create_only("application/json"),
-        )
-        .await
-        {
-            Ok(_) => Ok(record.clone()),
-            Err(StorageError::AlreadyExists(_)) => self.read_record(name).await,
-            Err(e) => Err(e.into()),
+        match self.put_record(name, record).await? {
+            true => Ok(record.clone()),
+            false => self.read_record(name).await,
         }
     }
 
