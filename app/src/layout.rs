@@ -7,8 +7,14 @@
 //! a/b.csv/G/predictions.csv        every scored row: input columns, probability, prediction
 //! a/b.csv/G/errors.csv             rejected rows (line, row, column, value, reason), if any
 //! a/b.csv/G/manifest.json          written last, create-only: the commit point
+//! a/b.csv/G/bigquery.json          the BigQuery load job of the predictions, if BIGQUERY_TABLE is set
+//! a/b.csv/G/results.json           the message that announced the commit, if RESULTS_TOPIC is set
 //! _leases/a/b.csv/G/NNNNNN.json    who is scoring it, until when
 //! ```
+//!
+//! With `OUTPUT_FORMAT=parquet` (or `jsonl`) the predictions are
+//! `predictions.parquet` (`predictions.jsonl`), and so on for every name
+//! below; errors are always CSV.
 //!
 //! An input too large to score inside a push request is scored by a Cloud
 //! Run job in N tasks (see `docs/SHARDING.md`):
@@ -37,6 +43,7 @@
 //! names the objects it commits.
 
 use crate::event::{Generation, ObjectName};
+use crate::score::OutputFormat;
 
 /// Prefix of lease objects in the output bucket (cleaned by a lifecycle rule).
 pub const LEASE_PREFIX: &str = "_leases/";
@@ -52,6 +59,8 @@ pub struct OutputNames {
     prefix: String,
     lease_prefix: String,
     shard_prefix: String,
+    /// The predictions' extension: `csv`, `jsonl` or `parquet`.
+    predictions_ext: &'static str,
 }
 
 /// Prefix of the outputs of inputs whose own name cannot lead their outputs'
@@ -81,7 +90,14 @@ impl OutputNames {
             prefix: format!("{lead}/{generation}/"),
             lease_prefix: format!("{LEASE_PREFIX}{lead}/{generation}/"),
             shard_prefix: format!("{SHARD_PREFIX}{lead}/{generation}/"),
+            predictions_ext: OutputFormat::Csv.extension(),
         }
+    }
+
+    /// The same names with predictions in `format` (`predictions.parquet`).
+    pub fn with_format(mut self, format: OutputFormat) -> OutputNames {
+        self.predictions_ext = format.extension();
+        self
     }
 
     pub fn prefix(&self) -> &str {
@@ -92,20 +108,33 @@ impl OutputNames {
         format!("{}manifest.json", self.prefix)
     }
 
-    /// `predictions.csv`, then `predictions.2.csv`, ... for attempt `n`.
+    /// The record of the BigQuery load job of the committed predictions,
+    /// written create-only after the manifest.
+    pub fn bigquery_load(&self) -> String {
+        format!("{}bigquery.json", self.prefix)
+    }
+
+    /// The record of the results message that announced the commit,
+    /// written create-only after it was published.
+    pub fn results_published(&self) -> String {
+        format!("{}results.json", self.prefix)
+    }
+
+    /// `predictions.csv`, then `predictions.2.csv`, ... for attempt `n`
+    /// (`.jsonl` or `.parquet` in those formats).
     pub fn predictions(&self, n: u32) -> String {
-        self.numbered("predictions", n)
+        self.numbered("predictions", self.predictions_ext, n)
     }
 
     pub fn errors(&self, n: u32) -> String {
-        self.numbered("errors", n)
+        self.numbered("errors", "csv", n)
     }
 
-    fn numbered(&self, stem: &str, n: u32) -> String {
+    fn numbered(&self, stem: &str, ext: &str, n: u32) -> String {
         if n <= 1 {
-            format!("{}{stem}.csv", self.prefix)
+            format!("{}{stem}.{ext}", self.prefix)
         } else {
-            format!("{}{stem}.{n}.csv", self.prefix)
+            format!("{}{stem}.{n}.{ext}", self.prefix)
         }
     }
 
@@ -120,6 +149,11 @@ impl OutputNames {
         }
         let (dir, file) = name.rsplit_once('/')?;
         let kind = output_file(file)?;
+        let ext = OutputFormat::ALL
+            .into_iter()
+            .find(|f| file.ends_with(&format!(".{}", f.extension())))
+            .unwrap_or_default()
+            .extension();
         let (lead, generation) = dir.rsplit_once('/')?;
         // Spelt as `OutputNames::new` spells it, or it is not ours.
         let generation = Generation::parse(generation)
@@ -133,6 +167,7 @@ impl OutputNames {
                 prefix: format!("{lead}/{generation}/"),
                 lease_prefix: format!("{LEASE_PREFIX}{lead}/{generation}/"),
                 shard_prefix: format!("{SHARD_PREFIX}{lead}/{generation}/"),
+                predictions_ext: ext,
             },
             kind,
         ))
@@ -150,7 +185,7 @@ impl OutputNames {
     /// Task `index` of `count`'s predictions, `n`-th attempt at the name:
     /// `predictions-00003-of-00008.csv`, then `...-of-00008.2.csv`.
     pub fn predictions_shard(&self, index: u32, count: u32, n: u32) -> String {
-        self.numbered(&format!("predictions-{index:05}-of-{count:05}"), n)
+        self.numbered(&format!("predictions-{index:05}-of-{count:05}"), self.predictions_ext, n)
     }
 
     /// The `seq`-th request for an execution (a later one only when an
@@ -216,7 +251,8 @@ pub enum OutputFile {
 
 /// Whether `file` (the last segment of a name) is one an output set holds:
 /// `manifest.json`, `predictions.csv`, `predictions.N.csv`, `errors.csv`,
-/// `errors.N.csv`, `predictions-00003-of-00008.csv` (and `.N.csv`).
+/// `errors.N.csv`, `predictions-00003-of-00008.csv` (and `.N.csv`); the
+/// predictions also as `.jsonl` and `.parquet`.
 pub fn is_output_name(file: &str) -> bool {
     output_file(file).is_some()
 }
@@ -225,7 +261,15 @@ fn output_file(file: &str) -> Option<OutputFile> {
     if file == "manifest.json" {
         return Some(OutputFile::Manifest);
     }
-    let stem = file.strip_suffix(".csv")?;
+    let (stem, csv) = match file.strip_suffix(".csv") {
+        Some(stem) => (stem, true),
+        None => (
+            OutputFormat::ALL
+                .iter()
+                .find_map(|f| file.strip_suffix(f.extension())?.strip_suffix('.'))?,
+            false,
+        ),
+    };
     let (kind, n) = match stem.split_once('.') {
         None => (stem, 1),
         // Only the numbers `numbered` writes: 2, 3, ... spelt canonically.
@@ -236,7 +280,8 @@ fn output_file(file: &str) -> Option<OutputFile> {
     };
     match kind {
         "predictions" => Some(OutputFile::Predictions(n)),
-        "errors" => Some(OutputFile::Errors(n)),
+        "errors" if csv => Some(OutputFile::Errors(n)),
+        "errors" => None,
         _ => {
             // `predictions-00003-of-00008`, spelt as `predictions_shard` spells it.
             let (index, count) = kind.strip_prefix("predictions-")?.split_once("-of-")?;
@@ -267,6 +312,25 @@ pub fn fitted_model(version: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn predictions_take_the_format_s_extension_and_parse_back() {
+        let n = OutputNames::new(&ObjectName::parse("a/b.csv").unwrap(), Generation::new(17).unwrap())
+            .with_format(OutputFormat::Parquet);
+        assert_eq!(n.predictions(1), "a/b.csv/17/predictions.parquet");
+        assert_eq!(n.predictions(2), "a/b.csv/17/predictions.2.parquet");
+        assert_eq!(n.errors(2), "a/b.csv/17/errors.2.csv");
+        assert_eq!(n.predictions_shard(3, 8, 1), "a/b.csv/17/predictions-00003-of-00008.parquet");
+        for (name, file) in [
+            ("a/b.csv/17/predictions.2.parquet", Some(OutputFile::Predictions(2))),
+            ("a/b.csv/17/predictions.jsonl", Some(OutputFile::Predictions(1))),
+            ("a/b.csv/17/errors.parquet", None),
+            ("a/b.csv/17/predictions.xlsx", None),
+            ("a/b.csv/17/bigquery.json", None),
+        ] {
+            assert_eq!(OutputNames::parse_output(name).map(|(_, f)| f), file, "{name}");
+        }
+    }
 
     #[test]
     fn names_keep_the_input_whole_and_are_keyed_by_generation() {

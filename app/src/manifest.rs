@@ -104,6 +104,7 @@ impl Manifest {
             shards: Vec::new(),
             errors,
             columns: summary.output_columns.clone(),
+            ..Outputs::default()
         };
         manifest.rows = Rows {
             input: summary.rows_in,
@@ -133,6 +134,7 @@ impl Manifest {
             shards,
             errors,
             columns: totals.output_columns,
+            ..Outputs::default()
         };
         manifest.rows = totals.rows;
         manifest.labelled_rows = totals.labelled_rows;
@@ -248,6 +250,14 @@ pub struct Outputs {
     pub errors: Option<OutputObject>,
     /// The extra columns appended to every scored row.
     pub columns: Vec<String>,
+    /// The predictions' format (csv for manifests written before it was
+    /// recorded).
+    #[serde(default)]
+    pub format: crate::score::OutputFormat,
+    /// CSV predictions' delimiter (the input's unless OUTPUT_DELIMITER
+    /// said otherwise); empty for other formats.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub delimiter: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

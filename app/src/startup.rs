@@ -66,6 +66,8 @@ async fn sharding_of(
         ),
         ("SHARD_MAX_RETRIES".to_owned(), sharding.max_retries.to_string()),
     ];
+    // The ranges of one input are written in the service's format.
+    shared.extend(settings.outputs.env());
     if let storage::Backend::Gcs { options, .. } = &settings.backend {
         shared.push((
             "STORAGE_RETRY_SECONDS".to_owned(),
@@ -120,6 +122,53 @@ pub enum StartError {
     Model { location: String, message: String },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("cannot set up {what}: {message}")]
+    FollowUp { what: &'static str, message: String },
+}
+
+/// The clients of what follows a commit: the BigQuery load jobs and the
+/// results topic's publisher, when configured.
+pub async fn follow_ups(
+    outputs: &crate::config::OutputSettings,
+    retry_budget: Duration,
+) -> Result<crate::job::after_commit::FollowUps, StartError> {
+    use crate::job::after_commit::{BigQueryTarget, FollowUps, ResultsTopic};
+    let bigquery = match &outputs.bigquery {
+        Some(settings) => Some(BigQueryTarget {
+            settings: settings.clone(),
+            loads: scorer_cloud::bigquery::BigQueryLoads::new(settings.endpoint.as_deref())
+                .await
+                .map_err(|e| StartError::FollowUp {
+                    what: "BIGQUERY_TABLE",
+                    message: e.to_string(),
+                })?,
+        }),
+        None => None,
+    };
+    let results = match &outputs.results_topic {
+        Some(topic) => {
+            let fail = |message: String| StartError::FollowUp {
+                what: "RESULTS_TOPIC",
+                message,
+            };
+            let target = crate::operator::pubsub::PubSubTarget {
+                emulator: outputs
+                    .pubsub_emulator_host
+                    .as_deref()
+                    .map(storage::emulator_url)
+                    .transpose()
+                    .map_err(fail)?,
+                retry_budget,
+            };
+            let publisher = target.publisher(topic).await.map_err(|e| fail(e.to_string()))?;
+            Some(ResultsTopic {
+                topic: topic.clone(),
+                publisher,
+            })
+        }
+        None => None,
+    };
+    Ok(FollowUps { bigquery, results })
 }
 
 /// The service, bound and ready to run.
@@ -199,6 +248,12 @@ impl Application {
                         metrics,
                         &settings.revision,
                     );
+                    runner.outputs = settings.outputs.clone();
+                    let retry_budget = match &settings.backend {
+                        storage::Backend::Gcs { options, .. } => options.retry_budget,
+                        storage::Backend::Local { .. } => Duration::from_secs(60),
+                    };
+                    runner.follow_ups = Arc::new(follow_ups(&settings.outputs, retry_budget).await?);
                     if let Some(sharding) = &pushes.sharding {
                         let sharding = sharding_of(&settings, sharding, &model, runner.shutdown.clone()).await?;
                         tracing::info!(

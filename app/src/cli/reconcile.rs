@@ -1,6 +1,7 @@
 //! `scorer reconcile`: inputs without committed outputs, and orphans.
 
 use std::fmt::Write;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -147,14 +148,35 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<Exit, Failed> {
     let input = scorer::storage::open(&backend, input_bucket.as_str(), Missing::Refuse).await?;
     let output = scorer::storage::open(&backend, output_bucket.as_str(), Missing::Refuse).await?;
     let stale = Duration::from_secs(args.dispatch_stale_seconds);
-    let report = reconcile::scan(input.as_ref(), output.as_ref(), since, trigger, stale, &args.prefix).await?;
+    let spinner = if std::io::stderr().is_terminal() {
+        let spinner = indicatif::ProgressBar::new_spinner().with_message(format!("listing {}", input.uri("")));
+        spinner.enable_steady_tick(Duration::from_millis(120));
+        spinner
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let report = reconcile::scan(input.as_ref(), output.as_ref(), since, trigger, stale, &args.prefix).await;
+    spinner.finish_and_clear();
+    let report = report?;
     let published = match &topic {
         Some(_) if args.dry_run => None,
         Some(topic) if !report.objects.is_empty() => {
             let target = pubsub(args.pubsub_emulator_host.as_deref(), args.retry_seconds)?;
             target.check_topic(topic).await?;
             let publisher = target.publisher(topic).await?;
-            Some(reconcile::publish(&publisher, topic, input.as_ref(), &report.objects).await)
+            // A bar on a terminal only: a pipe or a log gets the summary.
+            let bar = if std::io::stderr().is_terminal() {
+                indicatif::ProgressBar::new(report.objects.len() as u64).with_style(
+                    indicatif::ProgressStyle::with_template("publishing {bar:40} {pos}/{len} {per_sec} eta {eta}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                )
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let tick = || bar.inc(1);
+            let published = reconcile::publish(&publisher, topic, input.as_ref(), &report.objects, &tick).await;
+            bar.finish_and_clear();
+            Some(published)
         }
         _ => None,
     };

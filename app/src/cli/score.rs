@@ -14,7 +14,8 @@ use super::files::{
     write_error,
 };
 use scorer::model::Model;
-use scorer::score::{self, CsvRejects, ScoreError, ScoreOptions, Summary};
+use scorer::config::{OutputArgs, OutputSettings};
+use scorer::score::{self, CsvRejects, Provenance, ScoreError, ScoreOptions, Summary};
 
 #[derive(Args)]
 pub struct ScoreArgs {
@@ -51,6 +52,43 @@ pub struct ScoreArgs {
     /// Target chunk size in MiB, 1-1024 (memory in flight is a few chunks).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     chunk_mib: u16,
+    /// Format of the predictions: csv (every input record as it came, the
+    /// new columns appended), jsonl (one JSON object per row) or parquet
+    /// (typed columns, zstd).
+    #[arg(long, default_value = "csv", value_name = "FORMAT")]
+    format: String,
+    /// CSV only: the predictions' delimiter (`,`, `;`, `|` or `tab`), every
+    /// field re-serialised in it; the input's own when unset.
+    #[arg(long, value_name = "CHAR")]
+    output_delimiter: Option<String>,
+    /// Provenance columns (source_uri, source_generation, row_number,
+    /// model_version, scored_at): on, off, or auto (on for parquet and jsonl).
+    #[arg(long, default_value = "auto", value_name = "on|off|auto")]
+    provenance: String,
+}
+
+/// Where a local file's rows came from: its absolute path as a `file://`
+/// URI (`-` for standard input), its modification time in microseconds as
+/// its generation (a rewrite of the file is a new one), the model, now.
+fn local_provenance(input: &Path, stdin: bool, model: &Model) -> Provenance {
+    let micros = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64)
+    };
+    let (source_uri, generation) = if stdin {
+        ("-".to_owned(), 0)
+    } else {
+        let path = std::fs::canonicalize(input).unwrap_or_else(|_| input.to_path_buf());
+        let modified = std::fs::metadata(input).and_then(|m| m.modified()).map_or(0, micros);
+        (format!("file://{}", path.display()), modified)
+    };
+    Provenance {
+        source_uri,
+        source_generation: generation,
+        model_version: model.version().to_owned(),
+        scored_at_micros: micros(std::time::SystemTime::now()),
+        row_numbers: true,
+    }
 }
 
 /// The `--json` summary.
@@ -61,6 +99,7 @@ struct Report<'a> {
     errors: Option<String>,
     model_name: &'a str,
     model_version: &'a str,
+    output_format: scorer::score::OutputFormat,
     #[serde(flatten)]
     summary: &'a Summary,
     /// Set when the run failed a --max-rejected rule.
@@ -159,9 +198,24 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
             })?,
         None => Model::default_model()?,
     };
+    let outputs = OutputSettings::from_args(&OutputArgs {
+        output_format: args.format.clone(),
+        output_delimiter: args.output_delimiter.clone(),
+        provenance: args.provenance.clone(),
+        ..OutputArgs::default()
+    })
+    .map_err(|e| {
+        let flag = match e.setting {
+            "OUTPUT_FORMAT" => "--format",
+            "OUTPUT_DELIMITER" => "--output-delimiter",
+            _ => "--provenance",
+        };
+        Failed::usage(format!("{flag}: {}", e.message))
+    })?;
     let options = ScoreOptions {
         chunk_bytes: usize::from(args.chunk_mib) << 20,
         explain: args.explain,
+        output: outputs.options(|| local_provenance(&args.input, stdin, &model)),
         ..ScoreOptions::default()
     };
     let input: Box<dyn Read + Send> = if stdin {
@@ -262,6 +316,7 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
             errors: wrote_errors.then(|| errors_path.display().to_string()),
             model_name: model.name(),
             model_version: model.version(),
+            output_format: options.output.format,
             summary: &summary,
             too_many_rejected: too_many.clone(),
         };

@@ -54,8 +54,13 @@ pub async fn shard(args: ShardArgs) -> Result<Exit, Failed> {
         chunk_bytes: settings.chunk_bytes,
         ..ScoreOptions::default()
     };
+    let follow_ups = Arc::new(
+        scorer::startup::follow_ups(&settings.outputs, settings.retry_budget())
+            .await
+            .map_err(|e| Failed::new(Exit::Failure, e))?,
+    );
     let runner = |model: Model| {
-        JobRunner::for_task(
+        let mut runner = JobRunner::for_task(
             input.clone(),
             output.clone(),
             Arc::new(model),
@@ -64,7 +69,10 @@ pub async fn shard(args: ShardArgs) -> Result<Exit, Failed> {
             &task,
             Arc::new(Metrics::default()),
             stop.clone(),
-        )
+        );
+        runner.outputs = settings.outputs.clone();
+        runner.follow_ups = follow_ups.clone();
+        runner
     };
     let (runner, result) = match task_model(&settings, output.as_ref()).await {
         Ok(model) => {

@@ -153,6 +153,8 @@ pub struct ServeArgs {
     /// Target size of the chunks the engine parses at once, in MiB.
     #[arg(long, env = "CHUNK_MIB", default_value_t = 8)]
     pub chunk_mib: usize,
+    #[command(flatten)]
+    pub outputs: super::OutputArgs,
     /// How long one storage operation keeps retrying transient failures
     /// (429, 5xx, timeouts, cut connections) before the job answers 503.
     #[arg(long, env = "STORAGE_RETRY_SECONDS", default_value_t = 60)]

@@ -5,6 +5,7 @@
 
 mod args;
 mod dispatch;
+pub mod output;
 pub mod shard;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 pub use args::{DEFAULT_INLINE_MAX_BYTES, PushAuthMode, ServeArgs, ServiceRole};
 pub use dispatch::{ShardTarget, ShardingSettings};
+pub use output::{BigQuerySettings, OutputArgs, OutputSettings};
 
 use crate::auth::PushAuthConfig;
 use crate::event::BucketName;
@@ -44,6 +46,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub project: Option<String>,
     pub chunk_bytes: usize,
+    /// The predictions' format, BigQuery and the results topic.
+    pub outputs: OutputSettings,
     pub settle: Duration,
     /// The Cloud Run service, when running on Cloud Run.
     pub cloud_run_service: Option<String>,
@@ -240,6 +244,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
             project: args.project.clone().filter(|p| !p.is_empty()),
             chunk_bytes: args.chunk_mib << 20,
+            outputs: OutputSettings::from_args(&args.outputs)?,
             settle: Duration::from_secs_f64(args.settle_seconds),
             cloud_run_service,
             revision: args
@@ -288,6 +293,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(5),
             project: None,
             chunk_bytes: 8 << 20,
+            outputs: OutputSettings::default(),
             settle: Duration::from_millis(200),
             cloud_run_service: None,
             revision: "local".to_owned(),

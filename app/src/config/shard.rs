@@ -50,6 +50,8 @@ pub struct ShardArgs {
     pub lease_ttl_seconds: u64,
     #[arg(long, env = "CHUNK_MIB", default_value_t = 8)]
     pub chunk_mib: usize,
+    #[command(flatten)]
+    pub outputs: super::OutputArgs,
     #[arg(long, env = "STORAGE_RETRY_SECONDS", default_value_t = 60)]
     pub storage_retry_seconds: u64,
     #[arg(long, env = "LOG_FORMAT", value_enum)]
@@ -74,11 +76,20 @@ pub struct ShardSettings {
     pub task: Task,
     pub lease_ttl: Duration,
     pub chunk_bytes: usize,
+    pub outputs: super::OutputSettings,
     pub on_cloud_run: bool,
     pub test_faults: Option<crate::storage::faults::FaultPlan>,
 }
 
 impl ShardSettings {
+    /// How long one storage (or Pub/Sub) call keeps retrying.
+    pub fn retry_budget(&self) -> Duration {
+        match &self.backend {
+            Backend::Gcs { options, .. } => options.retry_budget,
+            Backend::Local { .. } => Duration::from_secs(60),
+        }
+    }
+
     pub fn from_args(args: &ShardArgs) -> Result<ShardSettings, ConfigError> {
         let (bucket, name) = match Location::parse(&args.input_uri) {
             Ok(Location::Gcs { bucket, name }) => (bucket, name),
@@ -147,6 +158,7 @@ impl ShardSettings {
             },
             lease_ttl: Duration::from_secs(args.lease_ttl_seconds.max(3)),
             chunk_bytes: args.chunk_mib.clamp(1, 1024) << 20,
+            outputs: super::OutputSettings::from_args(&args.outputs)?,
             on_cloud_run,
             test_faults,
         })

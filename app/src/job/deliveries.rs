@@ -15,7 +15,6 @@ use tracing::Instrument;
 
 use super::{JobError, JobRunner, Outcome, summary};
 use crate::event::ObjectRef;
-use crate::layout::OutputNames;
 
 /// An input generation, as the key of a running job.
 pub(super) type Key = (String, i64);
@@ -56,10 +55,10 @@ impl JobRunner {
         let key: Key = (object.name.as_str().to_owned(), object.generation.get());
         let started = Instant::now();
         if !self.is_running(&key) {
-            let names = OutputNames::new(&object.name, object.generation);
+            let names = self.names(object);
             let result = match self.find_manifest(&names).await {
                 Ok(None) => None,
-                Ok(Some(manifest)) => Some(Ok(Outcome::Duplicate(Box::new(manifest)))),
+                Ok(Some(manifest)) => Some(self.followed(object, Ok(Outcome::Duplicate(Box::new(manifest)))).await),
                 Err(e) => Some(Err(e)),
             };
             if let Some(result) = result {
@@ -133,10 +132,10 @@ impl JobRunner {
     /// and left the running map since the first look: a committed input is
     /// still acknowledged.
     async fn no_free_slot(&self, object: &ObjectRef, started: Instant) -> Handled {
-        let names = OutputNames::new(&object.name, object.generation);
+        let names = self.names(object);
         match self.find_manifest(&names).await {
             Ok(Some(manifest)) => {
-                let result = Ok(Outcome::Duplicate(Box::new(manifest)));
+                let result = self.followed(object, Ok(Outcome::Duplicate(Box::new(manifest)))).await;
                 summary::record(self, object, &result, started.elapsed());
                 Handled::Finished(result)
             }
@@ -167,6 +166,7 @@ impl JobRunner {
                 Err(JobError::Internal(format!("the job panicked: {message}")))
             });
         self.metrics.jobs_in_flight.dec();
+        let result = self.followed(object, result).await;
         summary::record(self, object, &result, started.elapsed());
         result
     }

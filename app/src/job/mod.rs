@@ -31,6 +31,7 @@
 //! push side of a large input), [`shard`] (a task's side: its range, its
 //! record, and the commit of the whole).
 
+pub mod after_commit;
 mod commit;
 pub mod deliveries;
 pub mod dispatch;
@@ -108,6 +109,10 @@ pub struct JobRunner {
     pub output: Arc<dyn ObjectStore>,
     pub model: Arc<Model>,
     pub options: ScoreOptions,
+    /// The predictions' format (and provenance), BigQuery, the results topic.
+    pub outputs: crate::config::OutputSettings,
+    /// The BigQuery load and the results message after each commit.
+    pub follow_ups: Arc<after_commit::FollowUps>,
     pub lease_ttl: Duration,
     /// Larger inputs are not scored inside a push request.
     pub inline_max_bytes: u64,
@@ -146,6 +151,47 @@ impl JobRunner {
         }
     }
 
+    /// The output names of an input generation, predictions in this
+    /// service's format.
+    pub fn names(&self, object: &crate::event::ObjectRef) -> crate::layout::OutputNames {
+        crate::layout::OutputNames::new(&object.name, object.generation).with_format(self.outputs.format)
+    }
+
+    /// Notes in a scored manifest how its predictions are written.
+    pub(crate) fn stamp_outputs(&self, manifest: &mut Manifest) {
+        manifest.outputs.format = self.outputs.format;
+        if self.outputs.format == crate::score::OutputFormat::Csv {
+            manifest.outputs.delimiter = match self.outputs.delimiter {
+                Some(d) => (d as char).to_string(),
+                None => manifest.input.format.as_ref().map(|f| f.delimiter.clone()).unwrap_or_default(),
+            };
+        }
+    }
+
+    /// The engine's options for one file: its provenance, if asked for,
+    /// names the model and when scoring started; `row_numbers` is false for
+    /// a range that does not start the file.
+    pub(crate) fn options_for(
+        &self,
+        object: &crate::event::ObjectRef,
+        started_at: std::time::SystemTime,
+        row_numbers: bool,
+    ) -> ScoreOptions {
+        let output = self.outputs.options(|| crate::score::Provenance {
+            source_uri: self.input.uri(object.name.as_str()),
+            source_generation: object.generation.get() as i64,
+            model_version: self.model.version().to_owned(),
+            scored_at_micros: started_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64),
+            row_numbers,
+        });
+        ScoreOptions {
+            output,
+            ..self.options.clone()
+        }
+    }
+
     pub fn new(
         input: Arc<dyn ObjectStore>,
         output: Arc<dyn ObjectStore>,
@@ -160,6 +206,8 @@ impl JobRunner {
             output,
             model,
             options,
+            outputs: crate::config::OutputSettings::default(),
+            follow_ups: Default::default(),
             lease_ttl: pushes.lease_ttl,
             inline_max_bytes: pushes.inline_max_bytes,
             sharding: None,

@@ -89,7 +89,7 @@ impl Drop for AbortOnDrop {
 impl JobRunner {
     /// The sequence for one input generation (the module doc of `job`).
     pub(super) async fn sequence(&self, object: &ObjectRef) -> Result<Outcome, JobError> {
-        let names = OutputNames::new(&object.name, object.generation);
+        let names = self.names(object);
         let held = match lease::acquire(self.output.clone(), &names, &self.instance, self.lease_ttl).await? {
             Acquired::Held(held) => held,
             Acquired::HeldElsewhere(elsewhere) => return Ok(Outcome::InProgress(elsewhere)),
@@ -184,12 +184,13 @@ impl JobRunner {
 
         let engine = {
             let model = self.model.clone();
-            let options = self.options.clone();
+            let options = self.options_for(object, started_at, true);
             let handle = Handle::current();
             let output = self.output.clone();
             tokio::task::spawn_blocking(move || {
                 let csv = WriteOptions::create_only("text/csv");
-                let mut predictions = Upload::start(&handle, output.clone(), predictions_name, csv, cancel.clone());
+                let kind = WriteOptions::create_only(options.output.format.content_type());
+                let mut predictions = Upload::start(&handle, output.clone(), predictions_name, kind, cancel.clone());
                 let mut rejects = CsvRejects::new(|| {
                     Ok(Upload::start(
                         &handle,
@@ -226,12 +227,13 @@ impl JobRunner {
                     score_ms: started.elapsed().as_millis() as u64,
                     ..self.facts(object, names, Some(meta.size))
                 };
-                let manifest = Manifest::scored(
+                let mut manifest = Manifest::scored(
                     facts,
                     &summary,
                     self.output_object(&predictions),
                     errors.as_ref().map(|e| self.output_object(e)),
                 );
+                self.stamp_outputs(&mut manifest);
                 self.commit(names, manifest).await
             }
             Err(ScoreError::Rejected(rejection)) => {

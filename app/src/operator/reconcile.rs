@@ -29,6 +29,8 @@ use crate::storage::{ObjectMeta, ObjectStore, StorageError, read_all};
 
 /// Concurrent manifest lookups.
 const LOOKUPS: usize = 16;
+/// Publishes in flight at once: the publisher batches what is in flight.
+const PUBLISHES_IN_FLIGHT: usize = 100;
 
 /// One input object generation with no committed outputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -286,17 +288,21 @@ pub struct Published {
 }
 
 /// Publishes the OBJECT_FINALIZE notification Cloud Storage would have sent
-/// for each object, a few at a time, carrying on past a failure (each is
-/// reported). The service treats them like any other notification: a file
-/// committed in the meantime is a duplicate.
+/// for each object, many in flight at once (the publisher sends them to
+/// Pub/Sub in batches), carrying on past a failure (each is reported);
+/// `sent` is called as each publish ends, for a progress bar. The service
+/// treats them like any other notification: a file committed in the
+/// meantime is a duplicate.
 pub async fn publish(
     publisher: &google_cloud_pubsub::client::Publisher,
     topic: &str,
     input: &dyn ObjectStore,
     objects: &[ObjectMeta],
+    sent: &(dyn Fn() + Sync),
 ) -> Published {
     use google_cloud_pubsub::model::Message;
     let bucket = input.bucket().to_owned();
+    let tick = sent;
     let results = futures::stream::iter(objects)
         .map(|object| {
             let bucket = bucket.clone();
@@ -311,10 +317,11 @@ pub async fn publish(
                 let sent = publisher
                     .publish(Message::new().set_data(data).set_attributes(attributes))
                     .await;
+                tick();
                 (object, sent)
             }
         })
-        .buffered(LOOKUPS)
+        .buffered(PUBLISHES_IN_FLIGHT)
         .collect::<Vec<_>>()
         .await;
     let mut published = Published {

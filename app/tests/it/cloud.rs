@@ -138,17 +138,18 @@ async fn an_unreachable_storage_is_transient_and_retries_are_bounded() {
     );
 }
 
-struct Chain {
-    pubsub: PubSubEmulator,
-    fake: FakeGcs,
-    server: Server,
+pub struct Chain {
+    pub pubsub: PubSubEmulator,
+    pub fake: FakeGcs,
+    pub server: Server,
 }
 
-const PROJECT: &str = "scorer-test";
+pub const PROJECT: &str = "scorer-test";
 
 /// Everything as in the cloud: buckets on fake-gcs-server publishing
-/// notifications to the Pub/Sub emulator, a push subscription to the service.
-async fn chain(env: &[(&str, &str)]) -> Chain {
+/// notifications to the Pub/Sub emulator, a push subscription to the service
+/// (started with `env` besides).
+pub async fn chain(env: &[(&str, &str)]) -> Chain {
     let pubsub = PubSubEmulator::start().await;
     pubsub.create_event_topics(PROJECT).await;
     let fake = FakeGcs::start(FakeGcsOptions {
@@ -167,6 +168,8 @@ async fn chain(env: &[(&str, &str)]) -> Chain {
         ("INPUT_BUCKET", "in-bucket"),
         ("OUTPUT_BUCKET", "out-bucket"),
         ("STORAGE_RETRY_SECONDS", "5"),
+        // For a results topic, when a test sets one.
+        ("PUBSUB_EMULATOR_HOST", pubsub.host.as_str()),
     ];
     all.extend_from_slice(env);
     let server = Server::start(&[], &all);
@@ -182,7 +185,7 @@ async fn chain(env: &[(&str, &str)]) -> Chain {
 }
 
 /// The manifest of `name`'s current generation, once committed.
-async fn manifest_of(fake: &FakeGcs, name: &str, timeout: Duration) -> Value {
+pub async fn manifest_of(fake: &FakeGcs, name: &str, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(meta) = fake.object_metadata("in-bucket", name).await {

@@ -11,6 +11,10 @@
 //! fault injection (`SCORER_TEST_FAULTS`, refused on Cloud Run): a `delay`
 //! holds the job there while the test acts, `fail` and `panic` end it there.
 //!
+//! Each row runs its cells in the three output formats in turn (CSV,
+//! JSON Lines, Parquet, shifted by one from row to row), so that every
+//! stage and every ending meets every format somewhere in the matrix.
+//!
 //! After each case: every object in the output bucket is named by a
 //! committed manifest or byte-identical to a complete output (never a
 //! prefix), and what the manifest names is there with its recorded size and
@@ -106,14 +110,20 @@ fn input_bytes() -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The output formats, in the order the rows cycle through them.
+const FORMATS: [&str; 3] = ["csv", "jsonl", "parquet"];
+
 /// The complete outputs of a fault-free run: predictions and errors.
-fn complete_outputs(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+/// Without provenance columns (their `scored_at` differs from run to run),
+/// every run of one input writes the same bytes in every format.
+fn complete_outputs(bytes: &[u8], format: &str) -> (Vec<u8>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.csv");
     std::fs::write(&input, bytes).unwrap();
     let out = dir.path().join("out.csv");
     let run = std::process::Command::new(SCORER)
         .args(["score", input.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--format", format, "--provenance", "off"])
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -128,6 +138,7 @@ fn now_ms() -> u64 {
 }
 
 struct Case {
+    format: &'static str,
     fake: FakeGcs,
     store: GcsStore,
     generation: i64,
@@ -136,12 +147,12 @@ struct Case {
 }
 
 impl Case {
-    async fn new() -> Case {
+    async fn new(format: &'static str) -> Case {
         let fake = FakeGcs::start(FakeGcsOptions::default()).await;
         fake.create_bucket("in-bucket").await;
         fake.create_bucket("out-bucket").await;
         let bytes = input_bytes();
-        let (predictions, errors) = complete_outputs(&bytes);
+        let (predictions, errors) = complete_outputs(&bytes, format);
         let generation = fake.put_object("in-bucket", INPUT, &bytes).await;
         let store = GcsStore::new(
             "out-bucket",
@@ -154,6 +165,7 @@ impl Case {
         .await
         .unwrap();
         Case {
+            format,
             fake,
             store,
             generation,
@@ -170,6 +182,8 @@ impl Case {
             ("STORAGE_RETRY_SECONDS", "5"),
             ("SHUTDOWN_GRACE_SECONDS", "0"),
             ("LEASE_TTL_SECONDS", "3"),
+            ("OUTPUT_FORMAT", self.format),
+            ("PROVENANCE", "off"),
         ];
         if let Some(spec) = faults {
             env.push(("SCORER_TEST_FAULTS", spec));
@@ -343,9 +357,9 @@ async fn push(server: &Server, envelope: &Value) -> Option<u16> {
 }
 
 /// Runs one cell of the matrix and checks its invariants.
-pub async fn run_case(stage: Stage, ending: Ending) -> usize {
-    let label = format!("{stage:?} x {ending:?}");
-    let case = Case::new().await;
+pub async fn run_case(stage: Stage, ending: Ending, format: &'static str) -> usize {
+    let label = format!("{stage:?} x {ending:?} ({format})");
+    let case = Case::new(format).await;
     let spec = format!("{}:{}", stage.spec(), ending.action());
     let mut server = case.server(Some(&spec));
     server.ready().await;
@@ -432,8 +446,8 @@ pub async fn run_case(stage: Stage, ending: Ending) -> usize {
 
 async fn row(ending: Ending) {
     let mut inspected = 0;
-    for stage in Stage::ALL {
-        inspected += run_case(stage, ending).await;
+    for (i, stage) in Stage::ALL.into_iter().enumerate() {
+        inspected += run_case(stage, ending, FORMATS[(i + ending as usize) % FORMATS.len()]).await;
     }
     // Reached only if no cell found a truncated object or an acknowledged
     // input without outputs (each would have failed its assertion).

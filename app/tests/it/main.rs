@@ -14,6 +14,7 @@ mod faults;
 mod first_hour;
 mod harness;
 mod hostile;
+mod platform;
 mod integrity;
 mod readme;
 mod reliability;

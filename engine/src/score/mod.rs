@@ -12,8 +12,9 @@
 //!   the schema polars parses each chunk with) and the scoring of one chunk;
 //! - [`logit`]: the model's logit over a parsed chunk, with polars, by the
 //!   same maths as one row online ([`crate::model::Term::contribution`]);
-//! - [`writer`]: every kept input record exactly as it came, with the
-//!   probability and the prediction appended;
+//! - [`output`]: the predictions in the format asked for (by default every
+//!   kept input record exactly as it came, with the probability and the
+//!   prediction appended; or JSON Lines, or Parquet);
 //! - [`rejects`]: rows the model cannot take, with their line and reason;
 //! - [`pipeline`]: reading, scoring and writing overlapped on three threads
 //!   with bounded channels.
@@ -30,8 +31,8 @@ pub mod pipeline;
 pub mod plan;
 pub mod records;
 pub mod rejects;
+pub mod output;
 pub mod shard;
-pub mod writer;
 
 use std::io;
 
@@ -43,7 +44,7 @@ pub use input::InputFormat;
 use input::NotText;
 pub use pipeline::score;
 pub use rejects::{CsvRejects, RejectSink, RejectedRow};
-pub use writer::format_explanation;
+pub use output::{OutputFormat, OutputOptions, Provenance, format_explanation};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -59,6 +60,8 @@ pub struct ScoreOptions {
     /// format, decided once from the file's start (not from the range's),
     /// and an empty range is no error.
     pub range_of: Option<input::Partial>,
+    /// The predictions' format (and provenance columns).
+    pub output: OutputOptions,
 }
 
 impl Default for ScoreOptions {
@@ -68,6 +71,7 @@ impl Default for ScoreOptions {
             max_record_bytes: 16 << 20,
             explain: 0,
             range_of: None,
+            output: OutputOptions::default(),
         }
     }
 }

@@ -11,7 +11,7 @@ use polars::prelude::PolarsError;
 use super::chunker::{Chunker, Piece};
 use super::input::{self, NotText};
 use super::plan::Plan;
-use super::writer::Scored;
+use super::output::{self, Scored, Shape};
 use super::{FileRejection, RejectSink, RejectedRow, ScoreError, ScoreOptions, Summary};
 use crate::model::{EvaluationBuilder, Model};
 
@@ -67,16 +67,19 @@ pub fn score(
         let (frames, frames_rx) = mpsc::sync_channel::<Scored>(2);
         let plan_ref = &plan;
         let header = &header;
+        let columns_ref = &columns;
         let writer_thread = scope.spawn(move || -> Result<(), ScoreError> {
-            let mut buf = Vec::with_capacity(1 << 20);
-            plan_ref.writer.write_header(&mut buf, header);
-            writer.write_all(&buf).map_err(ScoreError::Write)?;
+            let shape = Shape {
+                header_line: header,
+                columns: columns_ref,
+                delimiter,
+                output_columns: &plan_ref.output_columns,
+            };
+            let mut sink = output::sink(&options.output, &shape, options.explain > 0, writer)?;
             for scored in frames_rx {
-                buf.clear();
-                plan_ref.writer.write_rows(&mut buf, &scored);
-                writer.write_all(&buf).map_err(ScoreError::Write)?;
+                sink.rows(&scored)?;
             }
-            writer.flush().map_err(ScoreError::Write)
+            sink.finish()
         });
         let scoring = (|| -> Result<(), ScoreError> {
             for piece in rx {
@@ -129,7 +132,7 @@ pub fn score(
         blank_lines: state.blank,
         format: partial.with_delimiter(delimiter),
         columns,
-        output_columns: plan.writer.output_columns.clone(),
+        output_columns: plan.output_columns.clone(),
         labelled_rows: state.metrics.rows(),
         metrics: state.metrics.finish(),
         evaluation: state.metrics,

@@ -11,7 +11,7 @@ use polars::prelude::*;
 use super::chunker::{self, Chunk};
 use super::logit::Logit;
 use super::pipeline::{State, emit};
-use super::writer::{OutRow, RowWriter, Scored, format_explanation};
+use super::output::{OutRow, PROVENANCE_COLUMNS, Scored, format_explanation};
 use super::{FileRejection, RejectSink, RejectedRow, ScoreError, ScoreOptions};
 use crate::model::{Model, parse_label};
 
@@ -31,7 +31,8 @@ pub struct Plan {
     input_schema: SchemaRef,
     /// The columns polars materialises: the features and the target.
     projection: Arc<Vec<usize>>,
-    pub writer: RowWriter,
+    /// The names appended to the input's columns.
+    pub output_columns: Vec<String>,
     /// Internal column name of each model term, in term order.
     feature_columns: Vec<PlSmallStr>,
     target_column: Option<PlSmallStr>,
@@ -89,15 +90,15 @@ impl Plan {
         if options.explain > 0 {
             output_columns.push(out_name("explanation"));
         }
+        if options.output.provenance.is_some() {
+            output_columns.extend(PROVENANCE_COLUMNS.map(out_name));
+        }
         let feature_columns: Vec<PlSmallStr> = feature_indices.iter().map(|&i| internal(i)).collect();
         let logit = Logit::new(model)?;
         Ok(Plan {
             input_schema: Arc::new(input_schema),
             projection: Arc::new(projection),
-            writer: RowWriter {
-                delimiter,
-                output_columns,
-            },
+            output_columns,
             feature_columns,
             target_column: target_index.map(internal),
             logit,
@@ -214,6 +215,7 @@ impl Plan {
                     rows.push(OutRow {
                         start: record.start,
                         end,
+                        row: record.row,
                         probability: p,
                         prediction,
                         explanation,

@@ -261,7 +261,8 @@ impl JobRunner {
             score_ms: (records.iter().map(|r| r.seconds).fold(0.0, f64::max) * 1000.0) as u64,
             execution: self.execution.clone(),
         };
-        let manifest = Manifest::sharded(facts, totals, shards, errors);
+        let mut manifest = Manifest::sharded(facts, totals, shards, errors);
+        self.stamp_outputs(&mut manifest);
         self.committed(self.commit(names, manifest).await)
     }
 

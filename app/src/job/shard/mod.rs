@@ -48,7 +48,6 @@ use tokio_util::sync::CancellationToken;
 use super::run::{Failure, HEAD_BYTES, head_of};
 use super::{JobError, JobRunner, Outcome};
 use crate::event::ObjectRef;
-use crate::layout::OutputNames;
 use crate::manifest::{ExecutionInfo, InputFormatInfo, Manifest, OutputObject, Rows};
 use crate::model::EvaluationBuilder;
 use crate::score::shard;
@@ -147,6 +146,8 @@ impl JobRunner {
             output,
             model,
             options,
+            outputs: Default::default(),
+            follow_ups: Default::default(),
             lease_ttl,
             inline_max_bytes: u64::MAX,
             sharding: None,
@@ -180,6 +181,8 @@ impl JobRunner {
             output: self.output.clone(),
             model: self.model.clone(),
             options: self.options.clone(),
+            outputs: self.outputs.clone(),
+            follow_ups: self.follow_ups.clone(),
             lease_ttl: self.lease_ttl,
             inline_max_bytes: u64::MAX,
             sharding: None,
@@ -193,7 +196,15 @@ impl JobRunner {
 
     /// Runs one task of the execution scoring `object`.
     pub async fn run_task(&self, object: &ObjectRef, task: &Task) -> Result<TaskOutcome, JobError> {
-        let names = OutputNames::new(&object.name, object.generation);
+        let outcome = self.run_task_once(object, task).await?;
+        if let TaskOutcome::Committed(manifest) | TaskOutcome::Duplicate(manifest) = &outcome {
+            self.after_commit(&self.names(object), manifest).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn run_task_once(&self, object: &ObjectRef, task: &Task) -> Result<TaskOutcome, JobError> {
+        let names = self.names(object);
         if let Some(manifest) = self.find_manifest(&names).await? {
             return Ok(TaskOutcome::Duplicate(Box::new(manifest)));
         }
@@ -281,7 +292,7 @@ impl JobRunner {
     /// execution finds every range recorded commits the scored input; a
     /// report now would turn finished work into a failure.
     pub async fn fail_task(&self, object: &ObjectRef, task: &Task, why: &str) -> Result<TaskOutcome, JobError> {
-        let names = OutputNames::new(&object.name, object.generation);
+        let names = self.names(object);
         if let Some(manifest) = self.find_manifest(&names).await? {
             return Ok(TaskOutcome::Duplicate(Box::new(manifest)));
         }

@@ -3,7 +3,7 @@
 //! create-only.
 
 use std::io::{self, Write};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::runtime::Handle;
 
@@ -58,14 +58,16 @@ impl JobRunner {
         );
         let delimiter = input::sniff_delimiter(header);
         let engine = {
-            let (model, options, output) = (self.model.clone(), self.options.clone(), self.output.clone());
+            // Only the first range knows how many rows precede its own.
+            let options = self.options_for(object, SystemTime::now(), task.index == 0);
+            let (model, output) = (self.model.clone(), self.output.clone());
             let header = header.to_vec();
             let handle = Handle::current();
             let cancel = self.shutdown.child_token();
             tokio::task::spawn_blocking(move || {
-                let csv = WriteOptions::create_only("text/csv");
                 let jsonl = WriteOptions::create_only("application/x-ndjson");
-                let mut predictions = Upload::start(&handle, output.clone(), predictions_name, csv, cancel.clone());
+                let kind = WriteOptions::create_only(options.output.format.content_type());
+                let mut predictions = Upload::start(&handle, output.clone(), predictions_name, kind, cancel.clone());
                 let mut rejects = JsonLinesRejects::new(|| {
                     Ok(Upload::start(
                         &handle,

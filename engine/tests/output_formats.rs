@@ -1,0 +1,200 @@
+//! One file, every output format: the rows, their order, their values and
+//! their scores are the same whether written as CSV (passed through or with
+//! another delimiter), JSON Lines or Parquet, and the provenance columns say
+//! where each row came from. Parquet is read back with polars' own reader,
+//! as a consumer would.
+
+use std::io::Cursor;
+
+use polars::prelude::*;
+use scorer_engine::model::Model;
+use scorer_engine::score::{self, OutputFormat, OutputOptions, Provenance, RejectedRow, ScoreOptions};
+
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/scl_flights_2017.csv");
+
+fn run(input: &[u8], output: OutputOptions, chunk_bytes: usize) -> (Vec<u8>, score::Summary, Vec<RejectedRow>) {
+    let model = Model::default_model().expect("built-in model");
+    let mut out = Vec::new();
+    let mut rejects = Vec::new();
+    let options = ScoreOptions {
+        chunk_bytes,
+        output,
+        ..ScoreOptions::default()
+    };
+    let summary = score::score(Cursor::new(input.to_vec()), &model, &mut out, &mut rejects, &options).expect("scores");
+    (out, summary, rejects)
+}
+
+fn provenance(row_numbers: bool) -> Provenance {
+    Provenance {
+        source_uri: "gs://in/flights/a.csv".into(),
+        source_generation: 1_764_410_400_123_456,
+        model_version: "v-test".into(),
+        scored_at_micros: 1_764_410_400_123_456,
+        row_numbers,
+    }
+}
+
+/// A small file with what trips writers up: quotes, delimiters and a line
+/// break inside a field, an empty field, a rejected row, a `;` delimiter.
+fn awkward() -> Vec<u8> {
+    let shipped = std::fs::read_to_string(SHIPPED).expect("shipped data");
+    let mut lines = shipped.lines();
+    let header = lines.next().expect("header").replace(',', ";");
+    let mut text = format!("{header}\n");
+    for (i, line) in lines.take(200).enumerate() {
+        // split;OPERA;TIPOVUELO;MES;atraso_15
+        let mut fields: Vec<String> = line.split(',').map(String::from).collect();
+        match i {
+            3 => fields[0] = "\"a \"\"q\"\"; b\nc\"".into(),
+            4 => fields[0] = String::new(),
+            7 => fields[2] = "Z".into(),
+            _ => {}
+        }
+        text.push_str(&fields.join(";"));
+        text.push('\n');
+    }
+    text.into_bytes()
+}
+
+fn csv_rows(bytes: &[u8], delimiter: u8) -> Vec<Vec<String>> {
+    csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .from_reader(bytes)
+        .records()
+        .map(|r| r.expect("valid CSV").iter().map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn every_format_holds_the_same_rows_and_scores() {
+    let input = awkward();
+    let (csv_out, summary, rejects) = run(&input, OutputOptions::default(), 4096);
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert!(summary.rows_scored >= 190);
+    let reference = csv_rows(&csv_out, b';');
+    assert_eq!(reference.len() as u64, summary.rows_scored);
+    let columns = summary.columns.clone();
+    let n = columns.len();
+
+    // CSV normalised to commas: the same fields, every one.
+    let (comma, _, _) = run(
+        &input,
+        OutputOptions {
+            delimiter: Some(b','),
+            ..Default::default()
+        },
+        4096,
+    );
+    assert_eq!(csv_rows(&comma, b','), reference);
+    assert!(comma.starts_with(b"split,OPERA,TIPOVUELO,MES,atraso_15,probability,prediction\n"));
+
+    // JSON Lines with provenance.
+    let (jsonl, _, _) = run(
+        &input,
+        OutputOptions {
+            format: OutputFormat::Jsonl,
+            provenance: Some(provenance(true)),
+            ..Default::default()
+        },
+        4096,
+    );
+    let lines: Vec<&str> = std::str::from_utf8(&jsonl)
+        .expect("UTF-8")
+        .split('\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let objects: Vec<serde_json::Map<String, serde_json::Value>> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("each line an object"))
+        .collect();
+    // serde_json's own float parsing may be 1 ulp off; the text is exact.
+    let probability_text = |line: &str| -> f64 {
+        let rest = &line[line.find("\"probability\":").expect("probability") + 14..];
+        rest[..rest.find(',').expect("more fields")].parse().expect("a number")
+    };
+    assert_eq!(objects.len(), reference.len());
+    for ((object, row), line) in objects.iter().zip(&reference).zip(&lines) {
+        for (i, name) in columns.iter().enumerate() {
+            let expected = if row[i].is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::Value::String(row[i].clone())
+            };
+            assert_eq!(object[name], expected, "{name}");
+        }
+        let p: f64 = row[n].parse().expect("probability");
+        assert_eq!(probability_text(line), p);
+        assert_eq!(object["prediction"].as_i64(), Some(row[n + 1].parse().expect("prediction")));
+        assert_eq!(object["source_uri"], "gs://in/flights/a.csv");
+        assert_eq!(object["source_generation"].as_i64(), Some(1_764_410_400_123_456));
+        assert_eq!(object["scored_at"], "2025-11-29T10:00:00.123456Z");
+        assert_eq!(object["model_version"], "v-test");
+    }
+    // Row numbers are the file's (the rejected row is missing from them).
+    let numbers: Vec<i64> = objects.iter().map(|o| o["row_number"].as_i64().expect("row number")).collect();
+    assert_eq!(numbers[..8], [1, 2, 3, 4, 5, 6, 7, 9]);
+    assert_eq!(objects[3]["split"], "a \"q\"; b\nc");
+    assert_eq!(objects[4]["split"], serde_json::Value::Null);
+
+    // Parquet with provenance, in small chunks: several row groups.
+    let (parquet, _, _) = run(
+        &input,
+        OutputOptions {
+            format: OutputFormat::Parquet,
+            provenance: Some(provenance(true)),
+            ..Default::default()
+        },
+        4096,
+    );
+    assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));
+    let frame = ParquetReader::new(Cursor::new(parquet)).finish().expect("readable Parquet");
+    assert_eq!(frame.height(), reference.len());
+    let schema = frame.schema();
+    assert_eq!(schema.get("probability"), Some(&DataType::Float64));
+    assert_eq!(schema.get("prediction"), Some(&DataType::Int64));
+    assert_eq!(schema.get("row_number"), Some(&DataType::Int64));
+    assert_eq!(schema.get("source_generation"), Some(&DataType::Int64));
+    assert!(matches!(schema.get("scored_at"), Some(DataType::Datetime(TimeUnit::Microseconds, Some(_)))));
+    let probability = frame.column("probability").expect("column").f64().expect("f64").clone();
+    let split = frame.column("split").expect("column").str().expect("str").clone();
+    let opera = frame.column("OPERA").expect("column").str().expect("str").clone();
+    for (i, row) in reference.iter().enumerate() {
+        assert_eq!(probability.get(i), Some(row[n].parse::<f64>().expect("probability")));
+        assert_eq!(split.get(i), (!row[0].is_empty()).then_some(row[0].as_str()));
+        assert_eq!(opera.get(i), Some(row[1].as_str()));
+    }
+}
+
+#[test]
+fn a_range_without_row_numbers_leaves_them_empty() {
+    let input = awkward();
+    let (parquet, _, _) = run(
+        &input,
+        OutputOptions {
+            format: OutputFormat::Parquet,
+            provenance: Some(provenance(false)),
+            ..Default::default()
+        },
+        1 << 20,
+    );
+    let frame = ParquetReader::new(Cursor::new(parquet)).finish().expect("readable Parquet");
+    assert_eq!(frame.column("row_number").expect("column").null_count(), frame.height());
+}
+
+#[test]
+fn a_parquet_of_no_rows_is_still_a_parquet_file() {
+    let input = b"split,OPERA,TIPOVUELO,MES,atraso_15\ntrain,Grupo LATAM,Z,11,0\n";
+    let (parquet, summary, rejects) = run(
+        input,
+        OutputOptions {
+            format: OutputFormat::Parquet,
+            ..Default::default()
+        },
+        1 << 20,
+    );
+    assert_eq!((summary.rows_scored, rejects.len()), (0, 1));
+    let frame = ParquetReader::new(Cursor::new(parquet)).finish().expect("readable Parquet");
+    assert_eq!(frame.height(), 0);
+    assert!(frame.schema().get("probability").is_some());
+}
