@@ -16,6 +16,7 @@ locals {
     var.github_repository_id != "" ? ["sts.googleapis.com"] : [],
     var.predict_api_keys_secret != "" ? ["secretmanager.googleapis.com"] : [],
     var.trigger == "eventarc" ? ["eventarc.googleapis.com"] : [],
+    var.bigquery_enabled ? ["bigquery.googleapis.com"] : [],
   )
 }
 

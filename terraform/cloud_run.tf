@@ -44,7 +44,12 @@ locals {
     DISPATCH_STALE_SECONDS = tostring(local.dispatch_stale_seconds)
     } : {}, var.inline_max_bytes != null ? {
     INLINE_MAX_BYTES = tostring(var.inline_max_bytes)
-  } : {})
+    } : {},
+    # BIGQUERY_TABLE and BIGQUERY_LOCATION with bigquery_enabled (bigquery.tf),
+    # RESULTS_TOPIC with results_topic_enabled (results.tf).
+    local.bigquery_env,
+    local.results_env,
+  )
 
   predict_env = merge(local.common_env, {
     SERVICE_ROLE = "predict"
@@ -234,5 +239,10 @@ resource "google_cloud_run_v2_service" "services" {
     google_cloud_run_v2_job_iam_member.runtime_runs_shard_job,
     google_cloud_run_v2_job_iam_member.runtime_views_shard_job,
     google_service_account_iam_member.runtime_acts_as_shard,
+    # and may load into BigQuery and publish results from its first request
+    # on (bigquery.tf, results.tf)
+    google_bigquery_dataset_iam_member.runtime_edits_predictions,
+    google_project_iam_member.runtime_runs_bigquery_jobs,
+    google_pubsub_topic_iam_member.runtime_publishes_results,
   ]
 }

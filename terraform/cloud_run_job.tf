@@ -56,6 +56,11 @@ locals {
       SHARD_MAX_RETRIES = tostring(var.shard_max_retries)
       LEASE_TTL_SECONDS = tostring(var.lease_ttl_seconds)
     },
+    # the same BigQuery table and results topic as the push service's
+    # (bigquery.tf, results.tf): the task that commits an input loads and
+    # announces it as the push service does for one scored inline
+    local.bigquery_env,
+    local.results_env,
   )
 
   # The bucket of MODEL_URI, which the tasks read, unless they read it already.
@@ -187,6 +192,9 @@ resource "google_cloud_run_v2_job" "shard" {
     google_storage_bucket_iam_member.shard_reads_output,
     google_storage_bucket_iam_member.shard_creates_output,
     google_storage_bucket_iam_member.shard_reads_model,
+    google_bigquery_dataset_iam_member.shard_edits_predictions,
+    google_project_iam_member.shard_runs_bigquery_jobs,
+    google_pubsub_topic_iam_member.shard_publishes_results,
   ]
 }
 

@@ -152,3 +152,23 @@ output "dispatch_stale_seconds" {
   description = "DISPATCH_STALE_SECONDS of the push service: how long a started execution is presumed running."
   value       = var.shard_job_enabled ? local.dispatch_stale_seconds : null
 }
+
+output "bigquery_dataset" {
+  description = "BigQuery dataset of the predictions table (bigquery_enabled; empty otherwise)."
+  value       = one(google_bigquery_dataset.predictions[*].dataset_id)
+}
+
+output "bigquery_table" {
+  description = "The predictions table as the services name it (BIGQUERY_TABLE): project.dataset.table; empty without bigquery_enabled."
+  value       = local.bigquery_table
+}
+
+output "results_topic" {
+  description = "Topic the services publish results to (RESULTS_TOPIC): projects/P/topics/T; empty without results_topic_enabled."
+  value       = one(google_pubsub_topic.results[*].id)
+}
+
+output "results_subscription" {
+  description = "The example pull subscription on the results topic; empty without results_topic_enabled."
+  value       = one(google_pubsub_subscription.results_example[*].id)
+}

@@ -249,7 +249,7 @@ variable "ingress" {
 }
 
 variable "deletion_protection" {
-  description = "Protect both Cloud Run services from terraform destroy (destroy.sh then fails until it is set to false and applied)."
+  description = "Protect both Cloud Run services, the shard job and the BigQuery predictions table from terraform destroy (destroy.sh then fails until it is set to false and applied)."
   type        = bool
   default     = false
 }
@@ -619,4 +619,43 @@ variable "tf_state_bucket" {
   description = "Bucket of the remote Terraform state; the deployer may read it (deploy.sh reads terraform output). Empty: no grant."
   type        = string
   default     = ""
+}
+
+# ---------------------------------------------------------------------------
+# Predictions in BigQuery, and a results topic (off by default)
+# ---------------------------------------------------------------------------
+
+variable "bigquery_enabled" {
+  description = "Create a BigQuery dataset (in the buckets' location) and a predictions table, let the push service's and the shard job's accounts append to it with load jobs (roles/bigquery.dataEditor on that dataset, roles/bigquery.jobUser on the project), and give both BIGQUERY_TABLE (project.dataset.table) and BIGQUERY_LOCATION (bigquery.tf)."
+  type        = bool
+  default     = false
+}
+
+variable "bigquery_dataset_id" {
+  description = "Dataset of the predictions table (bigquery_enabled); empty means the service name with '-' replaced by '_' (\"scorer\")."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = length(var.bigquery_dataset_id) <= 1024 && can(regex("^[A-Za-z0-9_]*$", var.bigquery_dataset_id))
+    error_message = "bigquery_dataset_id must be empty or at most 1024 letters, digits and underscores."
+  }
+}
+
+variable "bigquery_table_id" {
+  description = "Name of the predictions table in that dataset (bigquery_enabled)."
+  type        = string
+  default     = "predictions"
+
+  validation {
+    # no '.': BIGQUERY_TABLE is project.dataset.table
+    condition     = length(var.bigquery_table_id) <= 1024 && can(regex("^[A-Za-z0-9_][A-Za-z0-9_-]*$", var.bigquery_table_id))
+    error_message = "bigquery_table_id must be 1-1024 letters, digits, underscores and hyphens, not starting with a hyphen."
+  }
+}
+
+variable "results_topic_enabled" {
+  description = "Create a Pub/Sub topic <service_name>-results with an example pull subscription (<service_name>-results-example), let the push service's and the shard job's accounts publish to it (roles/pubsub.publisher on that topic), and give both RESULTS_TOPIC (projects/P/topics/T) (results.tf)."
+  type        = bool
+  default     = false
 }

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`bigquery`]: start a BigQuery load job (files in Cloud Storage
+//!   appended to a table), exactly once per caller-chosen job id.
 //! - [`run_jobs`]: start an execution of a Cloud Run job with per-execution
 //!   overrides, and read an execution's state (the scorer's shard job).
 //!
@@ -10,6 +12,7 @@
 //! anonymously (a local stand-in of the API in tests); unset, to Google
 //! with Application Default Credentials.
 
+pub mod bigquery;
 pub mod run_jobs;
 
 /// Why a call failed.

@@ -185,11 +185,13 @@ def test_the_push_services_account_may_run_this_job_and_act_as_its_account_only(
     assert acts["role"] == "roles/iam.serviceAccountUser"
     assert acts["service_account_id"] == "${google_service_account.shard[0].name}"
     assert acts["member"] == "${google_service_account.runtime.member}"
-    # nothing project-wide for either role, nor for the runtime account
+    # nothing project-wide for either role, nor for the runtime account but
+    # running BigQuery load jobs (bigquery_enabled: test_bigquery_results.py)
     for name, body in tf.resources.get("google_project_iam_member", {}).items():
         assert body["role"] not in ("roles/run.jobsExecutorWithOverrides", "roles/iam.serviceAccountUser",
                                     "roles/run.invoker", "roles/run.developer"), name
-        assert "runtime" not in body["member"], name
+        if "runtime" in body["member"]:
+            assert body["role"] == "roles/bigquery.jobUser", name
 
     # as the real terraform resolves them: every grant to the runtime account,
     # with its target
@@ -229,10 +231,18 @@ def test_the_job_account_reads_and_creates_but_cannot_delete(mirror, tmp_path, t
         ("google_storage_bucket_iam_member", f"{PROJECT}-scorer-output", "roles/storage.objectCreator"),
         ("google_storage_bucket_iam_member", "models-bkt", "roles/storage.objectViewer"),
     }
-    # and nowhere in the configuration does the job's account get more
+    # and nowhere in the configuration does the job's account get more (but
+    # BigQuery loads and results with bigquery_enabled, results_topic_enabled:
+    # test_bigquery_results.py)
     for rtype, name, body in tf.all_resources():
         if rtype.endswith("_iam_member") and "google_service_account.shard" in str(body.get("member", "")):
-            assert body["role"] in ("roles/storage.objectViewer", "roles/storage.objectCreator"), name
+            assert (rtype, body["role"]) in {
+                ("google_storage_bucket_iam_member", "roles/storage.objectViewer"),
+                ("google_storage_bucket_iam_member", "roles/storage.objectCreator"),
+                ("google_bigquery_dataset_iam_member", "roles/bigquery.dataEditor"),
+                ("google_project_iam_member", "roles/bigquery.jobUser"),
+                ("google_pubsub_topic_iam_member", "roles/pubsub.publisher"),
+            }, name
 
 
 def test_without_the_job_nothing_of_it_exists(mirror, tmp_path):

@@ -22,6 +22,8 @@ PUSH_ENV = COMMON_ENV | {"INPUT_BUCKET", "PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT"
                          "LEASE_TTL_SECONDS"}
 # with shard_job_enabled (test_shard_job.py: absent without it)
 SHARD_ENV = {"SHARD_JOB", "SHARD_BYTES", "MAX_TASKS", "SHARD_MAX_RETRIES", "DISPATCH_STALE_SECONDS"}
+# with bigquery_enabled, results_topic_enabled (test_bigquery_results.py)
+LOAD_ENV = {"BIGQUERY_TABLE", "BIGQUERY_LOCATION", "RESULTS_TOPIC"}
 PREDICT_ENV = COMMON_ENV
 OPTIONAL_ENV = {"MODEL_URI", "TRAINING_DATA_URI"}
 PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
@@ -368,15 +370,37 @@ def _env(tf, name: str = "push") -> dict[str, dict]:
     return env
 
 
+def _local_text(tf, local: str) -> str:
+    """The text of local `local`: its line and, when that opens brackets, the
+    lines up to the one back at its indent (terraform fmt-ed), in whichever
+    file declares it."""
+    for text in tf.text.values():
+        m = re.search(rf"^  {local} = .*$", text, re.M)
+        if not m:
+            continue
+        lines = text[m.start():].split("\n")
+        out = [lines[0]]
+        if sum(lines[0].count(c) for c in "([{") > sum(lines[0].count(c) for c in ")]}"):
+            for line in lines[1:]:
+                out.append(line)
+                if re.match(r"^ {0,2}\S", line):
+                    break
+        return "\n".join(out)
+    raise AssertionError(f"terraform/ declares no local {local}")
+
+
 def _local_env(tf, local: str) -> dict[str, dict]:
-    """NAME -> {"value": expression} of a local built with merge() from maps (text-level)."""
-    text = tf.text["cloud_run.tf"]
-    body = text[text.index(f"  {local} = merge("):]
-    body = body[:body.index("\n  )\n") if "\n  )\n" in body else body.index("})")]
+    """NAME -> {"value": expression} of a local built from maps (text-level):
+    merge() of maps and other such locals, or `var.x ? { ... } : {}` (whose
+    entries are marked __dynamic__: set only when var.x is)."""
+    body = _local_text(tf, local)
+    conditional = re.match(rf"^  {local} = (var\.\w+) \? \{{$", body.split("\n")[0])
     out = {}
     for m in re.finditer(r"^\s+([A-Z_]+)\s*=\s*(.+)$", body, re.M):
         out[m.group(1)] = {"value": "${" + m.group(2).strip() + "}" if not m.group(2).startswith('"')
                            else m.group(2).strip().strip('"')}
+        if conditional:
+            out[m.group(1)]["__dynamic__"] = conditional.group(1)
     for m in re.finditer(r"local\.(\w+_env)\b", body):
         if m.group(1) != local:
             out.update({k: v for k, v in _local_env(tf, m.group(1)).items() if k not in out})
@@ -387,8 +411,11 @@ def _local_env(tf, local: str) -> dict[str, dict]:
 
 def test_service_environment(tf):
     push, predict = _env(tf, "push"), _env(tf, "predict")
-    assert PUSH_ENV | OPTIONAL_ENV | SHARD_ENV | {"INLINE_MAX_BYTES"} == set(push), \
-        f"unexpected or missing: {set(push) ^ (PUSH_ENV | OPTIONAL_ENV | SHARD_ENV | {'INLINE_MAX_BYTES'})}"
+    expected = PUSH_ENV | OPTIONAL_ENV | SHARD_ENV | LOAD_ENV | {"INLINE_MAX_BYTES"}
+    assert expected == set(push), f"unexpected or missing: {set(push) ^ expected}"
+    assert {name: push[name]["__dynamic__"] for name in LOAD_ENV} == {
+        "BIGQUERY_TABLE": "var.bigquery_enabled", "BIGQUERY_LOCATION": "var.bigquery_enabled",
+        "RESULTS_TOPIC": "var.results_topic_enabled"}
     assert PREDICT_ENV | OPTIONAL_ENV | {"PREDICT_API_KEYS"} == set(predict), \
         f"unexpected or missing: {set(predict) ^ (PREDICT_ENV | OPTIONAL_ENV | {'PREDICT_API_KEYS'})}"
     assert push["SERVICE_ROLE"]["value"] == "push" and predict["SERVICE_ROLE"]["value"] == "predict"
@@ -453,7 +480,8 @@ def _grants(tf, account: str) -> set:
     grants = set()
     for rtype, name, body in _iam(tf):
         if account in str(body.get("member", "")) + str(body.get("members", "")):
-            target = body.get("bucket") or body.get("secret_id") or body.get("project") or body.get("service_account_id")
+            target = (body.get("bucket") or body.get("secret_id") or body.get("dataset_id") or body.get("topic")
+                      or body.get("project") or body.get("service_account_id"))
             grants.add((rtype, name, target, body["role"]))
     return grants
 
@@ -473,6 +501,14 @@ def test_runtime_account_holds_exactly_its_bucket_roles(tf):
         ("google_cloud_run_v2_job_iam_member", "runtime_views_shard_job", None, "roles/run.viewer"),
         ("google_service_account_iam_member", "runtime_acts_as_shard", "${google_service_account.shard[0].name}",
          "roles/iam.serviceAccountUser"),
+        # bigquery_enabled: append to the predictions dataset, run load jobs
+        # (test_bigquery_results.py)
+        ("google_bigquery_dataset_iam_member", "runtime_edits_predictions",
+         "${google_bigquery_dataset.predictions[0].dataset_id}", "roles/bigquery.dataEditor"),
+        ("google_project_iam_member", "runtime_runs_bigquery_jobs", "${var.project_id}", "roles/bigquery.jobUser"),
+        # results_topic_enabled: publish to the results topic
+        ("google_pubsub_topic_iam_member", "runtime_publishes_results", "${google_pubsub_topic.results[0].id}",
+         "roles/pubsub.publisher"),
     }
     model = tf.resource("google_storage_bucket_iam_member", "runtime_reads_model")
     assert model["for_each"] == "${local.model_buckets}"
@@ -495,10 +531,14 @@ def test_predict_account_reads_the_model_and_nothing_else(tf):
     assert secret["count"] == '${var.predict_api_keys_secret != "" ? 1 : 0}'
 
 
-def test_runtime_account_has_no_project_level_role(tf):
+def test_runtime_account_has_no_project_level_role_but_bigquery_job_user(tf):
+    """Only roles/bigquery.jobUser, with bigquery_enabled: bigquery.jobs.create
+    exists on projects only (a load job belongs to the project)."""
     for name, body in tf.resources.get("google_project_iam_member", {}).items():
-        assert RUNTIME not in body["member"], name
         assert "storage" not in body["role"], f"{name}: project-level storage role"
+        if RUNTIME in body["member"]:
+            assert (name, body["role"], body["count"]) == (
+                "runtime_runs_bigquery_jobs", "roles/bigquery.jobUser", "${local.bigquery_enabled}")
 
 
 def test_invokers_are_the_push_account_and_the_optional_predict_list(tf):
