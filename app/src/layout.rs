@@ -185,7 +185,11 @@ impl OutputNames {
     /// Task `index` of `count`'s predictions, `n`-th attempt at the name:
     /// `predictions-00003-of-00008.csv`, then `...-of-00008.2.csv`.
     pub fn predictions_shard(&self, index: u32, count: u32, n: u32) -> String {
-        self.numbered(&format!("predictions-{index:05}-of-{count:05}"), self.predictions_ext, n)
+        self.numbered(
+            &format!("predictions-{index:05}-of-{count:05}"),
+            self.predictions_ext,
+            n,
+        )
     }
 
     /// The `seq`-th request for an execution (a later one only when an
@@ -320,7 +324,10 @@ mod tests {
         assert_eq!(n.predictions(1), "a/b.csv/17/predictions.parquet");
         assert_eq!(n.predictions(2), "a/b.csv/17/predictions.2.parquet");
         assert_eq!(n.errors(2), "a/b.csv/17/errors.2.csv");
-        assert_eq!(n.predictions_shard(3, 8, 1), "a/b.csv/17/predictions-00003-of-00008.parquet");
+        assert_eq!(
+            n.predictions_shard(3, 8, 1),
+            "a/b.csv/17/predictions-00003-of-00008.parquet"
+        );
         for (name, file) in [
             ("a/b.csv/17/predictions.2.parquet", Some(OutputFile::Predictions(2))),
             ("a/b.csv/17/predictions.jsonl", Some(OutputFile::Predictions(1))),

@@ -125,14 +125,20 @@ fn every_format_holds_the_same_rows_and_scores() {
         }
         let p: f64 = row[n].parse().expect("probability");
         assert_eq!(probability_text(line), p);
-        assert_eq!(object["prediction"].as_i64(), Some(row[n + 1].parse().expect("prediction")));
+        assert_eq!(
+            object["prediction"].as_i64(),
+            Some(row[n + 1].parse().expect("prediction"))
+        );
         assert_eq!(object["source_uri"], "gs://in/flights/a.csv");
         assert_eq!(object["source_generation"].as_i64(), Some(1_764_410_400_123_456));
         assert_eq!(object["scored_at"], "2025-11-29T10:00:00.123456Z");
         assert_eq!(object["model_version"], "v-test");
     }
     // Row numbers are the file's (the rejected row is missing from them).
-    let numbers: Vec<i64> = objects.iter().map(|o| o["row_number"].as_i64().expect("row number")).collect();
+    let numbers: Vec<i64> = objects
+        .iter()
+        .map(|o| o["row_number"].as_i64().expect("row number"))
+        .collect();
     assert_eq!(numbers[..8], [1, 2, 3, 4, 5, 6, 7, 9]);
     assert_eq!(objects[3]["split"], "a \"q\"; b\nc");
     assert_eq!(objects[4]["split"], serde_json::Value::Null);
@@ -148,14 +154,19 @@ fn every_format_holds_the_same_rows_and_scores() {
         4096,
     );
     assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));
-    let frame = ParquetReader::new(Cursor::new(parquet)).finish().expect("readable Parquet");
+    let frame = ParquetReader::new(Cursor::new(parquet))
+        .finish()
+        .expect("readable Parquet");
     assert_eq!(frame.height(), reference.len());
     let schema = frame.schema();
     assert_eq!(schema.get("probability"), Some(&DataType::Float64));
     assert_eq!(schema.get("prediction"), Some(&DataType::Int64));
     assert_eq!(schema.get("row_number"), Some(&DataType::Int64));
     assert_eq!(schema.get("source_generation"), Some(&DataType::Int64));
-    assert!(matches!(schema.get("scored_at"), Some(DataType::Datetime(TimeUnit::Microseconds, Some(_)))));
+    assert!(matches!(
+        schema.get("scored_at"),
+        Some(DataType::Datetime(TimeUnit::Microseconds, Some(_)))
+    ));
     let probability = frame.column("probability").expect("column").f64().expect("f64").clone();
     let split = frame.column("split").expect("column").str().expect("str").clone();
     let opera = frame.column("OPERA").expect("column").str().expect("str").clone();
@@ -178,7 +189,9 @@ fn a_range_without_row_numbers_leaves_them_empty() {
         },
         1 << 20,
     );
-    let frame = ParquetReader::new(Cursor::new(parquet)).finish().expect("readable Parquet");
+    let frame = ParquetReader::new(Cursor::new(parquet))
+        .finish()
+        .expect("readable Parquet");
     assert_eq!(frame.column("row_number").expect("column").null_count(), frame.height());
 }
 
@@ -194,7 +207,31 @@ fn a_parquet_of_no_rows_is_still_a_parquet_file() {
         1 << 20,
     );
     assert_eq!((summary.rows_scored, rejects.len()), (0, 1));
-    let frame = ParquetReader::new(Cursor::new(parquet)).finish().expect("readable Parquet");
+    let frame = ParquetReader::new(Cursor::new(parquet))
+        .finish()
+        .expect("readable Parquet");
     assert_eq!(frame.height(), 0);
     assert!(frame.schema().get("probability").is_some());
+}
+
+#[test]
+fn parquet_bytes_do_not_depend_on_where_chunks_were_cut() {
+    // More rows than one row group, so groups are cut across chunks.
+    let input = std::fs::read(SHIPPED).expect("shipped data");
+    let parquet = |chunk_bytes| {
+        let options = OutputOptions {
+            format: OutputFormat::Parquet,
+            provenance: Some(provenance(true)),
+            ..Default::default()
+        };
+        run(&input, options, chunk_bytes).0
+    };
+    let small = parquet(64 << 10);
+    assert!(small == parquet(8 << 20), "the same input gave other Parquet bytes");
+    let frame = ParquetReader::new(Cursor::new(small))
+        .finish()
+        .expect("readable Parquet");
+    assert_eq!(frame.height(), 68_206);
+    let numbers = frame.column("row_number").expect("column").i64().expect("i64").clone();
+    assert!(numbers.iter().enumerate().all(|(i, n)| n == Some(i as i64 + 1)));
 }

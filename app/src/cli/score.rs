@@ -13,8 +13,8 @@ use super::files::{
     check_outputs, check_std_streams, is_dash, open_input, refuse_dash, refuse_directory_output, sibling, temp_beside,
     write_error,
 };
-use scorer::model::Model;
 use scorer::config::{OutputArgs, OutputSettings};
+use scorer::model::Model;
 use scorer::score::{self, CsvRejects, Provenance, ScoreError, ScoreOptions, Summary};
 
 #[derive(Args)]

@@ -11,7 +11,12 @@ pub struct OutputArgs {
     /// Format of the predictions object: `csv` (every input record as it
     /// came, the new columns appended), `jsonl` (one JSON object per row)
     /// or `parquet` (typed columns, zstd, one row group per chunk).
-    #[arg(long = "output-format", env = "OUTPUT_FORMAT", default_value = "csv", value_name = "FORMAT")]
+    #[arg(
+        long = "output-format",
+        env = "OUTPUT_FORMAT",
+        default_value = "csv",
+        value_name = "FORMAT"
+    )]
     pub output_format: String,
     /// CSV only: the predictions' delimiter (`,`, `;`, `|` or `tab`), every
     /// field re-serialised in it; the input's own (pass-through) when unset.
@@ -69,10 +74,18 @@ impl OutputSettings {
             .output_format
             .parse()
             .map_err(|e: crate::score::output::UnknownOutputFormat| err("OUTPUT_FORMAT", e.to_string()))?;
-        let delimiter = match args.output_delimiter.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+        let delimiter = match args
+            .output_delimiter
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
             None => None,
             Some(_) if format != OutputFormat::Csv => {
-                return Err(err("OUTPUT_DELIMITER", format!("applies to csv output only, not {format}")));
+                return Err(err(
+                    "OUTPUT_DELIMITER",
+                    format!("applies to csv output only, not {format}"),
+                ));
             }
             Some(text) => Some(parse_delimiter(text).map_err(|m| err("OUTPUT_DELIMITER", m))?),
         };
@@ -87,10 +100,7 @@ impl OutputSettings {
             Some(table) => {
                 let parts: Vec<&str> = table.split('.').collect();
                 if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
-                    return Err(err(
-                        "BIGQUERY_TABLE",
-                        format!("{table:?} is not PROJECT.DATASET.TABLE"),
-                    ));
+                    return Err(err("BIGQUERY_TABLE", format!("{table:?} is not PROJECT.DATASET.TABLE")));
                 }
                 if !provenance {
                     return Err(err(
@@ -110,8 +120,16 @@ impl OutputSettings {
             None => None,
             Some(topic) => {
                 let parts: Vec<&str> = topic.split('/').collect();
-                if parts.len() != 4 || parts[0] != "projects" || parts[2] != "topics" || parts[1].is_empty() || parts[3].is_empty() {
-                    return Err(err("RESULTS_TOPIC", format!("{topic:?} is not projects/PROJECT/topics/TOPIC")));
+                if parts.len() != 4
+                    || parts[0] != "projects"
+                    || parts[2] != "topics"
+                    || parts[1].is_empty()
+                    || parts[3].is_empty()
+                {
+                    return Err(err(
+                        "RESULTS_TOPIC",
+                        format!("{topic:?} is not projects/PROJECT/topics/TOPIC"),
+                    ));
                 }
                 Some(topic.to_owned())
             }
@@ -143,10 +161,20 @@ impl OutputSettings {
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
             ("OUTPUT_FORMAT".to_owned(), self.format.to_string()),
-            ("PROVENANCE".to_owned(), if self.provenance { "on" } else { "off" }.to_owned()),
+            (
+                "PROVENANCE".to_owned(),
+                if self.provenance { "on" } else { "off" }.to_owned(),
+            ),
         ];
         if let Some(d) = self.delimiter {
-            env.push(("OUTPUT_DELIMITER".to_owned(), if d == b'\t' { "tab".to_owned() } else { (d as char).to_string() }));
+            env.push((
+                "OUTPUT_DELIMITER".to_owned(),
+                if d == b'\t' {
+                    "tab".to_owned()
+                } else {
+                    (d as char).to_string()
+                },
+            ));
         }
         // The task that commits does what follows the commit.
         if let Some(bq) = &self.bigquery {
@@ -191,19 +219,27 @@ mod tests {
     fn provenance_follows_the_format_unless_told() {
         assert!(!settings(|_| {}).unwrap().provenance);
         assert!(settings(|a| a.output_format = "parquet".into()).unwrap().provenance);
-        assert!(!settings(|a| {
-            a.output_format = "jsonl".into();
-            a.provenance = "off".into();
-        })
-        .unwrap()
-        .provenance);
+        assert!(
+            !settings(|a| {
+                a.output_format = "jsonl".into();
+                a.provenance = "off".into();
+            })
+            .unwrap()
+            .provenance
+        );
     }
 
     #[test]
     fn bad_settings_are_named() {
         for (f, setting) in [
-            (Box::new(|a: &mut OutputArgs| a.output_format = "xlsx".into()) as Box<dyn FnOnce(&mut OutputArgs)>, "OUTPUT_FORMAT"),
-            (Box::new(|a: &mut OutputArgs| a.output_delimiter = Some("::".into())), "OUTPUT_DELIMITER"),
+            (
+                Box::new(|a: &mut OutputArgs| a.output_format = "xlsx".into()) as Box<dyn FnOnce(&mut OutputArgs)>,
+                "OUTPUT_FORMAT",
+            ),
+            (
+                Box::new(|a: &mut OutputArgs| a.output_delimiter = Some("::".into())),
+                "OUTPUT_DELIMITER",
+            ),
             (
                 Box::new(|a: &mut OutputArgs| {
                     a.output_format = "parquet".into();
@@ -211,7 +247,10 @@ mod tests {
                 }),
                 "OUTPUT_DELIMITER",
             ),
-            (Box::new(|a: &mut OutputArgs| a.provenance = "maybe".into()), "PROVENANCE"),
+            (
+                Box::new(|a: &mut OutputArgs| a.provenance = "maybe".into()),
+                "PROVENANCE",
+            ),
             (
                 Box::new(|a: &mut OutputArgs| {
                     a.output_format = "parquet".into();
@@ -219,8 +258,14 @@ mod tests {
                 }),
                 "BIGQUERY_TABLE",
             ),
-            (Box::new(|a: &mut OutputArgs| a.bigquery_table = Some("p.d.t".into())), "BIGQUERY_TABLE"),
-            (Box::new(|a: &mut OutputArgs| a.results_topic = Some("results".into())), "RESULTS_TOPIC"),
+            (
+                Box::new(|a: &mut OutputArgs| a.bigquery_table = Some("p.d.t".into())),
+                "BIGQUERY_TABLE",
+            ),
+            (
+                Box::new(|a: &mut OutputArgs| a.results_topic = Some("results".into())),
+                "RESULTS_TOPIC",
+            ),
         ] {
             let e = settings(f).unwrap_err();
             assert_eq!(e.setting, setting, "{e}");

@@ -285,7 +285,10 @@ mod tests {
         assert_eq!(a, load_job_id("in", "flights/2026-11.csv", "17"));
         assert_ne!(a, load_job_id("in", "flights/2026-11.csv", "18"));
         assert_ne!(a, load_job_id("in2", "flights/2026-11.csv", "17"));
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{a}");
+        assert!(
+            a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+            "{a}"
+        );
         assert!(a.len() <= 1024);
     }
 }

@@ -163,7 +163,12 @@ impl JobRunner {
         if self.outputs.format == crate::score::OutputFormat::Csv {
             manifest.outputs.delimiter = match self.outputs.delimiter {
                 Some(d) => (d as char).to_string(),
-                None => manifest.input.format.as_ref().map(|f| f.delimiter.clone()).unwrap_or_default(),
+                None => manifest
+                    .input
+                    .format
+                    .as_ref()
+                    .map(|f| f.delimiter.clone())
+                    .unwrap_or_default(),
             };
         }
     }

@@ -27,11 +27,11 @@
 pub mod chunker;
 pub mod input;
 pub mod logit;
+pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod records;
 pub mod rejects;
-pub mod output;
 pub mod shard;
 
 use std::io;
@@ -42,9 +42,9 @@ use serde::Serialize;
 use crate::model::{Evaluation, EvaluationBuilder};
 pub use input::InputFormat;
 use input::NotText;
+pub use output::{OutputFormat, OutputOptions, Provenance, format_explanation};
 pub use pipeline::score;
 pub use rejects::{CsvRejects, RejectSink, RejectedRow};
-pub use output::{OutputFormat, OutputOptions, Provenance, format_explanation};
 
 /// Engine settings.
 #[derive(Debug, Clone)]

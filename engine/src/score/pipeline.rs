@@ -10,8 +10,8 @@ use polars::prelude::PolarsError;
 
 use super::chunker::{Chunker, Piece};
 use super::input::{self, NotText};
-use super::plan::Plan;
 use super::output::{self, Scored, Shape};
+use super::plan::Plan;
 use super::{FileRejection, RejectSink, RejectedRow, ScoreError, ScoreOptions, Summary};
 use crate::model::{EvaluationBuilder, Model};
 

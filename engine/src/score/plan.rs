@@ -10,8 +10,8 @@ use polars::prelude::*;
 
 use super::chunker::{self, Chunk};
 use super::logit::Logit;
-use super::pipeline::{State, emit};
 use super::output::{OutRow, PROVENANCE_COLUMNS, Scored, format_explanation};
+use super::pipeline::{State, emit};
 use super::{FileRejection, RejectSink, RejectedRow, ScoreError, ScoreOptions};
 use crate::model::{Model, parse_label};
 

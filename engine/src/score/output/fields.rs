@@ -78,7 +78,9 @@ mod tests {
     fn split(delimiter: u8, record: &str) -> Vec<String> {
         let mut fields = Fields::new(delimiter);
         fields.split(record.as_bytes());
-        (0..fields.len()).map(|i| fields.get(i).unwrap_or_default().into_owned()).collect()
+        (0..fields.len())
+            .map(|i| fields.get(i).unwrap_or_default().into_owned())
+            .collect()
     }
 
     #[test]

@@ -106,7 +106,13 @@ pub struct Provenance {
 }
 
 /// The provenance columns, in order.
-pub const PROVENANCE_COLUMNS: [&str; 5] = ["source_uri", "source_generation", "row_number", "model_version", "scored_at"];
+pub const PROVENANCE_COLUMNS: [&str; 5] = [
+    "source_uri",
+    "source_generation",
+    "row_number",
+    "model_version",
+    "scored_at",
+];
 
 impl Provenance {
     /// `scored_at` as RFC 3339 (UTC, microseconds), for text formats.
@@ -186,7 +192,11 @@ pub(crate) fn unique_names(columns: &[String]) -> Vec<String> {
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let name = if name.is_empty() { format!("column_{}", i + 1) } else { name.clone() };
+            let name = if name.is_empty() {
+                format!("column_{}", i + 1)
+            } else {
+                name.clone()
+            };
             if seen.insert(name.clone()) {
                 name
             } else {
