@@ -6,13 +6,17 @@
 # Terraform creates the table and its schema; the load jobs never create or
 # change either.
 #
-# The push service and the shard job's tasks are told the table and where
-# the job runs:
+# The push service and the shard job's tasks are told the table, where the
+# job runs, and to write Parquet:
 #   BIGQUERY_TABLE     project.dataset.table
 #   BIGQUERY_LOCATION  the dataset's location (US, EU or a region)
+#   OUTPUT_FORMAT      parquet
 #
-# Nothing here exists with bigquery_enabled = false, and neither variable is
-# set.
+# The table's input columns are var.bigquery_input_columns: they must be the
+# columns of the files scored (docs/DEPLOY.md, "BigQuery and a results topic").
+#
+# Nothing here exists with bigquery_enabled = false, and none of these
+# variables is set.
 
 locals {
   bigquery_enabled = var.bigquery_enabled ? 1 : 0
@@ -31,15 +35,25 @@ locals {
   bigquery_table = var.bigquery_enabled ? "${one(google_bigquery_table.predictions[*].project)}.${one(google_bigquery_table.predictions[*].dataset_id)}.${one(google_bigquery_table.predictions[*].table_id)}" : ""
 
   # Merged into the push service's environment (cloud_run.tf) and the shard
-  # job's (cloud_run_job.tf).
+  # job's (cloud_run_job.tf). With the table, the predictions are written as
+  # Parquet (OUTPUT_FORMAT), the format the schema below is made for:
+  # columns matched by name, typed probability, prediction and scored_at,
+  # and the provenance columns on (PROVENANCE's default for Parquet). The
+  # binary refuses to start with BIGQUERY_TABLE and no provenance, which
+  # the CSV default would be.
   bigquery_env = var.bigquery_enabled ? {
     BIGQUERY_TABLE    = local.bigquery_table
     BIGQUERY_LOCATION = one(google_bigquery_dataset.predictions[*].location)
+    OUTPUT_FORMAT     = "parquet"
   } : {}
 
-  # The input columns of the SCL flight file in its raw 18-column layout
-  # (data/README.md; bench/gen_scl.py writes it), which the predictions
-  # output carries through unchanged, as text.
+  # The input columns: var.bigquery_input_columns, by default the SCL flight
+  # file's raw 18-column layout (data/README.md; bench/gen_scl.py writes it),
+  # which the predictions output carries through unchanged, as text. They
+  # must be the columns of the files scored: a Parquet load matches the
+  # file's columns to the table's by name, and a column the table lacks
+  # fails the load job (the shipped data/scl_flights_2017.csv has 5:
+  # split, OPERA, TIPOVUELO, MES, atraso_15).
   #
   # Column names: the table's columns are named exactly as the file's
   # (Fecha-I, AÑO), using BigQuery's flexible column names, which allow '-'
@@ -50,17 +64,12 @@ locals {
   # clients of the Storage Read/Write APIs need their flexible-name handling.
   # A consumer that wants plain names can add a view that renames them
   # ('-' and 'Ñ' to '_': Fecha_I, A_O).
-  scl_input_columns = [
-    "Fecha-I", "Vlo-I", "Ori-I", "Des-I", "Emp-I",
-    "Fecha-O", "Vlo-O", "Ori-O", "Des-O", "Emp-O",
-    "DIA", "MES", "AÑO", "DIANOM", "TIPOVUELO", "OPERA", "SIGLAORI", "SIGLADES",
-  ]
-
+  #
   # Every column NULLABLE: a load appends a Parquet file whose columns may
   # be optional (nullable) whatever their content, and BigQuery refuses to
   # load a nullable column into a REQUIRED one.
   predictions_schema = concat(
-    [for name in local.scl_input_columns : {
+    [for name in var.bigquery_input_columns : {
       name        = name
       type        = "STRING"
       mode        = "NULLABLE"
@@ -71,7 +80,7 @@ locals {
       { name = "prediction", type = "INT64", mode = "NULLABLE", description = "1 when probability reaches the model's threshold, else 0." },
       { name = "source_uri", type = "STRING", mode = "NULLABLE", description = "The scored input: gs://bucket/object." },
       { name = "source_generation", type = "INT64", mode = "NULLABLE", description = "The input object's generation." },
-      { name = "row_number", type = "INT64", mode = "NULLABLE", description = "The row's number in the input file." },
+      { name = "row_number", type = "INT64", mode = "NULLABLE", description = "The row's number in the input file (data records from 1, as errors.csv counts them); null in a large input's shards after the first." },
       { name = "model_version", type = "STRING", mode = "NULLABLE", description = "The model that scored the row (sha256:... of its artifact)." },
       { name = "scored_at", type = "TIMESTAMP", mode = "NULLABLE", description = "When the input was scored; the table is partitioned by its day." },
     ],

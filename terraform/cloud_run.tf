@@ -45,8 +45,9 @@ locals {
     } : {}, var.inline_max_bytes != null ? {
     INLINE_MAX_BYTES = tostring(var.inline_max_bytes)
     } : {},
-    # BIGQUERY_TABLE and BIGQUERY_LOCATION with bigquery_enabled (bigquery.tf),
-    # RESULTS_TOPIC with results_topic_enabled (results.tf).
+    # BIGQUERY_TABLE, BIGQUERY_LOCATION and OUTPUT_FORMAT=parquet with
+    # bigquery_enabled (bigquery.tf), RESULTS_TOPIC with results_topic_enabled
+    # (results.tf).
     local.bigquery_env,
     local.results_env,
   )

@@ -654,6 +654,35 @@ variable "bigquery_table_id" {
   }
 }
 
+variable "bigquery_input_columns" {
+  description = "The predictions table's input columns (bigquery_enabled), in the order of the files scored, each a NULLABLE STRING named exactly as in their header; probability, prediction and the provenance columns follow. They must match the files scored: a Parquet load matches columns by name, and a column the table lacks fails the load. The default is the raw 18-column SCL layout (data/README.md); the shipped data/scl_flights_2017.csv has 5: [\"split\", \"OPERA\", \"TIPOVUELO\", \"MES\", \"atraso_15\"]. Changing the list later changes the existing table's schema: read the plan, since a change the provider cannot make in place replaces the table and its rows (deletion_protection refuses that)."
+  type        = list(string)
+  default = [
+    "Fecha-I", "Vlo-I", "Ori-I", "Des-I", "Emp-I",
+    "Fecha-O", "Vlo-O", "Ori-O", "Des-O", "Emp-O",
+    "DIA", "MES", "AÑO", "DIANOM", "TIPOVUELO", "OPERA", "SIGLAORI", "SIGLADES",
+  ]
+
+  validation {
+    condition     = length(var.bigquery_input_columns) > 0 && alltrue([for c in var.bigquery_input_columns : trimspace(c) != ""])
+    error_message = "bigquery_input_columns must name at least one column, and no name may be empty."
+  }
+
+  validation {
+    # BigQuery's column names are case-insensitive.
+    condition     = length(distinct([for c in var.bigquery_input_columns : lower(c)])) == length(var.bigquery_input_columns)
+    error_message = "bigquery_input_columns must be unique (BigQuery compares column names without regard to case)."
+  }
+
+  validation {
+    condition = length(setintersection(
+      [for c in var.bigquery_input_columns : lower(c)],
+      ["probability", "prediction", "source_uri", "source_generation", "row_number", "model_version", "scored_at"],
+    )) == 0
+    error_message = "bigquery_input_columns must not name probability, prediction, source_uri, source_generation, row_number, model_version or scored_at: the scorer appends those columns after the input's."
+  }
+}
+
 variable "results_topic_enabled" {
   description = "Create a Pub/Sub topic <service_name>-results with an example pull subscription (<service_name>-results-example), let the push service's and the shard job's accounts publish to it (roles/pubsub.publisher on that topic), and give both RESULTS_TOPIC (projects/P/topics/T) (results.tf)."
   type        = bool

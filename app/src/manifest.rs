@@ -221,15 +221,23 @@ pub struct InputInfo {
 /// [`InputFormat`] as stored (owned, deserialisable).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputFormatInfo {
+    /// `csv` or `jsonl` (csv in manifests written before it was recorded).
+    #[serde(default = "csv_kind")]
+    pub kind: String,
     pub compression: String,
     pub encoding: String,
     pub byte_order_mark: bool,
     pub delimiter: String,
 }
 
+fn csv_kind() -> String {
+    "csv".to_owned()
+}
+
 impl From<&InputFormat> for InputFormatInfo {
     fn from(f: &InputFormat) -> Self {
         InputFormatInfo {
+            kind: f.kind.to_owned(),
             compression: f.compression.to_owned(),
             encoding: f.encoding.to_owned(),
             byte_order_mark: f.byte_order_mark,

@@ -1,5 +1,6 @@
 //! Input formats, told from an object's name: the one place a new format is
-//! registered.
+//! registered. (The engine then reads the bytes: gzip by its magic number,
+//! JSON Lines by its first `{`.)
 
 use serde::{Deserialize, Serialize};
 
@@ -9,21 +10,27 @@ use serde::{Deserialize, Serialize};
 pub enum Format {
     /// Delimited text, optionally gzip-compressed (`.csv`, `.csv.gz`).
     Csv,
+    /// One JSON object per line, optionally gzip-compressed (`.jsonl`,
+    /// `.ndjson`, and `.gz` of either).
+    JsonLines,
 }
 
 impl Format {
     /// The format an object's name says it is in, if any (case-insensitive).
     pub fn for_object(name: &str) -> Option<Format> {
         let lower = name.to_ascii_lowercase();
-        if lower.ends_with(".csv") || lower.ends_with(".csv.gz") {
+        let lower = lower.strip_suffix(".gz").unwrap_or(&lower);
+        if lower.ends_with(".csv") {
             Some(Format::Csv)
+        } else if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") {
+            Some(Format::JsonLines)
         } else {
             None
         }
     }
 
     /// What the name must end with, for messages.
-    pub const ACCEPTED: &'static str = ".csv or .csv.gz";
+    pub const ACCEPTED: &'static str = ".csv, .jsonl or .ndjson (or .gz of one)";
 }
 
 #[cfg(test)]
@@ -38,6 +45,9 @@ mod tests {
             ("x/y.csv.gz", Some(Format::Csv)),
             ("a.csv.tmp", None),
             ("a.json", None),
+            ("a.gz", None),
+            ("events/x.jsonl", Some(Format::JsonLines)),
+            ("x.NDJSON.gz", Some(Format::JsonLines)),
         ] {
             assert_eq!(Format::for_object(name), format, "{name}");
         }

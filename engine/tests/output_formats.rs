@@ -235,3 +235,116 @@ fn parquet_bytes_do_not_depend_on_where_chunks_were_cut() {
     let numbers = frame.column("row_number").expect("column").i64().expect("i64").clone();
     assert!(numbers.iter().enumerate().all(|(i, n)| n == Some(i as i64 + 1)));
 }
+
+/// The shipped rows as JSON Lines, numbers as numbers, with what trips a
+/// reader up: a line that is no object, one missing a feature, a feature
+/// holding an array, a blank line, a null label, an extra key.
+fn json_lines() -> (Vec<u8>, usize) {
+    let shipped = std::fs::read_to_string(SHIPPED).expect("shipped data");
+    let mut text = String::new();
+    let mut kept = 0;
+    for (i, line) in shipped.lines().skip(1).take(300).enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        // Written by hand: serde_json's own maps would sort the keys.
+        let object = format!(
+            r#"{{"split": "{}", "OPERA": "{}", "TIPOVUELO": "{}", "MES": {}, "atraso_15": {}}}"#,
+            f[0], f[1], f[2], f[3], f[4]
+        );
+        match i {
+            5 => text.push_str("[1, 2, 3]\n"),
+            6 => text.push_str("{\"OPERA\": \"Grupo LATAM\", \"MES\": 3}\n"),
+            7 => text.push_str("{\"OPERA\": [\"x\"], \"TIPOVUELO\": \"I\", \"MES\": 3}\n"),
+            8 => text.push_str("  \n"),
+            9 => text.push_str("{\"OPERA\": \"Sky Airline\", \"TIPOVUELO\": \"N\", \"MES\": 4, \"atraso_15\": null, \"extra\": {\"k\": 1}}\n"),
+            _ => {
+                text.push_str(&object);
+                text.push('\n');
+            }
+        }
+        if !matches!(i, 5..=8) {
+            kept += 1;
+        }
+    }
+    (text.into_bytes(), kept)
+}
+
+#[test]
+fn json_lines_in_scores_as_csv_in_does_and_passes_objects_through() {
+    let (input, kept) = json_lines();
+    let (out, summary, rejects) = run(
+        &input,
+        OutputOptions {
+            format: OutputFormat::Jsonl,
+            ..Default::default()
+        },
+        4096,
+    );
+    assert_eq!(summary.format.kind, "jsonl");
+    assert_eq!(summary.columns, ["split", "OPERA", "TIPOVUELO", "MES", "atraso_15"]);
+    assert_eq!(summary.rows_scored as usize, kept, "{rejects:?}");
+    assert_eq!(summary.blank_lines, 1);
+    let lines: Vec<(u64, &str)> = rejects.iter().map(|r| (r.line, r.column.as_str())).collect();
+    // No header line: the sixth line is line 6.
+    assert_eq!(lines, [(6, ""), (7, "TIPOVUELO"), (8, "OPERA")], "{rejects:?}");
+    assert!(rejects[0].reason.contains("not a JSON object"), "{}", rejects[0].reason);
+    assert!(rejects[1].reason.contains("missing feature TIPOVUELO"), "{}", rejects[1].reason);
+
+    // The same rows as CSV score the same.
+    let csv: String = String::from_utf8(input.clone())
+        .expect("UTF-8")
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 5..=8))
+        .map(|(_, l)| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("object");
+            let text = |k: &str| match &v[k] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            format!("{},{},{},{},{}\n", text("split"), text("OPERA"), text("TIPOVUELO"), text("MES"), text("atraso_15"))
+        })
+        .collect();
+    let (csv_out, _, csv_rejects) = run(format!("split,OPERA,TIPOVUELO,MES,atraso_15\n{csv}").as_bytes(), OutputOptions::default(), 4096);
+    assert!(csv_rejects.is_empty(), "{csv_rejects:?}");
+    let reference = csv_rows(&csv_out, b',');
+    let objects: Vec<serde_json::Value> = std::str::from_utf8(&out)
+        .expect("UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line an object"))
+        .collect();
+    assert_eq!(objects.len(), reference.len());
+    for (object, row) in objects.iter().zip(&reference) {
+        assert_eq!(object["prediction"].to_string(), row[6]);
+        // Passed through: numbers stay numbers, extra keys stay.
+        assert_eq!(object["MES"].to_string(), row[3]);
+    }
+    assert_eq!(objects[5]["extra"]["k"], 1);
+    assert!(objects[5]["atraso_15"].is_null());
+
+    // CSV and Parquet out of JSON Lines in: the first object's columns.
+    let (csv_from_json, _, _) = run(&input, OutputOptions::default(), 4096);
+    assert_eq!(csv_rows(&csv_from_json, b','), reference);
+    let (parquet, _, _) = run(
+        &input,
+        OutputOptions {
+            format: OutputFormat::Parquet,
+            ..Default::default()
+        },
+        4096,
+    );
+    let frame = ParquetReader::new(Cursor::new(parquet)).finish().expect("readable Parquet");
+    assert_eq!(frame.height(), reference.len());
+    assert_eq!(frame.column("MES").expect("column").str().expect("str").get(0), Some(reference[0][3].as_str()));
+}
+
+#[test]
+fn gzip_json_lines_are_read_too() {
+    use std::io::Write as _;
+    let (input, kept) = json_lines();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&input).expect("gzip");
+    let (_, summary, _) = run(&gz.finish().expect("gzip"), OutputOptions::default(), 1 << 20);
+    assert_eq!((summary.format.kind, summary.format.compression), ("jsonl", "gzip"));
+    assert_eq!(summary.rows_scored as usize, kept);
+}

@@ -22,7 +22,13 @@ SHARD_MEMBER = f"serviceAccount:scorer-shard@{PROJECT}.iam.gserviceaccount.com"
 BOTH = ("bigquery_enabled=true", "results_topic_enabled=true")
 TABLE = f"{PROJECT}.scorer.predictions"
 TOPIC = f"projects/{PROJECT}/topics/scorer-results"
-LOAD_ENV = {"BIGQUERY_TABLE", "BIGQUERY_LOCATION", "RESULTS_TOPIC"}
+LOAD_ENV = {"BIGQUERY_TABLE", "BIGQUERY_LOCATION", "OUTPUT_FORMAT", "RESULTS_TOPIC"}
+# what the scorer appends after the input columns, in order, with their BigQuery types
+APPENDED = [("probability", "FLOAT64"), ("prediction", "INT64"), ("source_uri", "STRING"),
+            ("source_generation", "INT64"), ("row_number", "INT64"), ("model_version", "STRING"),
+            ("scored_at", "TIMESTAMP")]
+# the header of the shipped data/scl_flights_2017.csv
+SHIPPED_COLUMNS = ["split", "OPERA", "TIPOVUELO", "MES", "atraso_15"]
 BIGQUERY_ONLY = ("google_bigquery_dataset__predictions", "google_bigquery_table__predictions",
                  "google_bigquery_dataset_iam_member__runtime_edits_predictions",
                  "google_bigquery_dataset_iam_member__shard_edits_predictions",
@@ -60,7 +66,8 @@ def scl_columns() -> list[str]:
 def test_both_are_off_by_default_and_then_nothing_of_them_exists(mirror, tmp_path, tf):
     assert tf.default("bigquery_enabled") is False and tf.default("results_topic_enabled") is False
     assert tf.default("bigquery_dataset_id") == "" and tf.default("bigquery_table_id") == "predictions"
-    for name in ("bigquery_enabled", "bigquery_dataset_id", "bigquery_table_id", "results_topic_enabled"):
+    for name in ("bigquery_enabled", "bigquery_dataset_id", "bigquery_table_id", "bigquery_input_columns",
+                 "results_topic_enabled"):
         assert len(tf.variables[name]["description"]) > 40, name
     state = applied(mirror, tmp_path)
     assert not (set(BIGQUERY_ONLY) | set(RESULTS_ONLY)) & existing(state)
@@ -83,6 +90,9 @@ def test_enabled_the_push_service_and_the_shard_job_are_told_the_table_and_the_t
         assert {k: values.get(k) for k in LOAD_ENV} == {
             "BIGQUERY_TABLE": TABLE,  # project.dataset.table (TableRef::parse)
             "BIGQUERY_LOCATION": REGION,  # the buckets' location, the region by default
+            # the format the table's schema is made for, with provenance (auto) on: without
+            # it the binary refuses BIGQUERY_TABLE at start
+            "OUTPUT_FORMAT": "parquet",
             "RESULTS_TOPIC": TOPIC,
         }, env
     # the online API does not load or publish
@@ -99,7 +109,7 @@ def test_enabled_the_push_service_and_the_shard_job_are_told_the_table_and_the_t
     assert not set(RESULTS_ONLY) & existing(state)
     state = applied(mirror, tmp_path / "results", "results_topic_enabled=true")
     push = console(state, "local.push_env", "results_topic_enabled=true")
-    assert "RESULTS_TOPIC" in push and not {"BIGQUERY_TABLE", "BIGQUERY_LOCATION"} & set(push)
+    assert "RESULTS_TOPIC" in push and not {"BIGQUERY_TABLE", "BIGQUERY_LOCATION", "OUTPUT_FORMAT"} & set(push)
     assert not set(BIGQUERY_ONLY) & existing(state)
 
 
@@ -119,14 +129,16 @@ def test_the_services_start_once_they_may_load_and_publish(mirror, tmp_path):
                 assert any(d.endswith(f"__{grant}") for d in deps), (name, grant)
 
 
-def test_every_setting_is_one_the_binary_reads_or_the_load_and_results_ones(mirror, tmp_path):
-    """BIGQUERY_TABLE, BIGQUERY_LOCATION and RESULTS_TOPIC are the names the
-    service's loading and publishing read (not wired into `scorer serve` and
-    `scorer shard` yet); every other setting is one they read today."""
+def test_every_setting_is_one_the_binary_reads(mirror, tmp_path):
+    """BIGQUERY_TABLE, BIGQUERY_LOCATION, OUTPUT_FORMAT and RESULTS_TOPIC are
+    read by `scorer serve` and `scorer shard` (their outputs' arguments,
+    app/src/config/output.rs), like every other setting."""
     state = applied(mirror, tmp_path, *BOTH)
-    serve, shard = rust_envs("config/args.rs"), rust_envs("config/shard.rs")
-    assert set(console(state, "local.push_env", *BOTH)) - serve <= {"RUST_LOG"} | LOAD_ENV
-    assert set(console(state, "local.shard_env", *BOTH)) - shard <= {"RUST_LOG", "GOOGLE_CLOUD_PROJECT"} | LOAD_ENV
+    outputs_args = rust_envs("config/output.rs")
+    assert LOAD_ENV <= outputs_args
+    serve, shard = rust_envs("config/args.rs") | outputs_args, rust_envs("config/shard.rs") | outputs_args
+    assert set(console(state, "local.push_env", *BOTH)) - serve == {"RUST_LOG"}
+    assert set(console(state, "local.shard_env", *BOTH)) - shard == {"RUST_LOG", "GOOGLE_CLOUD_PROJECT"}
 
 
 # --- enabled: who may do what ---------------------------------------------------------------
@@ -215,16 +227,50 @@ def test_the_schema_is_the_scl_files_columns_the_prediction_and_its_provenance(m
     schema = json.loads(table["schema"])
     assert all(c["mode"] == "NULLABLE" for c in schema)
     columns = [(c["name"], c["type"]) for c in schema]
-    assert columns == [(name, "STRING") for name in scl_columns()] + [
-        ("probability", "FLOAT64"), ("prediction", "INT64"), ("source_uri", "STRING"),
-        ("source_generation", "INT64"), ("row_number", "INT64"), ("model_version", "STRING"),
-        ("scored_at", "TIMESTAMP"),
-    ]
+    assert columns == [(name, "STRING") for name in scl_columns()] + APPENDED
     # the file's own names (flexible column names), and why
     assert {"Fecha-I", "AÑO", "SIGLAORI"} <= {name for name, _ in columns}
     text = (ROOT / "terraform" / "bigquery.tf").read_text(encoding="utf-8")
     assert "flexible column names" in text and "Fecha_I" in text
     assert (table["project"], table["dataset_id"], table["table_id"]) == (PROJECT, "scorer", "predictions")
+
+
+def test_the_input_columns_are_a_variable_defaulting_to_the_raw_scl_layout(tf, mirror, tmp_path):
+    """bigquery_input_columns: the raw layout by default (data/README.md), any
+    other files' columns when set (the shipped 5-column file's, say), always
+    followed by the appended columns."""
+    assert tf.default("bigquery_input_columns") == scl_columns()
+    assert len(tf.variables["bigquery_input_columns"]["description"]) > 40
+    setting = "bigquery_input_columns=" + json.dumps(SHIPPED_COLUMNS)
+    state = applied(mirror, tmp_path, "bigquery_enabled=true", setting)
+    schema = json.loads(instances(state)["google_bigquery_table__predictions"][0]["schema"])
+    assert [(c["name"], c["type"]) for c in schema] == [(n, "STRING") for n in SHIPPED_COLUMNS] + APPENDED
+    assert all(c["mode"] == "NULLABLE" for c in schema)
+    header = (ROOT / "data" / "scl_flights_2017.csv").open(encoding="utf-8").readline().strip().split(",")
+    assert header == SHIPPED_COLUMNS, "the shipped file's columns changed: update the docs that name them"
+
+
+@pytest.mark.parametrize("columns,message", [
+    ([], "must name at least one column"),
+    (["split", ""], "no name may be empty"),
+    (["MES", "OPERA", "MES"], "must be unique"),
+    (["MES", "mes"], "must be unique"),
+    (["OPERA", "probability"], "must not name probability"),
+    (["OPERA", "Row_Number"], "must not name probability"),
+])
+def test_input_columns_that_cannot_make_the_table_are_refused_at_plan(mirror, columns, message):
+    r = plan(mirror, "bigquery_enabled=true", "bigquery_input_columns=" + json.dumps(columns))
+    assert r.returncode != 0 and message in said(r), said(r)
+
+
+def test_the_docs_say_the_input_columns_must_match_the_files():
+    deploy = (ROOT / "docs" / "DEPLOY.md").read_text(encoding="utf-8")
+    section = deploy[deploy.index("## BigQuery and a results topic"):]
+    section = " ".join(section[:section.index("\n## ", 1)].split())
+    assert "bigquery_input_columns" in section and "OUTPUT_FORMAT" in section
+    assert "`split, OPERA, TIPOVUELO, MES, atraso_15`" in section
+    example = (ROOT / "terraform" / "terraform.tfvars.example").read_text(encoding="utf-8")
+    assert re.search(r"^# bigquery_input_columns\s+= " + re.escape(json.dumps(SHIPPED_COLUMNS)), example, re.M)
 
 
 @pytest.mark.parametrize("bucket_location,expected", [("", REGION), ("EU", "EU"), ("us", "US"),

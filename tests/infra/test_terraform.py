@@ -23,7 +23,7 @@ PUSH_ENV = COMMON_ENV | {"INPUT_BUCKET", "PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT"
 # with shard_job_enabled (test_shard_job.py: absent without it)
 SHARD_ENV = {"SHARD_JOB", "SHARD_BYTES", "MAX_TASKS", "SHARD_MAX_RETRIES", "DISPATCH_STALE_SECONDS"}
 # with bigquery_enabled, results_topic_enabled (test_bigquery_results.py)
-LOAD_ENV = {"BIGQUERY_TABLE", "BIGQUERY_LOCATION", "RESULTS_TOPIC"}
+LOAD_ENV = {"BIGQUERY_TABLE", "BIGQUERY_LOCATION", "OUTPUT_FORMAT", "RESULTS_TOPIC"}
 PREDICT_ENV = COMMON_ENV
 OPTIONAL_ENV = {"MODEL_URI", "TRAINING_DATA_URI"}
 PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
@@ -415,7 +415,7 @@ def test_service_environment(tf):
     assert expected == set(push), f"unexpected or missing: {set(push) ^ expected}"
     assert {name: push[name]["__dynamic__"] for name in LOAD_ENV} == {
         "BIGQUERY_TABLE": "var.bigquery_enabled", "BIGQUERY_LOCATION": "var.bigquery_enabled",
-        "RESULTS_TOPIC": "var.results_topic_enabled"}
+        "OUTPUT_FORMAT": "var.bigquery_enabled", "RESULTS_TOPIC": "var.results_topic_enabled"}
     assert PREDICT_ENV | OPTIONAL_ENV | {"PREDICT_API_KEYS"} == set(predict), \
         f"unexpected or missing: {set(predict) ^ (PREDICT_ENV | OPTIONAL_ENV | {'PREDICT_API_KEYS'})}"
     assert push["SERVICE_ROLE"]["value"] == "push" and predict["SERVICE_ROLE"]["value"] == "predict"

@@ -40,7 +40,7 @@ struct Cli {
 enum Command {
     /// Fit a logistic regression from a CSV and write its JSON artifact.
     Train(train::TrainArgs),
-    /// Score a CSV (or .csv.gz) file: predictions, plus an errors file when
+    /// Score a CSV or JSON Lines file (gzip or not): predictions, plus an errors file when
     /// rows are rejected.
     Score(score::ScoreArgs),
     /// Run the HTTP service: Pub/Sub push endpoint, online predictions,

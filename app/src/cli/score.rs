@@ -19,7 +19,8 @@ use scorer::score::{self, CsvRejects, Provenance, ScoreError, ScoreOptions, Summ
 
 #[derive(Args)]
 pub struct ScoreArgs {
-    /// Input CSV or .csv.gz; `-` reads standard input.
+    /// Input: CSV or JSON Lines (told by its first character), gzip or not;
+    /// `-` reads standard input.
     input: PathBuf,
     /// Model artifact (default: the shipped data/model.json, built in); a
     /// file, not `-`.
@@ -54,9 +55,10 @@ pub struct ScoreArgs {
     chunk_mib: u16,
     /// Format of the predictions: csv (every input record as it came, the
     /// new columns appended), jsonl (one JSON object per row) or parquet
-    /// (typed columns, zstd).
-    #[arg(long, default_value = "csv", value_name = "FORMAT")]
-    format: String,
+    /// (typed columns, zstd). Default: from --out's extension (.parquet,
+    /// .jsonl, .ndjson), else csv.
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<String>,
     /// CSV only: the predictions' delimiter (`,`, `;`, `|` or `tab`), every
     /// field re-serialised in it; the input's own when unset.
     #[arg(long, value_name = "CHAR")]
@@ -198,8 +200,19 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
             })?,
         None => Model::default_model()?,
     };
+    let format = args.format.clone().unwrap_or_else(|| {
+        let out = args.out.to_string_lossy().to_ascii_lowercase();
+        let out = out.strip_suffix(".gz").unwrap_or(&out);
+        if out.ends_with(".parquet") {
+            "parquet".to_owned()
+        } else if out.ends_with(".jsonl") || out.ends_with(".ndjson") {
+            "jsonl".to_owned()
+        } else {
+            "csv".to_owned()
+        }
+    });
     let outputs = OutputSettings::from_args(&OutputArgs {
-        output_format: args.format.clone(),
+        output_format: format,
         output_delimiter: args.output_delimiter.clone(),
         provenance: args.provenance.clone(),
         ..OutputArgs::default()

@@ -299,4 +299,41 @@ async fn parquet_predictions_load_into_bigquery_once_and_are_announced() {
         load_record().await.expect("bigquery.json again")["job_id"],
         job_id.as_str()
     );
+
+    // JSON Lines in, gzip-compressed, through the same chain: told by its
+    // first character, scored, loaded, announced.
+    let mut jsonl = String::new();
+    let shipped = std::fs::read_to_string(data("scl_flights_2017.csv")).unwrap();
+    for (i, line) in shipped.lines().skip(1).take(1000).enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        if i == 10 {
+            jsonl.push_str("not json\n");
+        }
+        jsonl.push_str(&format!(
+            "{{\"split\":\"{}\",\"OPERA\":\"{}\",\"TIPOVUELO\":\"{}\",\"MES\":{},\"atraso_15\":{}}}\n",
+            f[0], f[1], f[2], f[3], f[4]
+        ));
+    }
+    let gz_path = dir.path().join("flights.jsonl.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, jsonl.as_bytes()).unwrap();
+    std::fs::write(&gz_path, gz.finish().unwrap()).unwrap();
+    gsutil_cp(&c.fake, &gz_path, "gs://in-bucket/events/flights.jsonl.gz").await;
+    let manifest = manifest_of(&c.fake, "events/flights.jsonl.gz", Duration::from_secs(120)).await;
+    assert_eq!(manifest["status"], "scored", "{manifest}");
+    assert_eq!(manifest["input"]["format"]["kind"], "jsonl");
+    assert_eq!(manifest["input"]["format"]["compression"], "gzip");
+    assert_eq!(manifest["rows"]["scored"], 1000);
+    assert_eq!(manifest["rows"]["rejected"], 1);
+    let errors = c
+        .fake
+        .get_object("out-bucket", manifest["outputs"]["errors"]["name"].as_str().unwrap())
+        .await
+        .unwrap();
+    let errors = String::from_utf8_lossy(&errors);
+    assert!(errors.contains("11,11,,,the line is not valid JSON"), "{errors}");
+    let messages = c.pubsub.pull_until(PROJECT, "results-pull", 1, Duration::from_secs(30)).await;
+    let body: Value = serde_json::from_slice(&message_data(&messages[0].1)).unwrap();
+    assert_eq!(body["name"], "events/flights.jsonl.gz");
+    assert_eq!(bigquery.inserts().len(), 3);
 }

@@ -17,10 +17,13 @@ const SNIFF_BYTES: usize = 64 * 1024;
 /// What the engine found out about the input's bytes (reported in manifests).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InputFormat {
+    /// `csv`, or `jsonl` (one JSON object per line).
+    pub kind: &'static str,
     pub compression: &'static str,
     pub encoding: &'static str,
     pub byte_order_mark: bool,
-    /// The field delimiter, as a one-character string.
+    /// The field delimiter, as a one-character string (empty for JSON
+    /// Lines).
     pub delimiter: String,
 }
 
@@ -63,10 +66,17 @@ pub fn decode<'a>(raw: impl Read + Send + 'a) -> io::Result<Decoded<'a>> {
     if prefix.is_empty() {
         return Ok(Decoded::NotText(NotText::Empty));
     }
+    // JSON Lines is told from its first character, whatever the name.
+    let json_lines = prefix
+        .iter()
+        .skip(if prefix.starts_with(&[0xef, 0xbb, 0xbf]) { 3 } else { 0 })
+        .find(|b| !b.is_ascii_whitespace())
+        == Some(&b'{');
     let partial = |encoding, byte_order_mark| Partial {
         compression,
         encoding,
         byte_order_mark,
+        json_lines,
     };
     if prefix.starts_with(&[0xff, 0xfe]) || prefix.starts_with(&[0xfe, 0xff]) {
         let encoding = if prefix[0] == 0xff { "utf-16le" } else { "utf-16be" };
@@ -123,15 +133,29 @@ pub struct Partial {
     pub compression: &'static str,
     pub encoding: &'static str,
     pub byte_order_mark: bool,
+    /// The text starts with `{`: JSON Lines, not CSV.
+    pub json_lines: bool,
 }
 
 impl Partial {
     pub fn with_delimiter(self, delimiter: u8) -> InputFormat {
         InputFormat {
+            kind: "csv",
             compression: self.compression,
             encoding: self.encoding,
             byte_order_mark: self.byte_order_mark,
             delimiter: char::from(delimiter).to_string(),
+        }
+    }
+
+    /// The format of a JSON Lines file.
+    pub fn json_lines_format(self) -> InputFormat {
+        InputFormat {
+            kind: "jsonl",
+            compression: self.compression,
+            encoding: self.encoding,
+            byte_order_mark: self.byte_order_mark,
+            delimiter: String::new(),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! The rooms, in the order a byte meets them:
 //!
 //! - [`input`]: raw bytes to UTF-8 text (gzip, byte-order marks, encodings)
-//!   and the delimiter;
+//!   and the delimiter; text that starts with `{` is JSON Lines, read line
+//!   by line by `jsonl` instead of the CSV rooms below;
 //! - [`chunker`]: the text cut at record ends into chunks of a few MiB;
 //! - [`records`]: the same record rules over a chunk in memory, so the
 //!   checks of a chunk agree with where it was cut;
@@ -26,6 +27,7 @@
 
 pub mod chunker;
 pub mod input;
+mod jsonl;
 pub mod logit;
 pub mod output;
 pub mod pipeline;

@@ -33,6 +33,9 @@ pub fn score(
         input::Decoded::Text(text, partial) => (text, partial),
         input::Decoded::NotText(not_text) => return Err(FileRejection::from(not_text).into()),
     };
+    if partial.json_lines && options.range_of.is_none() {
+        return super::jsonl::score(text, partial, model, out, rejects, options, started);
+    }
     let mut chunker = Chunker::new(text, options.chunk_bytes, options.max_record_bytes);
     let header = chunker
         .header()
@@ -73,6 +76,7 @@ pub fn score(
                 header_line: header,
                 columns: columns_ref,
                 delimiter,
+                json_lines: false,
                 output_columns: &plan_ref.output_columns,
             };
             let mut sink = output::sink(&options.output, &shape, options.explain > 0, writer)?;

@@ -18,10 +18,10 @@ use crate::model::{Model, parse_label};
 /// One non-blank record of a chunk.
 #[derive(Clone, Copy)]
 pub struct Record {
-    row: u64,
-    line: u64,
-    start: usize,
-    end: usize,
+    pub row: u64,
+    pub line: u64,
+    pub start: usize,
+    pub end: usize,
 }
 
 /// Everything decided once per file: column positions, the polars schema and
@@ -177,6 +177,35 @@ impl Plan {
                 (df, kept)
             }
         };
+        self.score_frame(df, &kept, chunk.bytes, model, rejects, state, rejected)
+    }
+
+    /// Internal name of input column `i` in the frames [`Plan::score_frame`]
+    /// takes.
+    pub fn column_name(i: usize) -> PlSmallStr {
+        PlSmallStr::from(format!("c{i}"))
+    }
+
+    /// The input columns a frame must hold (by [`Plan::column_name`]): the
+    /// model's features and the target, if the file has it.
+    pub fn projection(&self) -> &[usize] {
+        &self.projection
+    }
+
+    /// Scores the rows of a parsed frame (one row per `kept` record, in
+    /// order, their bytes in `bytes`) and splits kept rows from rejected
+    /// ones; `rejected` holds the chunk's rows rejected before parsing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn score_frame(
+        &self,
+        df: DataFrame,
+        kept: &[Record],
+        bytes: Vec<u8>,
+        model: &Model,
+        rejects: &mut dyn RejectSink,
+        state: &mut State,
+        mut rejected: Vec<RejectedRow>,
+    ) -> Result<Option<Scored>, ScoreError> {
         state.rows_in += df.height() as u64;
         let columns: Vec<&Series> = self
             .feature_columns
@@ -191,7 +220,7 @@ impl Plan {
         };
         let names: Vec<&str> = model.required_columns().collect();
         let mut rows = Vec::with_capacity(kept.len());
-        for (i, (logit, record)) in logits.iter().zip(&kept).enumerate() {
+        for (i, (logit, record)) in logits.iter().zip(kept).enumerate() {
             let get = |name: &str| names.iter().position(|n| *n == name).and_then(|j| features[j].get(i));
             match logit {
                 Some(z) if z.is_finite() => {
@@ -209,7 +238,7 @@ impl Plan {
                             .unwrap_or_default()
                     });
                     let mut end = record.end;
-                    while end > record.start && matches!(chunk.bytes[end - 1], b'\n' | b'\r') {
+                    while end > record.start && matches!(bytes[end - 1], b'\n' | b'\r') {
                         end -= 1;
                     }
                     rows.push(OutRow {
@@ -246,7 +275,7 @@ impl Plan {
             return Ok(None);
         }
         Ok(Some(Scored {
-            bytes: chunk.bytes,
+            bytes,
             rows,
         }))
     }

@@ -103,7 +103,7 @@ pub fn header_len(bytes: &[u8]) -> Option<usize> {
 /// ranges: not compressed, and in an encoding where quotes, line ends and
 /// delimiters are single ASCII bytes.
 pub fn splittable(text: &Partial) -> bool {
-    text.compression == "none" && matches!(text.encoding, "utf-8" | "windows-1252")
+    text.compression == "none" && matches!(text.encoding, "utf-8" | "windows-1252") && !text.json_lines
 }
 
 /// Where a range really began and ended, known once it has been read.

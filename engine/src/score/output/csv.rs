@@ -33,7 +33,9 @@ impl<'w> CsvSink<'w> {
         let mut sink = CsvSink {
             out,
             delimiter: out_delimiter,
-            fields: (out_delimiter != shape.delimiter).then(|| Fields::new(shape.delimiter)),
+            // JSON Lines input has no record to pass through.
+            fields: (shape.json_lines || out_delimiter != shape.delimiter)
+                .then(|| Fields::new(shape.json_lines, shape.delimiter, shape.columns)),
             provenance: provenance.map(|p| {
                 let at = p.scored_at_text();
                 (p, at)

@@ -1,9 +1,80 @@
-//! A record's fields, for the formats that re-serialise them: split with
-//! the CSV rules of the input (its delimiter, `"` quoting) without an
-//! allocation per field.
+//! A record's fields, for the formats that re-serialise them: a CSV record
+//! split with the CSV rules of the input (its delimiter, `"` quoting)
+//! without an allocation per field; a JSON Lines record's values under the
+//! file's column names.
 
-/// Splits records into fields, reusing its buffers.
-pub struct Fields {
+use std::borrow::Cow;
+
+/// Splits records of either input kind.
+pub enum Fields {
+    Csv(CsvFields),
+    Json(JsonFields),
+}
+
+impl Fields {
+    /// For records of a file with these `columns`: JSON Lines when
+    /// `json_lines`, else CSV in `delimiter`.
+    pub fn new(json_lines: bool, delimiter: u8, columns: &[String]) -> Fields {
+        if json_lines {
+            Fields::Json(JsonFields {
+                names: columns.to_vec(),
+                values: Vec::new(),
+            })
+        } else {
+            Fields::Csv(CsvFields::new(delimiter))
+        }
+    }
+
+    pub fn split(&mut self, record: &[u8]) {
+        match self {
+            Fields::Csv(f) => f.split(record),
+            Fields::Json(f) => f.split(record),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Fields::Csv(f) => f.count,
+            Fields::Json(f) => f.values.len(),
+        }
+    }
+
+    /// Field `i` of the record; `None` past its last field, and for a JSON
+    /// value that is null or absent.
+    pub fn get(&self, i: usize) -> Option<Cow<'_, str>> {
+        match self {
+            Fields::Csv(f) => f.get(i),
+            Fields::Json(f) => f.values.get(i)?.as_deref().map(Cow::Borrowed),
+        }
+    }
+}
+
+/// A JSON object's values as text, in the file's column order: a string as
+/// it is, a number or a boolean as JSON writes it, an array or object as
+/// its JSON text; null (or absent) as `None`.
+pub struct JsonFields {
+    names: Vec<String>,
+    values: Vec<Option<String>>,
+}
+
+impl JsonFields {
+    fn split(&mut self, record: &[u8]) {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(record).unwrap_or_default();
+        self.values = self.names.iter().map(|name| object.get(name).and_then(value_text)).collect();
+    }
+}
+
+/// A JSON value as the text a CSV field would hold.
+pub fn value_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Splits CSV records into fields, reusing its buffers.
+pub struct CsvFields {
     reader: csv_core::Reader,
     /// The unquoted fields of the current record, back to back.
     text: Vec<u8>,
@@ -12,9 +83,9 @@ pub struct Fields {
     count: usize,
 }
 
-impl Fields {
-    pub fn new(delimiter: u8) -> Fields {
-        Fields {
+impl CsvFields {
+    pub fn new(delimiter: u8) -> CsvFields {
+        CsvFields {
             reader: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
             text: Vec::new(),
             ends: vec![0; 64],
@@ -55,14 +126,10 @@ impl Fields {
         self.count = ends_at;
     }
 
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
     /// Field `i` of the record, `None` past its last field. Text that is not
     /// UTF-8 (a file that changes encoding after its first 64 KiB) is
     /// replaced with U+FFFD rather than failing the file.
-    pub fn get(&self, i: usize) -> Option<std::borrow::Cow<'_, str>> {
+    pub fn get(&self, i: usize) -> Option<Cow<'_, str>> {
         if i >= self.count {
             return None;
         }
@@ -76,7 +143,7 @@ mod tests {
     use super::*;
 
     fn split(delimiter: u8, record: &str) -> Vec<String> {
-        let mut fields = Fields::new(delimiter);
+        let mut fields = Fields::new(false, delimiter, &[]);
         fields.split(record.as_bytes());
         (0..fields.len())
             .map(|i| fields.get(i).unwrap_or_default().into_owned())

@@ -1,7 +1,9 @@
 //! The predictions as JSON Lines: one object per row, the input's columns
 //! (as text, an empty field as `null`) under the header's names, then the
 //! appended columns with their types (`probability` a number, `prediction`
-//! 0 or 1, `source_generation` and `row_number` integers).
+//! 0 or 1, `source_generation` and `row_number` integers). A JSON Lines
+//! input's objects pass through as they came (every key, every type), the
+//! appended keys added before their closing brace.
 
 use std::io::Write;
 
@@ -17,6 +19,8 @@ pub struct JsonlSink<'w> {
     /// The appended columns' keys, in order.
     appended: Vec<Vec<u8>>,
     provenance: Option<(Provenance, String)>,
+    /// The input is JSON Lines: its objects pass through.
+    pass_through: bool,
     buf: Vec<u8>,
 }
 
@@ -30,13 +34,14 @@ impl<'w> JsonlSink<'w> {
     pub fn new(shape: &Shape<'_>, provenance: Option<Provenance>, out: &'w mut (dyn Write + Send)) -> JsonlSink<'w> {
         JsonlSink {
             out,
-            fields: Fields::new(shape.delimiter),
+            fields: Fields::new(shape.json_lines, shape.delimiter, shape.columns),
             keys: unique_names(shape.columns).iter().map(|n| key(n)).collect(),
             appended: shape.output_columns.iter().map(|n| key(n)).collect(),
             provenance: provenance.map(|p| {
                 let at = p.scored_at_text();
                 (p, at)
             }),
+            pass_through: shape.json_lines,
             buf: Vec::with_capacity(1 << 20),
         }
     }
@@ -51,7 +56,18 @@ fn push_str(buf: &mut Vec<u8>, text: &str) {
 impl Sink for JsonlSink<'_> {
     fn rows(&mut self, scored: &Scored) -> Result<(), ScoreError> {
         for row in &scored.rows {
-            self.fields.split(&scored.bytes[row.start..row.end]);
+            let record = &scored.bytes[row.start..row.end];
+            if self.pass_through {
+                // A scored line is an object: it ends with `}` (the engine
+                // rejected every line that does not parse as one) and has
+                // at least one key (the model's features).
+                let end = record.iter().rposition(|b| *b == b'}').unwrap_or(record.len());
+                self.buf.extend_from_slice(&record[..end]);
+                self.buf.truncate(self.buf.len() - trailing_space(&record[..end]));
+                self.append(row);
+                continue;
+            }
+            self.fields.split(record);
             self.buf.push(b'{');
             for (i, key) in self.keys.iter().enumerate() {
                 if i > 0 {
@@ -63,6 +79,27 @@ impl Sink for JsonlSink<'_> {
                     _ => self.buf.extend_from_slice(b"null"),
                 }
             }
+            self.append(row);
+        }
+        self.out.write_all(&self.buf).map_err(ScoreError::Write)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), ScoreError> {
+        self.out.flush().map_err(ScoreError::Write)
+    }
+}
+
+/// Whitespace bytes at the end of `bytes`.
+fn trailing_space(bytes: &[u8]) -> usize {
+    bytes.iter().rev().take_while(|b| b.is_ascii_whitespace()).count()
+}
+
+impl JsonlSink<'_> {
+    /// The appended keys and the closing brace and line end.
+    fn append(&mut self, row: &super::OutRow) {
+        {
             let mut keys = self.appended.iter();
             let mut next = |buf: &mut Vec<u8>| {
                 buf.push(b',');
@@ -97,12 +134,5 @@ impl Sink for JsonlSink<'_> {
             }
             self.buf.extend_from_slice(b"}\n");
         }
-        self.out.write_all(&self.buf).map_err(ScoreError::Write)?;
-        self.buf.clear();
-        Ok(())
-    }
-
-    fn finish(self: Box<Self>) -> Result<(), ScoreError> {
-        self.out.flush().map_err(ScoreError::Write)
     }
 }

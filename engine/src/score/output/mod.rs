@@ -14,7 +14,7 @@
 //! the pipeline's writer thread.
 
 pub mod csv;
-mod fields;
+pub(crate) mod fields;
 mod jsonl;
 mod parquet;
 
@@ -154,8 +154,10 @@ pub struct OutRow {
 pub struct Shape<'a> {
     pub header_line: &'a [u8],
     pub columns: &'a [String],
-    /// The input's delimiter.
+    /// The input's delimiter (CSV).
     pub delimiter: u8,
+    /// The input is JSON Lines: records are objects, not delimited text.
+    pub json_lines: bool,
     /// Appended after the input's columns: probability, prediction,
     /// [explanation], [provenance...].
     pub output_columns: &'a [String],

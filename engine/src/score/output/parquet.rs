@@ -77,7 +77,7 @@ impl<'w> ParquetSink<'w> {
         Ok(ParquetSink {
             pending: None,
             writer,
-            fields: Fields::new(shape.delimiter),
+            fields: Fields::new(shape.json_lines, shape.delimiter, shape.columns),
             input_names,
             appended,
             provenance,
