@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Baseline: Python polars, lazy and streaming.
 
-    polars_py.py INPUT.csv --model data/model.json --out OUT.csv
+    polars_py.py INPUT.csv --model data/model.json --out OUT.csv [--format parquet]
 
 pl.scan_csv (every column read as a string, so input columns pass through
 untouched) -> one when/then chain per categorical feature mapping each level to
 its weight (an unknown level gives null and the row is rejected) -> logit,
-probability, prediction -> sink_csv (the streaming engine: bounded memory).
+probability, prediction -> sink_csv, or sink_parquet (zstd) with --format
+parquet (the streaming engine: bounded memory).
 Rejected rows are filtered out, like our engine's (which lists them in its
 errors file); this script does not count them (that would be a second pass).
 """
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("input")
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     art = artifact.load(a.model)
@@ -58,14 +60,17 @@ def main(argv: list[str] | None = None) -> int:
             logit = logit + (z * f.weight).fill_null(0.0)
     proba = 1.0 / (1.0 + (-logit).exp())
 
-    (
+    scored = (
         lf.with_columns([term(f).alias(t) for f, t in zip(art.categorical, tmp)])
         .filter(pl.all_horizontal([pl.col(t).is_not_null() for t in tmp]) if tmp else pl.lit(True))
         .with_columns(proba.alias("probability"))
-        .with_columns((pl.col("probability") >= art.threshold).cast(pl.Int32).alias("prediction"))
+        .with_columns((pl.col("probability") >= art.threshold).cast(pl.Int64).alias("prediction"))
         .drop(tmp)
-        .sink_csv(a.out)
     )
+    if a.format == "parquet":
+        scored.sink_parquet(a.out, compression="zstd")
+    else:
+        scored.sink_csv(a.out)
     print(f"polars_py: {time.perf_counter() - t0:.2f}s", file=sys.stderr)
     return 0
 

@@ -287,7 +287,11 @@ fn json_lines_in_scores_as_csv_in_does_and_passes_objects_through() {
     // No header line: the sixth line is line 6.
     assert_eq!(lines, [(6, ""), (7, "TIPOVUELO"), (8, "OPERA")], "{rejects:?}");
     assert!(rejects[0].reason.contains("not a JSON object"), "{}", rejects[0].reason);
-    assert!(rejects[1].reason.contains("missing feature TIPOVUELO"), "{}", rejects[1].reason);
+    assert!(
+        rejects[1].reason.contains("missing feature TIPOVUELO"),
+        "{}",
+        rejects[1].reason
+    );
 
     // The same rows as CSV score the same.
     let csv: String = String::from_utf8(input.clone())
@@ -302,10 +306,21 @@ fn json_lines_in_scores_as_csv_in_does_and_passes_objects_through() {
                 serde_json::Value::Null => String::new(),
                 other => other.to_string(),
             };
-            format!("{},{},{},{},{}\n", text("split"), text("OPERA"), text("TIPOVUELO"), text("MES"), text("atraso_15"))
+            format!(
+                "{},{},{},{},{}\n",
+                text("split"),
+                text("OPERA"),
+                text("TIPOVUELO"),
+                text("MES"),
+                text("atraso_15")
+            )
         })
         .collect();
-    let (csv_out, _, csv_rejects) = run(format!("split,OPERA,TIPOVUELO,MES,atraso_15\n{csv}").as_bytes(), OutputOptions::default(), 4096);
+    let (csv_out, _, csv_rejects) = run(
+        format!("split,OPERA,TIPOVUELO,MES,atraso_15\n{csv}").as_bytes(),
+        OutputOptions::default(),
+        4096,
+    );
     assert!(csv_rejects.is_empty(), "{csv_rejects:?}");
     let reference = csv_rows(&csv_out, b',');
     let objects: Vec<serde_json::Value> = std::str::from_utf8(&out)
@@ -333,9 +348,14 @@ fn json_lines_in_scores_as_csv_in_does_and_passes_objects_through() {
         },
         4096,
     );
-    let frame = ParquetReader::new(Cursor::new(parquet)).finish().expect("readable Parquet");
+    let frame = ParquetReader::new(Cursor::new(parquet))
+        .finish()
+        .expect("readable Parquet");
     assert_eq!(frame.height(), reference.len());
-    assert_eq!(frame.column("MES").expect("column").str().expect("str").get(0), Some(reference[0][3].as_str()));
+    assert_eq!(
+        frame.column("MES").expect("column").str().expect("str").get(0),
+        Some(reference[0][3].as_str())
+    );
 }
 
 #[test]

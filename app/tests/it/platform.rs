@@ -332,8 +332,105 @@ async fn parquet_predictions_load_into_bigquery_once_and_are_announced() {
         .unwrap();
     let errors = String::from_utf8_lossy(&errors);
     assert!(errors.contains("11,11,,,the line is not valid JSON"), "{errors}");
-    let messages = c.pubsub.pull_until(PROJECT, "results-pull", 1, Duration::from_secs(30)).await;
+    let messages = c
+        .pubsub
+        .pull_until(PROJECT, "results-pull", 1, Duration::from_secs(30))
+        .await;
     let body: Value = serde_json::from_slice(&message_data(&messages[0].1)).unwrap();
     assert_eq!(body["name"], "events/flights.jsonl.gz");
     assert_eq!(bigquery.inserts().len(), 3);
+}
+
+/// A file too large for one push request, scored in four ranges by the
+/// local pool, in Parquet: every range is a Parquet file of its own, and
+/// read in order they hold the inline run's rows and probabilities; only
+/// the first range knows its row numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_input_in_parquet_is_the_inline_rows_range_by_range() {
+    use crate::sharding::{envelope, inline, input_file, manifest, push, server, shard_bytes, storage};
+    let bytes = input_file();
+    let (expected, _) = inline(&bytes);
+    let reference: Vec<String> = csv::Reader::from_reader(expected.as_slice())
+        .records()
+        .map(|r| r.unwrap()[5].to_owned())
+        .collect();
+    let fake = storage().await;
+    let generation = fake.put_object("in-bucket", "big.csv", &bytes).await;
+    let per_task = shard_bytes(bytes.len(), 4);
+    let server = server(
+        &fake,
+        &[
+            ("SHARD_JOB", "local"),
+            ("SHARD_BYTES", &per_task),
+            ("OUTPUT_FORMAT", "parquet"),
+        ],
+    );
+    server.ready().await;
+    let (status, _) = push(&server, &envelope("big.csv", generation, bytes.len() as u64)).await;
+    assert!((200..300).contains(&status), "{status}");
+    let m = manifest(&fake, "big.csv", generation, Duration::from_secs(120)).await;
+    assert_eq!(m["status"], "scored", "{m}");
+    assert_eq!(m["outputs"]["format"], "parquet");
+    let shards = m["outputs"]["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let name = shard["name"].as_str().unwrap();
+        assert!(
+            name.ends_with(&format!("predictions-{i:05}-of-00004.parquet")),
+            "{name}"
+        );
+        let path = dir.path().join(format!("{i}.parquet"));
+        std::fs::write(&path, fake.get_object("out-bucket", name).await.unwrap()).unwrap();
+        files.push(path.to_str().unwrap().to_owned());
+    }
+    let script = r#"
+import duckdb, json, sys
+con = duckdb.connect()
+out = []
+for f in sys.argv[1:]:
+    rows = con.execute("SELECT probability, row_number FROM read_parquet(?)", [f]).fetchall()
+    out.append({"p": [repr(r[0]) for r in rows], "numbered": sum(r[1] is not None for r in rows),
+                "first": rows[0][1] if rows else None})
+print(json.dumps(out))
+"#;
+    let run = Command::new(consumer_python())
+        .arg("-c")
+        .arg(script)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let read: Value = serde_json::from_slice(&run.stdout).unwrap();
+    let probabilities: Vec<String> = read
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["p"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(probabilities.len(), reference.len());
+    for (i, (got, want)) in probabilities.iter().zip(&reference).enumerate() {
+        assert_eq!(
+            got.parse::<f64>().unwrap(),
+            want.parse::<f64>().unwrap(),
+            "row {}",
+            i + 1
+        );
+    }
+    let first = &read[0];
+    assert_eq!(first["first"], 1);
+    assert_eq!(
+        first["numbered"].as_u64(),
+        Some(first["p"].as_array().unwrap().len() as u64)
+    );
+    for later in &read.as_array().unwrap()[1..] {
+        assert_eq!(later["numbered"], 0, "a later range cannot know its row numbers");
+    }
 }

@@ -24,7 +24,7 @@ const PROJECT: &str = "scorer-test";
 
 /// The shipped SCL file with a rejected row every 997 rows, a quoted field
 /// holding the delimiter, and CRLF line ends: about 1.9 MB.
-fn input_file() -> Vec<u8> {
+pub(crate) fn input_file() -> Vec<u8> {
     let text = std::fs::read_to_string(data("scl_flights_2017.csv")).unwrap();
     let mut out = String::new();
     for (i, line) in text.lines().enumerate() {
@@ -41,7 +41,7 @@ fn input_file() -> Vec<u8> {
 }
 
 /// `scorer score` of `bytes`: (predictions, errors).
-fn inline(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn inline(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.csv");
     std::fs::write(&input, bytes).unwrap();
@@ -84,7 +84,7 @@ async fn joined_shards(fake: &FakeGcs, manifest: &Value) -> Vec<u8> {
     joined
 }
 
-async fn manifest(fake: &FakeGcs, name: &str, generation: i64, timeout: Duration) -> Value {
+pub(crate) async fn manifest(fake: &FakeGcs, name: &str, generation: i64, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(bytes) = fake
@@ -98,14 +98,14 @@ async fn manifest(fake: &FakeGcs, name: &str, generation: i64, timeout: Duration
     }
 }
 
-async fn storage() -> FakeGcs {
+pub(crate) async fn storage() -> FakeGcs {
     let fake = FakeGcs::start(FakeGcsOptions::default()).await;
     fake.create_bucket("in-bucket").await;
     fake.create_bucket("out-bucket").await;
     fake
 }
 
-fn server(fake: &FakeGcs, env: &[(&str, &str)]) -> Server {
+pub(crate) fn server(fake: &FakeGcs, env: &[(&str, &str)]) -> Server {
     let mut all = vec![
         ("STORAGE_EMULATOR_HOST", fake.endpoint.as_str()),
         ("INPUT_BUCKET", "in-bucket"),
@@ -118,14 +118,14 @@ fn server(fake: &FakeGcs, env: &[(&str, &str)]) -> Server {
     Server::start(&[], &all)
 }
 
-fn envelope(name: &str, generation: i64, size: u64) -> Value {
+pub(crate) fn envelope(name: &str, generation: i64, size: u64) -> Value {
     scorer::event::notification::Notification::finalize("in-bucket", name, generation)
         .size(size)
         .time("2026-01-01T00:00:00Z")
         .push_envelope("1", "projects/p/subscriptions/s")
 }
 
-async fn push(server: &Server, body: &Value) -> (u16, Value) {
+pub(crate) async fn push(server: &Server, body: &Value) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(server.url("/"))
         .json(body)
@@ -137,7 +137,7 @@ async fn push(server: &Server, body: &Value) -> (u16, Value) {
 }
 
 /// Shard bytes that cut `size` into `tasks` tasks.
-fn shard_bytes(size: usize, tasks: usize) -> String {
+pub(crate) fn shard_bytes(size: usize, tasks: usize) -> String {
     size.div_ceil(tasks).to_string()
 }
 

@@ -257,7 +257,11 @@ fn parse_record(
     let object: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(text) {
         Ok(object) => object,
         Err(e) => {
-            let what = if e.is_data() { "not a JSON object" } else { "not valid JSON" };
+            let what = if e.is_data() {
+                "not a JSON object"
+            } else {
+                "not valid JSON"
+            };
             return Err((String::new(), String::new(), format!("the line is {what}: {e}")));
         }
     };
@@ -265,17 +269,16 @@ fn parse_record(
     for (name, feature) in names.iter().zip(features) {
         match object.get(*name) {
             None if *feature => {
-                return Err((
-                    (*name).to_owned(),
-                    String::new(),
-                    format!("missing feature {name}"),
-                ));
+                return Err(((*name).to_owned(), String::new(), format!("missing feature {name}")));
             }
             Some(value @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) if *feature => {
                 return Err((
                     (*name).to_owned(),
                     value.to_string(),
-                    format!("{name} holds {}, not a value", if value.is_array() { "an array" } else { "an object" }),
+                    format!(
+                        "{name} holds {}, not a value",
+                        if value.is_array() { "an array" } else { "an object" }
+                    ),
                 ));
             }
             value => values.push(value.and_then(value_text)),

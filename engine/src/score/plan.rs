@@ -274,10 +274,7 @@ impl Plan {
         if rows.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Scored {
-            bytes,
-            rows,
-        }))
+        Ok(Some(Scored { bytes, rows }))
     }
 
     /// polars pads a short (ragged) record with nulls instead of failing, so

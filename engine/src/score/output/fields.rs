@@ -60,7 +60,11 @@ pub struct JsonFields {
 impl JsonFields {
     fn split(&mut self, record: &[u8]) {
         let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(record).unwrap_or_default();
-        self.values = self.names.iter().map(|name| object.get(name).and_then(value_text)).collect();
+        self.values = self
+            .names
+            .iter()
+            .map(|name| object.get(name).and_then(value_text))
+            .collect();
     }
 }
 
