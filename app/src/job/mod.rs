@@ -184,7 +184,7 @@ impl JobRunner {
     ) -> ScoreOptions {
         let output = self.outputs.options(|| crate::score::Provenance {
             source_uri: self.input.uri(object.name.as_str()),
-            source_generation: object.generation.get() as i64,
+            source_generation: object.generation.get(),
             model_version: self.model.version().to_owned(),
             scored_at_micros: started_at
                 .duration_since(std::time::UNIX_EPOCH)

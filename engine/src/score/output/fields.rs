@@ -7,7 +7,8 @@ use std::borrow::Cow;
 
 /// Splits records of either input kind.
 pub enum Fields {
-    Csv(CsvFields),
+    /// Boxed: the CSV reader's state is large.
+    Csv(Box<CsvFields>),
     Json(JsonFields),
 }
 
@@ -21,7 +22,7 @@ impl Fields {
                 values: Vec::new(),
             })
         } else {
-            Fields::Csv(CsvFields::new(delimiter))
+            Fields::Csv(Box::new(CsvFields::new(delimiter)))
         }
     }
 
