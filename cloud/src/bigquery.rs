@@ -222,6 +222,9 @@ impl LoadRequest {
                 load = load
                     .set_skip_leading_rows(i32::try_from(*skip_leading_rows).unwrap_or(i32::MAX))
                     .set_field_delimiter(field_delimiter.to_string())
+                    // CSV predictions pass input records through as they
+                    // came, quoted line breaks included.
+                    .set_allow_quoted_newlines(true)
                     .set_autodetect(false)
                     .set_ignore_unknown_values(false);
             }
@@ -302,30 +305,45 @@ impl BigQueryLoads {
     }
 
     /// The job that holds `load`'s id, read back after a 409: it must be a
-    /// load into the same table.
+    /// load into the same table. A job that cannot be read back (403:
+    /// `roles/bigquery.jobUser` reads only the jobs its own account started,
+    /// and the push service and the job's tasks run as two accounts; 404: a
+    /// regional job read without its location) is taken as the same load:
+    /// the 409 proved the id is used, and the ids are derived from the
+    /// table and the input, so only this load makes it.
     async fn existing(&self, load: &LoadRequest) -> Result<LoadJob, CloudError> {
         let what = format!(
             "BigQuery answered that load job {} exists; reading it back",
             load.job_id
         );
-        let job = self
+        let read = self
             .jobs
             .get_job()
             .set_project_id(&load.table.project)
             .set_job_id(&load.job_id)
             .set_location(load.location.clone().unwrap_or_default())
             .send()
-            .await
-            .map_err(|e| {
-                let hint = match (e.http_status_code(), &load.location) {
-                    (Some(404), None) => " (outside the US and EU multi-regions, reading a job needs its location)",
-                    _ => "",
-                };
-                match CloudError::classify(&what, &e) {
-                    CloudError::Transient(text) => CloudError::Transient(text),
-                    CloudError::Permanent(text) => CloudError::Permanent(format!("{text}{hint}")),
-                }
-            })?;
+            .await;
+        if let Err(e) = &read
+            && matches!(e.http_status_code(), Some(403 | 404))
+        {
+            return Ok(LoadJob {
+                project: load.table.project.clone(),
+                job_id: load.job_id.clone(),
+                location: load.location.clone(),
+                already_existed: true,
+            });
+        }
+        let job = read.map_err(|e| {
+            let hint = match (e.http_status_code(), &load.location) {
+                (Some(404), None) => " (outside the US and EU multi-regions, reading a job needs its location)",
+                _ => "",
+            };
+            match CloudError::classify(&what, &e) {
+                CloudError::Transient(text) => CloudError::Transient(text),
+                CloudError::Permanent(text) => CloudError::Permanent(format!("{text}{hint}")),
+            }
+        })?;
         let table = job
             .configuration
             .as_ref()

@@ -368,3 +368,12 @@ fn gzip_json_lines_are_read_too() {
     assert_eq!((summary.format.kind, summary.format.compression), ("jsonl", "gzip"));
     assert_eq!(summary.rows_scored as usize, kept);
 }
+
+#[test]
+fn a_first_object_without_a_feature_rejects_that_line_only() {
+    let input = b"{\"OPERA\": \"Grupo LATAM\", \"MES\": 3}\n{\"OPERA\": \"Grupo LATAM\", \"TIPOVUELO\": \"I\", \"MES\": 3, \"atraso_15\": 1}\n";
+    let (_, summary, rejects) = run(input, OutputOptions::default(), 1 << 20);
+    assert_eq!((summary.rows_scored, summary.rows_rejected), (1, 1));
+    assert_eq!((rejects[0].line, rejects[0].column.as_str()), (1, "TIPOVUELO"));
+    assert_eq!(summary.labelled_rows, 1);
+}

@@ -10,7 +10,7 @@ use crate::score::{OutputFormat, OutputOptions, Provenance};
 pub struct OutputArgs {
     /// Format of the predictions object: `csv` (every input record as it
     /// came, the new columns appended), `jsonl` (one JSON object per row)
-    /// or `parquet` (typed columns, zstd, one row group per chunk).
+    /// or `parquet` (typed columns, zstd, row groups of 65,536 rows).
     #[arg(
         long = "output-format",
         env = "OUTPUT_FORMAT",
@@ -29,7 +29,8 @@ pub struct OutputArgs {
     pub provenance: String,
     /// Load each committed file's predictions into this BigQuery table
     /// (`project.dataset.table`, created beforehand): a load job whose id
-    /// is derived from the input generation, so it runs once.
+    /// is derived from the table and the input generation, so it runs
+    /// once. Needs PROVENANCE on (the default for parquet and jsonl).
     #[arg(long, env = "BIGQUERY_TABLE", value_name = "PROJECT.DATASET.TABLE")]
     pub bigquery_table: Option<String>,
     /// The BigQuery location of the dataset (e.g. `EU`), for the load jobs.
@@ -98,10 +99,7 @@ impl OutputSettings {
         let bigquery = match args.bigquery_table.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             None => None,
             Some(table) => {
-                let parts: Vec<&str> = table.split('.').collect();
-                if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
-                    return Err(err("BIGQUERY_TABLE", format!("{table:?} is not PROJECT.DATASET.TABLE")));
-                }
+                scorer_cloud::bigquery::TableRef::parse(table).map_err(|e| err("BIGQUERY_TABLE", e.to_string()))?;
                 if !provenance {
                     return Err(err(
                         "BIGQUERY_TABLE",

@@ -66,7 +66,24 @@ pub struct LoadRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedRecord {
     pub topic: String,
+    /// Empty when the topic refused the message.
     pub message_id: String,
+    /// Set when the topic refused the message (it will not be retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A publish error retrying cannot mend: the topic is not there, or this
+/// account may not publish to it, or the message is refused.
+fn is_permanent(e: &google_cloud_pubsub::error::PublishError) -> bool {
+    use google_cloud_gax::error::rpc::Code;
+    let google_cloud_pubsub::error::PublishError::Rpc(e) = e else {
+        return false;
+    };
+    matches!(
+        e.status().map(|s| s.code),
+        Some(Code::NotFound | Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition)
+    ) || matches!(e.http_status_code(), Some(400 | 403 | 404))
 }
 
 /// The message on the results topic.
@@ -90,11 +107,12 @@ pub struct ResultMessage<'a> {
     pub bigquery: Option<&'a LoadRecord>,
 }
 
-/// The load job id of one input generation: the same for every delivery.
-/// BigQuery allows letters, digits, `_` and `-`, up to 1,024 characters; the
-/// name is hashed so any object name fits.
-pub fn load_job_id(bucket: &str, name: &str, generation: &str) -> String {
-    let digest = Sha256::digest(format!("{bucket}/{name}").as_bytes());
+/// The load job id of one input generation into one table: the same for
+/// every delivery (two deployments loading the same inputs into two tables
+/// get two ids). BigQuery allows letters, digits, `_` and `-`, up to 1,024
+/// characters; table and name are hashed so any of them fits.
+pub fn load_job_id(table: &str, bucket: &str, name: &str, generation: &str) -> String {
+    let digest = Sha256::digest(format!("{table}\n{bucket}/{name}").as_bytes());
     format!("scorer_{}_{generation}", &hex::encode(digest)[..32])
 }
 
@@ -107,10 +125,18 @@ impl JobRunner {
         object: &crate::event::ObjectRef,
         result: Result<super::Outcome, JobError>,
     ) -> Result<super::Outcome, JobError> {
-        if let Ok(super::Outcome::Committed(manifest) | super::Outcome::Duplicate(manifest)) = &result {
-            self.after_commit(&self.names(object), manifest)
-                .await
-                .map_err(|e| JobError::Transient(format!("committed, but what follows the commit failed: {e}")))?;
+        if let Ok(super::Outcome::Committed(manifest) | super::Outcome::Duplicate(manifest)) = &result
+            && let Err(e) = self.after_commit(&self.names(object), manifest).await
+        {
+            tracing::warn!(
+                input_uri = %manifest.input.uri,
+                generation = %manifest.input.generation,
+                error = %e,
+                "committed, but what follows the commit failed; the delivery will be retried"
+            );
+            return Err(JobError::Transient(format!(
+                "committed, but what follows the commit failed: {e}"
+            )));
         }
         result
     }
@@ -120,6 +146,10 @@ impl JobRunner {
     pub(super) async fn after_commit(&self, names: &OutputNames, manifest: &Manifest) -> Result<(), JobError> {
         if self.follow_ups.bigquery.is_none() && self.follow_ups.results.is_none() {
             return Ok(());
+        }
+        // An instance going away leaves them to the redelivery.
+        if self.shutdown.is_cancelled() {
+            return Err(JobError::Transient("the instance is shutting down".into()));
         }
         let load = match &self.follow_ups.bigquery {
             Some(target) if manifest.status == Status::Scored => Some(self.load(target, names, manifest).await?),
@@ -173,7 +203,12 @@ impl JobRunner {
             },
         };
         let request = LoadRequest {
-            job_id: load_job_id(&manifest.input.bucket, &manifest.input.name, &manifest.input.generation),
+            job_id: load_job_id(
+                &target.settings.table,
+                &manifest.input.bucket,
+                &manifest.input.name,
+                &manifest.input.generation,
+            ),
             location: target.settings.location.clone(),
             source_uris: source_uris.clone(),
             format,
@@ -260,15 +295,29 @@ impl JobRunner {
             ("name", manifest.input.name.as_str()),
             ("generation", manifest.input.generation.as_str()),
         ];
-        let message_id = results
+        let published = results
             .publisher
             .publish(Message::new().set_data(data).set_attributes(attributes))
-            .await
-            .map_err(|e| JobError::Transient(format!("publishing to {}: {e}", results.topic)))?;
-        tracing::info!(topic = %results.topic, message_id = %message_id, "results message published");
-        let record = PublishedRecord {
-            topic: results.topic.clone(),
-            message_id,
+            .await;
+        let record = match published {
+            Ok(message_id) => {
+                tracing::info!(topic = %results.topic, message_id = %message_id, "results message published");
+                PublishedRecord {
+                    topic: results.topic.clone(),
+                    message_id,
+                    error: None,
+                }
+            }
+            Err(e) if is_permanent(&e) => {
+                // No such topic, no right to it: retrying cannot mend it.
+                tracing::error!(topic = %results.topic, error = %e, "the results topic refused the message; it will not be retried");
+                PublishedRecord {
+                    topic: results.topic.clone(),
+                    message_id: String::new(),
+                    error: Some(e.to_string()),
+                }
+            }
+            Err(e) => return Err(JobError::Transient(format!("publishing to {}: {e}", results.topic))),
         };
         self.put_record(&record_name, &record).await?;
         Ok(())
@@ -281,10 +330,11 @@ mod tests {
 
     #[test]
     fn load_job_ids_are_per_generation_and_valid() {
-        let a = load_job_id("in", "flights/2026-11.csv", "17");
-        assert_eq!(a, load_job_id("in", "flights/2026-11.csv", "17"));
-        assert_ne!(a, load_job_id("in", "flights/2026-11.csv", "18"));
-        assert_ne!(a, load_job_id("in2", "flights/2026-11.csv", "17"));
+        let a = load_job_id("p.d.t", "in", "flights/2026-11.csv", "17");
+        assert_eq!(a, load_job_id("p.d.t", "in", "flights/2026-11.csv", "17"));
+        assert_ne!(a, load_job_id("p.d.t", "in", "flights/2026-11.csv", "18"));
+        assert_ne!(a, load_job_id("p.d.t", "in2", "flights/2026-11.csv", "17"));
+        assert_ne!(a, load_job_id("p.d.t2", "in", "flights/2026-11.csv", "17"));
         assert!(
             a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
             "{a}"

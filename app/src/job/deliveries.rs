@@ -58,12 +58,12 @@ impl JobRunner {
             let names = self.names(object);
             let result = match self.find_manifest(&names).await {
                 Ok(None) => None,
-                Ok(Some(manifest)) => Some(self.followed(object, Ok(Outcome::Duplicate(Box::new(manifest)))).await),
+                Ok(Some(manifest)) => Some(Ok(Outcome::Duplicate(Box::new(manifest)))),
                 Err(e) => Some(Err(e)),
             };
             if let Some(result) = result {
                 summary::record(self, object, &result, started.elapsed());
-                return Handled::Finished(result);
+                return Handled::Finished(self.followed(object, result).await);
             }
         }
         enum Role {
@@ -135,9 +135,9 @@ impl JobRunner {
         let names = self.names(object);
         match self.find_manifest(&names).await {
             Ok(Some(manifest)) => {
-                let result = self.followed(object, Ok(Outcome::Duplicate(Box::new(manifest)))).await;
+                let result = Ok(Outcome::Duplicate(Box::new(manifest)));
                 summary::record(self, object, &result, started.elapsed());
-                Handled::Finished(result)
+                Handled::Finished(self.followed(object, result).await)
             }
             _ => Handled::NoFreeSlot,
         }
@@ -166,8 +166,9 @@ impl JobRunner {
                 Err(JobError::Internal(format!("the job panicked: {message}")))
             });
         self.metrics.jobs_in_flight.dec();
-        let result = self.followed(object, result).await;
+        // The summary says what the job did; what follows a commit is
+        // logged on its own, and its failure only asks for a redelivery.
         summary::record(self, object, &result, started.elapsed());
-        result
+        self.followed(object, result).await
     }
 }

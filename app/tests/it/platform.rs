@@ -434,3 +434,41 @@ print(json.dumps(out))
         assert_eq!(later["numbered"], 0, "a later range cannot know its row numbers");
     }
 }
+
+/// A results topic that does not exist cannot be mended by retrying: the
+/// commit stands, the refusal is recorded beside the manifest and logged,
+/// and the delivery is acknowledged rather than retried until it is
+/// dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_results_topic_that_is_not_there_is_recorded_not_retried_forever() {
+    let topic = format!("projects/{PROJECT}/topics/no-such-topic");
+    let c = chain(&[("RESULTS_TOPIC", topic.as_str())]).await;
+    gsutil_cp(&c.fake, &data("scl_flights_2017.csv"), "gs://in-bucket/a.csv").await;
+    let manifest = manifest_of(&c.fake, "a.csv", Duration::from_secs(120)).await;
+    assert_eq!(manifest["status"], "scored");
+    let generation = manifest["input"]["generation"].as_str().unwrap().to_owned();
+    let record = loop {
+        if let Some(bytes) = c
+            .fake
+            .get_object("out-bucket", &format!("a.csv/{generation}/results.json"))
+            .await
+        {
+            break serde_json::from_slice::<Value>(&bytes).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(record["message_id"], "");
+    assert!(record["error"].as_str().is_some_and(|e| !e.is_empty()), "{record}");
+    c.server
+        .logs_matching(1, |l| {
+            l["severity"] == "ERROR" && l["message"] == "the results topic refused the message; it will not be retried"
+        })
+        .await;
+    // Acknowledged: nothing reaches the dead-letter topic, one summary.
+    assert!(c.pubsub.pull(PROJECT, "gcs-events-dead-pull", 10).await.is_empty());
+    let summaries = c
+        .server
+        .logs_matching(1, |l| l["message"] == "job summary" && l["outcome"] == "scored")
+        .await;
+    assert_eq!(summaries.len(), 1);
+}

@@ -199,6 +199,7 @@ async fn a_csv_load_skips_the_header_with_its_delimiter_and_neither_guesses_nor_
     assert_eq!(config["sourceFormat"], "CSV");
     assert_eq!(config["skipLeadingRows"], 1);
     assert_eq!(config["fieldDelimiter"], ";");
+    assert_eq!(config["allowQuotedNewlines"], true);
     assert_eq!(config["autodetect"], false);
     assert_eq!(config["ignoreUnknownValues"], false);
     assert_eq!(config["writeDisposition"], "WRITE_APPEND");
@@ -209,7 +210,7 @@ async fn a_csv_load_skips_the_header_with_its_delimiter_and_neither_guesses_nor_
     );
     assert_eq!(
         config.as_object().map(|o| o.len()),
-        Some(9),
+        Some(10),
         "nothing else is set: {config}"
     );
 }

@@ -1,7 +1,8 @@
 //! JSON Lines input: one object per line, streamed in chunks like CSV, in
 //! bounded memory whatever the file size.
 //!
-//! The file's columns are the keys of its first object, in their order
+//! The file's columns are the keys of its first object, in their order,
+//! then the model's features and label if the first object lacks them
 //! (what CSV and Parquet outputs hold; a JSON Lines output passes every
 //! object through whole). Each line is one record: a line that is not a
 //! JSON object, lacks one of the model's features, or gives a feature an
@@ -136,6 +137,16 @@ pub(super) fn score(
             }
         }
     };
+    // Writers that leave out null values (`omitempty`, BigQuery's JSON
+    // export) may leave a feature out of the first object too: the model's
+    // columns are the file's whether or not the first line has them, and
+    // each line without a feature is rejected on its own.
+    let mut columns = columns;
+    for name in model.required_columns().chain(std::iter::once(model.target())) {
+        if !columns.iter().any(|c| c == name) {
+            columns.push(name.to_owned());
+        }
+    }
     let plan = Plan::new(model, &columns, b',', options)?;
     let names: Vec<&str> = plan.projection().iter().map(|&i| columns[i].as_str()).collect();
     let features: Vec<bool> = names

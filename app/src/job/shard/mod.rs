@@ -197,10 +197,30 @@ impl JobRunner {
     /// Runs one task of the execution scoring `object`.
     pub async fn run_task(&self, object: &ObjectRef, task: &Task) -> Result<TaskOutcome, JobError> {
         let outcome = self.run_task_once(object, task).await?;
-        if let TaskOutcome::Committed(manifest) | TaskOutcome::Duplicate(manifest) = &outcome {
-            self.after_commit(&self.names(object), manifest).await?;
-        }
+        self.task_follow_ups(object, &outcome).await?;
         Ok(outcome)
+    }
+
+    /// What follows the commit, from a task: the task that committed fails
+    /// (to be retried) if it cannot do it; one that found the commit done
+    /// (it mends a committer that died after its commit) only says so, so
+    /// that a BigQuery or Pub/Sub blip does not fail idle tasks.
+    async fn task_follow_ups(&self, object: &ObjectRef, outcome: &TaskOutcome) -> Result<(), JobError> {
+        let (manifest, committed) = match outcome {
+            TaskOutcome::Committed(m) => (m, true),
+            TaskOutcome::Duplicate(m) => (m, false),
+            _ => return Ok(()),
+        };
+        match self.after_commit(&self.names(object), manifest).await {
+            Ok(()) => Ok(()),
+            Err(e) if committed => Err(JobError::Transient(format!(
+                "committed, but what follows the commit failed: {e}"
+            ))),
+            Err(e) => {
+                tracing::warn!(error = %e, "what follows the commit failed; a later delivery or task retries it");
+                Ok(())
+            }
+        }
     }
 
     async fn run_task_once(&self, object: &ObjectRef, task: &Task) -> Result<TaskOutcome, JobError> {
@@ -292,6 +312,16 @@ impl JobRunner {
     /// execution finds every range recorded commits the scored input; a
     /// report now would turn finished work into a failure.
     pub async fn fail_task(&self, object: &ObjectRef, task: &Task, why: &str) -> Result<TaskOutcome, JobError> {
+        let outcome = self.fail_task_once(object, task, why).await?;
+        // Best effort: this is the last attempt; what cannot be done now
+        // is left to a redelivery (and said).
+        if let Err(e) = self.task_follow_ups(object, &outcome).await {
+            tracing::error!(error = %e, "what follows the commit failed on the task's last attempt");
+        }
+        Ok(outcome)
+    }
+
+    async fn fail_task_once(&self, object: &ObjectRef, task: &Task, why: &str) -> Result<TaskOutcome, JobError> {
         let names = self.names(object);
         if let Some(manifest) = self.find_manifest(&names).await? {
             return Ok(TaskOutcome::Duplicate(Box::new(manifest)));

@@ -7,8 +7,8 @@
 //!   pass-through); with another delimiter asked for, every field
 //!   re-serialised;
 //! - [`jsonl`]: one JSON object per row, the header's names as keys;
-//! - [`parquet`]: one row group per chunk, typed columns, zstd-compressed,
-//!   written as the chunks come so memory stays flat.
+//! - [`parquet`]: row groups of a fixed number of rows, typed columns,
+//!   zstd-compressed, each written when complete so memory stays flat.
 //!
 //! Each is a [`Sink`] over the output stream, fed the chunks in file order by
 //! the pipeline's writer thread.

@@ -31,6 +31,8 @@ pub struct ParquetSink<'w> {
     /// [provenance...].
     appended: Vec<PlSmallStr>,
     provenance: Option<Provenance>,
+    /// The schema has an `explanation` column.
+    explain: bool,
     schema: Schema,
 }
 
@@ -81,6 +83,7 @@ impl<'w> ParquetSink<'w> {
             input_names,
             appended,
             provenance,
+            explain,
             schema,
         })
     }
@@ -127,7 +130,7 @@ impl Sink for ParquetSink<'_> {
                 .map(|r| i64::from(r.prediction))
                 .collect::<Vec<i64>>(),
         ));
-        if scored.rows.first().is_some_and(|r| r.explanation.is_some()) {
+        if self.explain {
             columns.push(Column::new(
                 name(),
                 scored
