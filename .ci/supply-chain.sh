@@ -63,6 +63,9 @@ BASELINE=".secrets.baseline"
 #                              envelope), events/src/cloudevent/tests.rs (Google's
 #                              sample object resource: customerEncryption's
 #                              keySha256 is the public digest of a sample key)
+#   cloud/tests/it/bigquery.rs "Base64 High Entropy String": the URL path of a
+#                              BigQuery load job id built from a test bucket,
+#                              object name and generation; no secret
 #                              "Base64 High Entropy String": example message
 #                              bodies and digests from Google's documentation
 #                              samples; no secret
