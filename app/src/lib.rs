@@ -1,6 +1,6 @@
 //! scorer: an event-driven batch scorer.
 //!
-//! A CSV lands in a Cloud Storage bucket, Cloud Storage notifies Pub/Sub,
+//! A CSV (or JSON Lines) file lands in a Cloud Storage bucket, Cloud Storage notifies Pub/Sub,
 //! Pub/Sub pushes to this service, and every row leaves scored by a logistic
 //! regression into an output bucket: exactly one complete set of outputs per
 //! input object generation. The same binary runs the whole pipeline locally
@@ -10,7 +10,7 @@
 //! # Layout
 //!
 //! Data flows one way: push -> event -> job -> read -> score -> write ->
-//! manifest. Four crates:
+//! manifest (-> BigQuery load, results message). Four crates:
 //!
 //! - `scorer-events` (re-exported as [`event`]): the push envelope, the
 //!   Eventarc CloudEvent and the storage notification, parsed into types
@@ -19,8 +19,9 @@
 //!   polars engine (byte stream in, predictions and rejected rows out, in
 //!   bounded memory) and the model (artifact, fit, evaluation). No I/O
 //!   beyond the streams it is given.
-//! - `scorer-cloud` (used only by [`dispatch::cloud_run`]): the Cloud Run
-//!   Admin API client (start an execution, read its state).
+//! - `scorer-cloud` (used by [`dispatch::cloud_run`] and
+//!   [`job::after_commit`]): the Cloud Run Admin API client (start an
+//!   execution, read its state) and BigQuery load jobs.
 //! - `scorer` (this crate): the service and the command line (`cli/`,
 //!   beside `main.rs`). Its rooms, in the order data meets them:
 //!
@@ -31,7 +32,8 @@
 //! - [`job`]: one input generation to exactly one committed output set
 //!   (deliveries, the run, the commit, the summary log entry); for an input
 //!   too large to score in a push request, the dispatch of a job execution
-//!   and each task's range ([`job::shard`]).
+//!   and each task's range ([`job::shard`]); after a commit, the BigQuery
+//!   load and the results message ([`job::after_commit`]).
 //! - [`dispatch`]: starting job executions: Cloud Run Jobs, or a pool of
 //!   local `scorer shard` processes.
 //! - [`lease`]: who is scoring an input, so redeliveries do not rescore.
@@ -44,7 +46,8 @@
 //! - [`notifier`]: the local stand-in for Cloud Storage + Pub/Sub.
 //! - [`operator`]: operator tools: reconcile what has no outputs, redrive
 //!   dead letters.
-//! - [`config`]: environment and flags, parsed into settings;
+//! - [`config`]: environment and flags, parsed into settings (the
+//!   outputs' format, BigQuery and results topic in [`config::output`]);
 //!   [`startup`]: settings to a bound listener, a loading model and the
 //!   dispatcher for large inputs.
 //! - [`telemetry`]: Cloud Logging JSON logs and Prometheus metrics;
@@ -75,10 +78,14 @@
 //!   requests apart (and its OpenAPI annotations, `docs/openapi.json`
 //!   regenerated); the job side is unchanged.
 //! - An input format: a [`format::Format`] case (`Format::for_object`),
-//!   a reader and writer in the engine's `score` and a `match` on the
-//!   format in `score::score` (today CSV only); then the `.csv` names in
-//!   [`layout`], the content types in `job::run` and `job::commit`, and
-//!   `Sharding::tasks_for` (only CSV can be cut into ranges).
+//!   its detection in the engine's `score::input` (JSON Lines: a first
+//!   `{`) and its reader beside `score::jsonl`, branching in
+//!   `score::pipeline::score`; `score::shard::splittable` says whether it
+//!   can be cut into ranges (only CSV can).
+//! - An output format: an [`score::OutputFormat`] case, a sink in the
+//!   engine's `score::output`, its extension and content type there (the
+//!   layout and the uploads use them), its BigQuery source format in
+//!   [`job::after_commit`].
 //! - A setting of `serve`: `config::args` (flag and env), `config`
 //!   (`Settings` and `from_args`), its consumer in [`startup`] or the
 //!   route's state; if tasks need it, the shared task environment in

@@ -10,9 +10,11 @@
 //!   ([`score::chunker`], with the record rules it shares in
 //!   [`score::records`]), plan and score each chunk with polars
 //!   ([`score::plan`], [`score::logit`]), write the records with their
-//!   scores ([`score::writer`]) and the rejected rows ([`score::rejects`]),
+//!   scores in the format asked for, CSV, JSON Lines or Parquet
+//!   ([`score::output`]), and the rejected rows ([`score::rejects`]),
 //!   overlapped on three threads ([`score::pipeline`]); one byte range of
 //!   a CSV scored alone, for the shard job's tasks ([`score::shard`]).
+//!   JSON Lines input is read line by line instead (`score::jsonl`).
 //! - [`model`]: the logistic regression: its JSON artifact
 //!   ([`model::artifact`]), one row's logit ([`model::Model::logit`]), the
 //!   fit with smartcore's L-BFGS ([`model::fit`]) from training data read

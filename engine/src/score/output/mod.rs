@@ -15,8 +15,8 @@
 
 pub mod csv;
 pub(crate) mod fields;
-mod jsonl;
-mod parquet;
+pub mod jsonl;
+pub mod parquet;
 
 use std::io::Write;
 use std::str::FromStr;
@@ -158,8 +158,8 @@ pub struct Shape<'a> {
     pub delimiter: u8,
     /// The input is JSON Lines: records are objects, not delimited text.
     pub json_lines: bool,
-    /// Appended after the input's columns: probability, prediction,
-    /// [explanation], [provenance...].
+    /// Appended after the input's columns: probability, prediction, then
+    /// explanation and the provenance columns when asked for.
     pub output_columns: &'a [String],
 }
 
