@@ -7,7 +7,9 @@
 # cached in $SCORER_CACHE_DIR/bench-data/). For each pair, in turn:
 # `scorer score --format parquet` and bench/baselines/polars_py.py
 # --format parquet (lazy scan_csv -> sink_parquet, zstd), then our CSV and
-# JSON Lines outputs. Prints each run's wall time and peak RSS (GNU time),
+# JSON Lines outputs; then Parquet in: the input's rows written once as
+# Parquet (by polars, zstd), scored by each into Parquet (polars:
+# scan_parquet, every column cast to text as the CSV side reads it). Prints each run's wall time and peak RSS (GNU time),
 # the medians and the ratios ours / polars (below 1: ours is faster or
 # smaller). Then reads our Parquet back with DuckDB, as a consumer would,
 # and checks it holds the CSV output's rows and probabilities exactly;
@@ -58,6 +60,13 @@ for _ in $(seq "$pairs"); do
   run ours_csv "$scorer" score "$input" --out "$work/ours.csv"
   run ours_jsonl "$scorer" score "$input" --out "$work/ours.jsonl" --provenance off
 done
+# Parquet in: the raw rows as Parquet (written once, by polars), scored by each.
+"$py" -c 'import polars as pl, sys; pl.scan_csv(sys.argv[1], infer_schema=False).sink_parquet(sys.argv[2], compression="zstd")' \
+  "$input" "$work/input.parquet"
+for _ in $(seq "$pairs"); do
+  run ours_parquet_in "$scorer" score "$work/input.parquet" --out "$work/ours_in.parquet" --provenance off
+  run polars_parquet_in "$py" "$here/baselines/polars_py.py" "$work/input.parquet" --model "$root/data/model.json" --out "$work/polars_in.parquet" --format parquet
+done
 
 "$py" - "$work/times" <<'PY'
 import statistics, sys
@@ -70,6 +79,8 @@ for n, (w, k) in med.items():
     print(f"{n:16} median wall {w:6.2f} s   peak RSS {k / 1024:7.0f} MiB   ({len(runs[n])} runs)")
 ow, ok = med["ours_parquet"]; pw, pk = med["polars_parquet"]
 print(f"Parquet out, ours / Python polars: wall {ow / pw:.2f}, peak memory {ok / pk:.2f}")
+ow, ok = med["ours_parquet_in"]; pw, pk = med["polars_parquet_in"]
+print(f"Parquet in and out, ours / Python polars: wall {ow / pw:.2f}, peak memory {ok / pk:.2f}")
 PY
 for f in ours.parquet polars.parquet ours.csv ours.jsonl; do
   printf '%-15s %s\n' "$f" "$(du -h "$work/$f" | cut -f1)"

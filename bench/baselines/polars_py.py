@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     art = artifact.load(a.model)
 
-    lf = pl.scan_csv(a.input, infer_schema=False)
+    if a.input.endswith(".parquet"):
+        # The columns as stored; the model's categorical levels are strings.
+        lf = pl.scan_parquet(a.input).with_columns(pl.all().cast(pl.String))
+    else:
+        lf = pl.scan_csv(a.input, infer_schema=False)
     names = lf.collect_schema().names()
     missing = [f.name for f in art.categorical if f.name not in names]
     if missing:

@@ -13,12 +13,17 @@ pub enum Format {
     /// One JSON object per line, optionally gzip-compressed (`.jsonl`,
     /// `.ndjson`, and `.gz` of either).
     JsonLines,
+    /// Apache Parquet (`.parquet`), read by ranges, never streamed whole.
+    Parquet,
 }
 
 impl Format {
     /// The format an object's name says it is in, if any (case-insensitive).
     pub fn for_object(name: &str) -> Option<Format> {
         let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".parquet") {
+            return Some(Format::Parquet);
+        }
         let lower = lower.strip_suffix(".gz").unwrap_or(&lower);
         if lower.ends_with(".csv") {
             Some(Format::Csv)
@@ -30,7 +35,7 @@ impl Format {
     }
 
     /// What the name must end with, for messages.
-    pub const ACCEPTED: &'static str = ".csv, .jsonl or .ndjson (or .gz of one)";
+    pub const ACCEPTED: &'static str = ".csv, .jsonl or .ndjson (or .gz of one), or .parquet";
 }
 
 #[cfg(test)]
@@ -48,6 +53,8 @@ mod tests {
             ("a.gz", None),
             ("events/x.jsonl", Some(Format::JsonLines)),
             ("x.NDJSON.gz", Some(Format::JsonLines)),
+            ("y/z.parquet", Some(Format::Parquet)),
+            ("y/z.parquet.gz", None),
         ] {
             assert_eq!(Format::for_object(name), format, "{name}");
         }

@@ -377,3 +377,71 @@ fn a_first_object_without_a_feature_rejects_that_line_only() {
     assert_eq!((rejects[0].line, rejects[0].column.as_str()), (1, "TIPOVUELO"));
     assert_eq!(summary.labelled_rows, 1);
 }
+
+#[test]
+fn parquet_in_is_read_by_ranges_and_scores_as_its_rows() {
+    use scorer_engine::score::parquet_in::{self, RandomAccess};
+    use std::sync::{Arc, Mutex};
+
+    /// A file in memory that records the ranges asked for.
+    struct Recorded(Vec<u8>, Mutex<Vec<(u64, usize)>>);
+    impl RandomAccess for Recorded {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+            self.1.lock().expect("lock").push((offset, len));
+            let start = (offset as usize).min(self.0.len());
+            Ok(self.0[start..(start + len).min(self.0.len())].to_vec())
+        }
+    }
+
+    // The shipped data as Parquet (several row groups), with a rejected row.
+    let mut input = std::fs::read_to_string(SHIPPED).expect("shipped data");
+    input = input.replacen("train,Grupo LATAM,N,10,0\n", "train,Grupo LATAM,Z,10,0\n", 1);
+    let (parquet, _, _) = run(
+        input.as_bytes(),
+        OutputOptions {
+            format: OutputFormat::Parquet,
+            ..Default::default()
+        },
+        1 << 20,
+    );
+    let (expected, expected_summary, _) = run(input.as_bytes(), OutputOptions::default(), 1 << 20);
+    let size = parquet.len();
+    let source = Arc::new(Recorded(parquet, Mutex::new(Vec::new())));
+    let model = Model::default_model().expect("built-in model");
+    let mut out = Vec::new();
+    let mut rejects: Vec<RejectedRow> = Vec::new();
+    let summary =
+        parquet_in::score(source.clone(), &model, &mut out, &mut rejects, &ScoreOptions::default()).expect("scores");
+    assert_eq!(summary.format.kind, "parquet");
+    assert_eq!(summary.rows_scored, expected_summary.rows_scored);
+    // Its rows: the input's columns, then the scores (as text from the
+    // typed columns), the rows the CSV run scored.
+    let got = csv_rows(&out, b',');
+    let want = csv_rows(&expected, b',');
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g[..5], w[..5]);
+        assert_eq!(g[5], w[5], "probability, as the earlier run wrote it");
+    }
+    // Read by ranges: never one read of the whole file.
+    let reads = source.1.lock().expect("lock").clone();
+    assert!(reads.iter().all(|(_, len)| *len < size), "{reads:?}");
+    // The magic number, the footer (its length, then itself), then one
+    // read per row group (two: 68,206 rows in groups of 65,536).
+    assert!(reads.len() <= 6, "{reads:?}");
+
+    // A stream of Parquet is told what to do instead.
+    let mut sink = Vec::new();
+    let err = score::score(
+        Cursor::new(source.0.clone()),
+        &model,
+        &mut sink,
+        &mut Vec::new(),
+        &ScoreOptions::default(),
+    )
+    .expect_err("a stream of Parquet");
+    assert!(err.to_string().contains("Parquet"), "{err}");
+}

@@ -231,8 +231,21 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
         output: outputs.options(|| local_provenance(&args.input, stdin, &model)),
         ..ScoreOptions::default()
     };
+    // Parquet is read by ranges, from its footer: a file, found by its
+    // magic number whatever its name.
+    let parquet = if stdin {
+        None
+    } else {
+        let mut head = [0u8; 4];
+        let file = open_input(&args.input, "input")?;
+        let is_parquet = std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).is_ok()
+            && score::parquet_in::is_parquet(&head);
+        is_parquet.then_some(file)
+    };
     let input: Box<dyn Read + Send> = if stdin {
         Box::new(io::stdin())
+    } else if parquet.is_some() {
+        Box::new(io::empty())
     } else {
         let file = open_input(&args.input, "input")?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -255,7 +268,16 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
         };
         let mut out = BufWriter::with_capacity(1 << 20, sink);
         let mut rejects = CsvRejects::new(|| ending::create(&errors_tmp).map(|f| BufWriter::with_capacity(1 << 16, f)));
-        let summary = score::score(input, &model, &mut out, &mut rejects, &options)?;
+        let summary = match parquet {
+            Some(file) => score::parquet_in::score(
+                std::sync::Arc::new(score::parquet_in::FileRanges(file)),
+                &model,
+                &mut out,
+                &mut rejects,
+                &options,
+            )?,
+            None => score::score(input, &model, &mut out, &mut rejects, &options)?,
+        };
         out.flush().map_err(ScoreError::Write)?;
         if let Some(tmp) = &out_tmp {
             File::open(tmp).and_then(|f| f.sync_all()).map_err(ScoreError::Write)?;

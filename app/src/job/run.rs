@@ -1,5 +1,6 @@
 //! The job sequence: lease, read, score, upload, verify, commit.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tokio::runtime::Handle;
@@ -11,7 +12,7 @@ use crate::layout::OutputNames;
 use crate::lease::{self, Acquired, HeldElsewhere};
 use crate::manifest::{JobFacts, Manifest, OutputObject};
 use crate::score::{self, CsvRejects, FileRejection, RejectSink as _, RejectedRow, ScoreError};
-use crate::storage::blocking::{StreamReader, Upload};
+use crate::storage::blocking::{ObjectRanges, StreamReader, Upload};
 use crate::storage::{ObjectMeta, StorageError, WriteOptions};
 
 /// Why an input got a failure report instead of predictions.
@@ -187,6 +188,21 @@ impl JobRunner {
             let options = self.options_for(object, started_at, true);
             let handle = Handle::current();
             let output = self.output.clone();
+            let parquet = match crate::format::Format::for_object(object.name.as_str()) {
+                Some(crate::format::Format::Parquet) => Some(ObjectRanges {
+                    store: self.input.clone(),
+                    name: object.name.as_str().to_owned(),
+                    generation: object.generation.get(),
+                    // Some emulators leave the size out of a read's answer.
+                    size: match meta.size {
+                        0 => self.input.stat(object.name.as_str()).await?.map_or(0, |m| m.size),
+                        size => size,
+                    },
+                    handle: handle.clone(),
+                    cancel: cancel.clone(),
+                }),
+                _ => None,
+            };
             tokio::task::spawn_blocking(move || {
                 let csv = WriteOptions::create_only("text/csv");
                 let kind = WriteOptions::create_only(options.output.format.content_type());
@@ -200,10 +216,20 @@ impl JobRunner {
                         cancel.clone(),
                     ))
                 });
-                let reader = StreamReader::new(stream, handle.clone(), cancel.clone());
                 // On any error the uploads are dropped unfinished: their
                 // bodies end without the end marker and nothing is stored.
-                let summary = score::score(reader, &model, &mut predictions, &mut rejects, &options)?;
+                let summary = match parquet {
+                    // Parquet is read by ranges (its footer first), not as
+                    // a stream.
+                    Some(ranges) => {
+                        drop(stream);
+                        score::parquet_in::score(Arc::new(ranges), &model, &mut predictions, &mut rejects, &options)?
+                    }
+                    None => {
+                        let reader = StreamReader::new(stream, handle.clone(), cancel.clone());
+                        score::score(reader, &model, &mut predictions, &mut rejects, &options)?
+                    }
+                };
                 let predictions = predictions.finish().map_err(ScoreError::Write)?;
                 let errors = match rejects.finish().map_err(ScoreError::Write)? {
                     Some(upload) => Some(upload.finish().map_err(ScoreError::Write)?),

@@ -26,6 +26,55 @@ fn cancelled() -> io::Error {
 }
 
 /// A download as a blocking `Read`. Only for use on a blocking thread.
+/// An object read by byte ranges from the engine's threads (a Parquet
+/// input: its footer, then one row group's column chunks at a time). Each
+/// range is a read from its offset that stops after the bytes it needs;
+/// the job's cancellation ends a wait at once.
+pub struct ObjectRanges {
+    pub store: Arc<dyn ObjectStore>,
+    pub name: String,
+    pub generation: i64,
+    pub size: u64,
+    pub handle: Handle,
+    pub cancel: CancellationToken,
+}
+
+impl crate::score::parquet_in::RandomAccess for ObjectRanges {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        if offset >= self.size || len == 0 {
+            return Ok(Vec::new());
+        }
+        let want = len.min((self.size - offset) as usize);
+        let read = async {
+            let (_, mut stream) = self
+                .store
+                .read_from(&self.name, Some(self.generation), offset)
+                .await
+                .map_err(StorageError::into_io)?;
+            let mut out = Vec::with_capacity(want);
+            while out.len() < want {
+                match stream.next().await {
+                    Some(piece) => out.extend_from_slice(&piece.map_err(StorageError::into_io)?),
+                    None => break,
+                }
+            }
+            out.truncate(want);
+            Ok::<_, io::Error>(out)
+        };
+        let cancel = &self.cancel;
+        self.handle.block_on(async {
+            tokio::select! {
+                _ = cancel.cancelled() => Err(cancelled()),
+                bytes = read => bytes,
+            }
+        })
+    }
+}
+
 pub struct StreamReader {
     stream: ByteStream,
     current: Bytes,

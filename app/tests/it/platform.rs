@@ -339,6 +339,20 @@ async fn parquet_predictions_load_into_bigquery_once_and_are_announced() {
     let body: Value = serde_json::from_slice(&message_data(&messages[0].1)).unwrap();
     assert_eq!(body["name"], "events/flights.jsonl.gz");
     assert_eq!(bigquery.inserts().len(), 3);
+
+    // Parquet in (the predictions above, as a table someone exports): read
+    // by ranges, every row scored again, its own columns kept.
+    gsutil_cp(&c.fake, &parquet, "gs://in-bucket/tables/scl.parquet").await;
+    let manifest = manifest_of(&c.fake, "tables/scl.parquet", Duration::from_secs(120)).await;
+    assert_eq!(manifest["status"], "scored", "{manifest}");
+    assert_eq!(manifest["input"]["format"]["kind"], "parquet");
+    assert_eq!(manifest["rows"]["scored"], 68206);
+    let columns = manifest["outputs"]["columns"].as_array().unwrap();
+    assert_eq!(
+        columns[0], "scorer_probability",
+        "the input's own probability is kept: {columns:?}"
+    );
+    assert_eq!(bigquery.inserts().len(), 4);
 }
 
 /// A file too large for one push request, scored in four ranges by the

@@ -212,7 +212,7 @@ pub fn read(raw: impl Read + Send, spec: &FitSpec) -> Result<TrainingData, FitEr
     let text = match input::decode(raw).map_err(FitError::Read)? {
         Decoded::Text(text, _format) => text,
         Decoded::NotText(NotText::Empty) => return Err(FitError::Empty),
-        Decoded::NotText(NotText::Binary) => return Err(FitError::NotText),
+        Decoded::NotText(NotText::Binary | NotText::Parquet) => return Err(FitError::NotText),
     };
     // The delimiter is sniffed from the whole header record, read as
     // `score` reads it (the chunker's header): one read of a decoder, a pipe

@@ -34,6 +34,10 @@ pub enum NotText {
     Empty,
     #[error("the file holds binary data (NUL bytes), not CSV text")]
     Binary,
+    #[error(
+        "the file is Parquet, which is read by ranges from its footer: give it as a file or a .parquet object, not a stream"
+    )]
+    Parquet,
 }
 
 pub type TextReader<'a> = Box<dyn Read + Send + 'a>;
@@ -82,6 +86,9 @@ pub fn decode<'a>(raw: impl Read + Send + 'a) -> io::Result<Decoded<'a>> {
         let encoding = if prefix[0] == 0xff { "utf-16le" } else { "utf-16be" };
         let reader = DecodeReaderBytesBuilder::new().bom_sniffing(true).build(reader);
         return Ok(Decoded::Text(Box::new(reader), partial(encoding, true)));
+    }
+    if super::parquet_in::is_parquet(&prefix) {
+        return Ok(Decoded::NotText(NotText::Parquet));
     }
     if memchr::memchr(0, &prefix).is_some() {
         return Ok(Decoded::NotText(NotText::Binary));

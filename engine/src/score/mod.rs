@@ -3,6 +3,8 @@
 //!
 //! The rooms, in the order a byte meets them:
 //!
+//! - [`parquet_in`]: a Parquet object read by row group through ranged
+//!   reads, its rows scored as JSON Lines rows;
 //! - [`input`]: raw bytes to UTF-8 text (gzip, byte-order marks, encodings)
 //!   and the delimiter; text that starts with `{` is JSON Lines, read line
 //!   by line by `jsonl` instead of the CSV rooms below;
@@ -30,6 +32,7 @@ pub mod input;
 mod jsonl;
 pub mod logit;
 pub mod output;
+pub mod parquet_in;
 pub mod pipeline;
 pub mod plan;
 pub mod records;
