@@ -445,3 +445,62 @@ fn parquet_in_is_read_by_ranges_and_scores_as_its_rows() {
     .expect_err("a stream of Parquet");
     assert!(err.to_string().contains("Parquet"), "{err}");
 }
+
+#[test]
+fn a_broken_parquet_file_is_refused_and_a_csv_starting_par1_is_csv() {
+    use scorer_engine::score::{ScoreError, parquet_in};
+    use std::sync::Arc;
+
+    struct Bytes(Vec<u8>);
+    impl parquet_in::RandomAccess for Bytes {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+            let start = (offset as usize).min(self.0.len());
+            Ok(self.0[start..(start + len).min(self.0.len())].to_vec())
+        }
+    }
+    let input = std::fs::read(SHIPPED).expect("shipped data");
+    let (parquet, _, _) = run(
+        &input,
+        OutputOptions {
+            format: OutputFormat::Parquet,
+            ..Default::default()
+        },
+        1 << 20,
+    );
+    let model = Model::default_model().expect("built-in model");
+    // Every byte of the footer flipped in turn, and the data cut short: a
+    // refusal each time (or a scored file, if the byte did not matter),
+    // never a panic nor an error that would be retried.
+    let footer = u32::from_le_bytes(
+        parquet[parquet.len() - 8..parquet.len() - 4]
+            .try_into()
+            .expect("4 bytes"),
+    ) as usize;
+    let mut broken: Vec<Vec<u8>> = (parquet.len() - 8 - footer..parquet.len() - 8)
+        .step_by(7)
+        .map(|i| {
+            let mut b = parquet.clone();
+            b[i] ^= 0xa5;
+            b
+        })
+        .collect();
+    broken.push([&parquet[..1000], &parquet[parquet.len() - 8 - footer..]].concat());
+    for bytes in broken {
+        match parquet_in::score(
+            Arc::new(Bytes(bytes)),
+            &model,
+            &mut Vec::new(),
+            &mut Vec::new(),
+            &ScoreOptions::default(),
+        ) {
+            Ok(_) | Err(ScoreError::Rejected(_)) => {}
+            Err(e) => panic!("a broken file must be refused, not {e:?}"),
+        }
+    }
+    let csv = b"PAR1,OPERA,TIPOVUELO,MES\nx,Grupo LATAM,I,3\n";
+    let (_, summary, _) = run(csv, OutputOptions::default(), 1 << 20);
+    assert_eq!(summary.rows_scored, 1);
+}

@@ -236,10 +236,16 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
     let parquet = if stdin {
         None
     } else {
-        let mut head = [0u8; 4];
+        use std::os::unix::fs::FileExt as _;
+        let (mut head, mut tail) = ([0u8; 4], [0u8; 4]);
         let file = open_input(&args.input, "input")?;
-        let is_parquet = std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).is_ok()
-            && score::parquet_in::is_parquet(&head);
+        let size = file.metadata().map_or(0, |m| m.len());
+        // Parquet both starts and ends with PAR1 (a CSV header may start so).
+        let is_parquet = size >= 12
+            && file.read_exact_at(&mut head, 0).is_ok()
+            && file.read_exact_at(&mut tail, size - 4).is_ok()
+            && score::parquet_in::is_parquet(&head)
+            && score::parquet_in::is_parquet(&tail);
         is_parquet.then_some(file)
     };
     let input: Box<dyn Read + Send> = if stdin {

@@ -58,11 +58,24 @@ impl crate::score::parquet_in::RandomAccess for ObjectRanges {
             let mut out = Vec::with_capacity(want);
             while out.len() < want {
                 match stream.next().await {
-                    Some(piece) => out.extend_from_slice(&piece.map_err(StorageError::into_io)?),
-                    None => break,
+                    Some(piece) => {
+                        let piece = piece.map_err(StorageError::into_io)?;
+                        let take = piece.len().min(want - out.len());
+                        out.extend_from_slice(&piece[..take]);
+                    }
+                    // The object is shorter than it said: storage's fault
+                    // (a replaced generation, a cut stream), retried.
+                    None => {
+                        return Err(StorageError::Transient(format!(
+                            "{} ended at byte {} of {}",
+                            self.name,
+                            offset + out.len() as u64,
+                            self.size
+                        ))
+                        .into_io());
+                    }
                 }
             }
-            out.truncate(want);
             Ok::<_, io::Error>(out)
         };
         let cancel = &self.cancel;

@@ -87,7 +87,8 @@ pub fn decode<'a>(raw: impl Read + Send + 'a) -> io::Result<Decoded<'a>> {
         let reader = DecodeReaderBytesBuilder::new().bom_sniffing(true).build(reader);
         return Ok(Decoded::Text(Box::new(reader), partial(encoding, true)));
     }
-    if super::parquet_in::is_parquet(&prefix) {
+    // PAR1 and binary: a CSV header may start with the letters PAR1.
+    if super::parquet_in::is_parquet(&prefix) && memchr::memchr(0, &prefix).is_some() {
         return Ok(Decoded::NotText(NotText::Parquet));
     }
     if memchr::memchr(0, &prefix).is_some() {

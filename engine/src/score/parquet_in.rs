@@ -41,6 +41,8 @@ impl RandomAccess for FileRanges {
 
     fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt as _;
+        // A length from a corrupt footer is never allocated past the end.
+        let len = len.min(self.size().saturating_sub(offset) as usize);
         let mut buf = vec![0; len];
         let mut filled = 0;
         while filled < len {
@@ -101,6 +103,8 @@ impl Ranges {
         let bytes = match current.as_ref() {
             Some((at, bytes)) if *at == from => bytes.clone(),
             _ => {
+                // The previous row group goes first: one held at a time.
+                *current = None;
                 let bytes = Bytes::from(self.0.source.read_at(from, (to - from) as usize).map_err(external)?);
                 *current = Some((from, bytes.clone()));
                 bytes
@@ -256,9 +260,20 @@ fn json_value(field: &Field) -> serde_json::Value {
         Field::UShort(n) => Value::from(*n),
         Field::UInt(n) => Value::from(*n),
         Field::ULong(n) => Value::from(*n),
-        Field::Float(x) => serde_json::Number::from_f64(f64::from(*x)).map_or(Value::Null, Value::Number),
+        // As the f32 prints (0.1, not 0.10000000149011612).
+        Field::Float(x) => x
+            .to_string()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
         Field::Double(x) => serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number),
         Field::Str(s) => Value::String(s.clone()),
+        // Text written without its UTF-8 annotation (Hive, Impala, old Spark).
+        Field::Bytes(b) => match std::str::from_utf8(b.data()) {
+            Ok(text) => Value::String(text.to_owned()),
+            Err(_) => Value::String(format!("{b:?}")),
+        },
         other => Value::String(other.to_string().trim_matches('"').to_owned()),
     }
 }
@@ -279,8 +294,36 @@ pub fn is_parquet(head: &[u8]) -> bool {
     head.starts_with(b"PAR1")
 }
 
-/// Scores a Parquet object (see the module doc).
+/// The most compressed bytes one row group may hold (and four times as much
+/// uncompressed): a row group is held in memory whole while its rows are
+/// read, so a larger one is refused, with what to do, rather than risking
+/// the instance.
+pub const MAX_ROW_GROUP_BYTES: u64 = 256 << 20;
+
+/// Scores a Parquet object (see the module doc). A file the Parquet reader
+/// panics on (a corrupt footer, a value it cannot print) is refused as
+/// undecodable, never retried.
 pub fn score(
+    source: Arc<dyn RandomAccess>,
+    model: &Model,
+    out: &mut (dyn io::Write + Send),
+    rejects: &mut dyn RejectSink,
+    options: &ScoreOptions,
+) -> Result<Summary, ScoreError> {
+    let run = std::panic::AssertUnwindSafe(|| score_unguarded(source, model, out, rejects, options));
+    std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(ScoreError::Rejected(FileRejection::Undecodable(format!(
+            "Parquet: the reader failed on this file: {message}"
+        ))))
+    })
+}
+
+fn score_unguarded(
     source: Arc<dyn RandomAccess>,
     model: &Model,
     out: &mut (dyn io::Write + Send),
@@ -298,17 +341,32 @@ pub fn score(
     // A source's error stays the source's (retried); any other is the file's.
     let ranges = Ranges::new(source);
     let reader = SerializedFileReader::new(ranges.clone()).map_err(|e| ScoreError::from_read(to_io(e)))?;
-    let spans = reader
-        .metadata()
-        .row_groups()
-        .iter()
-        .map(|group| {
-            let columns = group.columns().iter().map(|c| c.byte_range());
-            let from = columns.clone().map(|(start, _)| start).min().unwrap_or(0);
-            let to = columns.map(|(start, len)| start + len).max().unwrap_or(0);
-            (from, to)
-        })
-        .collect();
+    let mut spans = Vec::new();
+    for (i, group) in reader.metadata().row_groups().iter().enumerate() {
+        // Checked here: the crate asserts on negative offsets in a corrupt
+        // footer.
+        let mut from = u64::MAX;
+        let mut to = 0u64;
+        for column in group.columns() {
+            let (start, len) = (column.data_page_offset(), column.compressed_size());
+            let start = column.dictionary_page_offset().map_or(start, |d| d.min(start));
+            if start < 0 || len < 0 {
+                return Err(undecodable(format!("row group {i} has a negative offset or size")));
+            }
+            from = from.min(start as u64);
+            to = to.max(start as u64 + len as u64);
+        }
+        let bytes = to.saturating_sub(from);
+        if bytes > MAX_ROW_GROUP_BYTES || group.total_byte_size() as u64 > MAX_ROW_GROUP_BYTES * 4 {
+            return Err(undecodable(format!(
+                "row group {i} holds {bytes} bytes ({} uncompressed), over the {} MiB a row group may take here: \
+                 write the file with smaller row groups (pyarrow: row_group_size; polars: row_group_size)",
+                group.total_byte_size(),
+                MAX_ROW_GROUP_BYTES >> 20
+            )));
+        }
+        spans.push((from.min(to), to));
+    }
     let _ = ranges.0.spans.set(spans);
     let rows = RowIter::from_file_into(Box::new(reader));
     let text = Box::new(RowsAsLines {

@@ -197,27 +197,26 @@ impl JobRunner {
     /// Runs one task of the execution scoring `object`.
     pub async fn run_task(&self, object: &ObjectRef, task: &Task) -> Result<TaskOutcome, JobError> {
         let outcome = self.run_task_once(object, task).await?;
-        self.task_follow_ups(object, &outcome).await?;
+        self.task_follow_ups(object, &outcome, task.is_last_attempt()).await?;
         Ok(outcome)
     }
 
-    /// What follows the commit, from a task: the task that committed fails
-    /// (to be retried) if it cannot do it; one that found the commit done
-    /// (it mends a committer that died after its commit) only says so, so
-    /// that a BigQuery or Pub/Sub blip does not fail idle tasks.
-    async fn task_follow_ups(&self, object: &ObjectRef, outcome: &TaskOutcome) -> Result<(), JobError> {
-        let (manifest, committed) = match outcome {
-            TaskOutcome::Committed(m) => (m, true),
-            TaskOutcome::Duplicate(m) => (m, false),
-            _ => return Ok(()),
+    /// What follows the commit, from a task that committed it or found it
+    /// committed (it mends a committer that died after its commit). A
+    /// failure fails the task, to be retried (the push side has long since
+    /// answered `dispatched`: nothing else would retry it), except on its
+    /// last attempt, where it is said at ERROR and left.
+    async fn task_follow_ups(&self, object: &ObjectRef, outcome: &TaskOutcome, last: bool) -> Result<(), JobError> {
+        let (TaskOutcome::Committed(manifest) | TaskOutcome::Duplicate(manifest)) = outcome else {
+            return Ok(());
         };
         match self.after_commit(&self.names(object), manifest).await {
             Ok(()) => Ok(()),
-            Err(e) if committed => Err(JobError::Transient(format!(
+            Err(e) if !last => Err(JobError::Transient(format!(
                 "committed, but what follows the commit failed: {e}"
             ))),
             Err(e) => {
-                tracing::warn!(error = %e, "what follows the commit failed; a later delivery or task retries it");
+                tracing::error!(error = %e, "what follows the commit failed on the task's last attempt");
                 Ok(())
             }
         }
@@ -315,7 +314,7 @@ impl JobRunner {
         let outcome = self.fail_task_once(object, task, why).await?;
         // Best effort: this is the last attempt; what cannot be done now
         // is left to a redelivery (and said).
-        if let Err(e) = self.task_follow_ups(object, &outcome).await {
+        if let Err(e) = self.task_follow_ups(object, &outcome, true).await {
             tracing::error!(error = %e, "what follows the commit failed on the task's last attempt");
         }
         Ok(outcome)
