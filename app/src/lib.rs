@@ -80,8 +80,10 @@
 //! - An input format: a [`format::Format`] case (`Format::for_object`),
 //!   its detection in the engine's `score::input` (JSON Lines: a first
 //!   `{`) and its reader beside `score::jsonl`, branching in
-//!   `score::pipeline::score`; `score::shard::splittable` says whether it
-//!   can be cut into ranges (only CSV can).
+//!   `score::pipeline::score`; a format read by ranges rather than as a
+//!   stream (Parquet, `score::parquet_in`) branches in `job::run` (by
+//!   name) and the `score` command (by bytes); `score::shard::splittable`
+//!   says whether it can be cut into ranges (only CSV can).
 //! - An output format: an [`score::OutputFormat`] case, a sink in the
 //!   engine's `score::output`, its extension and content type there (the
 //!   layout and the uploads use them), its BigQuery source format in

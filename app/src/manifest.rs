@@ -221,7 +221,8 @@ pub struct InputInfo {
 /// [`InputFormat`] as stored (owned, deserialisable).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputFormatInfo {
-    /// `csv` or `jsonl` (csv in manifests written before it was recorded).
+    /// `csv`, `jsonl` or `parquet` (csv in manifests written before it was
+    /// recorded).
     #[serde(default = "csv_kind")]
     pub kind: String,
     pub compression: String,

@@ -25,7 +25,6 @@ fn cancelled() -> io::Error {
     StorageError::Abandoned("the job was cancelled".into()).into_io()
 }
 
-/// A download as a blocking `Read`. Only for use on a blocking thread.
 /// An object read by byte ranges from the engine's threads (a Parquet
 /// input: its footer, then one row group's column chunks at a time). Each
 /// range is a read from its offset that stops after the bytes it needs;
@@ -88,6 +87,7 @@ impl crate::score::parquet_in::RandomAccess for ObjectRanges {
     }
 }
 
+/// A download as a blocking `Read`. Only for use on a blocking thread.
 pub struct StreamReader {
     stream: ByteStream,
     current: Bytes,
