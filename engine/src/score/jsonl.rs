@@ -18,7 +18,7 @@ use polars::prelude::*;
 use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
 
 use super::input::{Partial, TextReader};
-use super::output::fields::value_text;
+use super::output::fields::{Names, pick, value_text};
 use super::output::{self, Shape};
 use super::pipeline::State;
 use super::plan::{Plan, Record};
@@ -149,6 +149,7 @@ pub(super) fn score(
     }
     let plan = Plan::new(model, &columns, b',', options)?;
     let names: Vec<&str> = plan.projection().iter().map(|&i| columns[i].as_str()).collect();
+    let index = Names::new(names.iter().copied());
     let features: Vec<bool> = names
         .iter()
         .map(|n| model.required_columns().any(|f| f == *n))
@@ -209,7 +210,7 @@ pub(super) fn score(
             continue;
         }
         row += 1;
-        match parse_record(text, &names, &features) {
+        match parse_record(text, &names, &index, &features) {
             Ok(values) => {
                 for (column, value) in batch.values.iter_mut().zip(values) {
                     column.push(value);
@@ -263,10 +264,11 @@ pub(super) fn score(
 fn parse_record(
     text: &[u8],
     names: &[&str],
+    index: &Names,
     features: &[bool],
 ) -> Result<Vec<Option<String>>, (String, String, String)> {
-    let object: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(text) {
-        Ok(object) => object,
+    let picked = match pick(text, index) {
+        Ok(picked) => picked,
         Err(e) => {
             let what = if e.is_data() {
                 "not a JSON object"
@@ -277,8 +279,8 @@ fn parse_record(
         }
     };
     let mut values = Vec::with_capacity(names.len());
-    for (name, feature) in names.iter().zip(features) {
-        match object.get(*name) {
+    for ((name, feature), value) in names.iter().zip(features).zip(&picked) {
+        match value.as_ref() {
             None if *feature => {
                 return Err(((*name).to_owned(), String::new(), format!("missing feature {name}")));
             }

@@ -18,7 +18,7 @@ impl Fields {
     pub fn new(json_lines: bool, delimiter: u8, columns: &[String]) -> Fields {
         if json_lines {
             Fields::Json(JsonFields {
-                names: columns.to_vec(),
+                index: Names::new(columns.iter().map(String::as_str)),
                 values: Vec::new(),
             })
         } else {
@@ -54,19 +54,62 @@ impl Fields {
 /// it is, a number or a boolean as JSON writes it, an array or object as
 /// its JSON text; null (or absent) as `None`.
 pub struct JsonFields {
-    names: Vec<String>,
+    index: Names,
     values: Vec<Option<String>>,
 }
 
 impl JsonFields {
     fn split(&mut self, record: &[u8]) {
-        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(record).unwrap_or_default();
-        self.values = self
-            .names
-            .iter()
-            .map(|name| object.get(name).and_then(value_text))
-            .collect();
+        let picked = pick(record, &self.index).unwrap_or_else(|_| vec![None; self.index.len()]);
+        self.values = picked.iter().map(|v| v.as_ref().and_then(value_text)).collect();
     }
+}
+
+/// Column names and their positions, for [`pick`].
+pub struct Names(std::collections::HashMap<String, usize>);
+
+impl Names {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Names {
+        let mut map = std::collections::HashMap::new();
+        for (i, name) in names.into_iter().enumerate() {
+            map.entry(name.to_owned()).or_insert(i);
+        }
+        Names(map)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.values().max().map_or(0, |m| m + 1)
+    }
+}
+
+/// The values of the named keys of a JSON object (the last of a repeated
+/// key), each at its name's position; other keys are skipped, not built.
+/// An error if the text is not one JSON object.
+pub fn pick(text: &[u8], names: &Names) -> Result<Vec<Option<serde_json::Value>>, serde_json::Error> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    struct Pick<'n>(&'n Names);
+    impl<'de> Visitor<'de> for Pick<'_> {
+        type Value = Vec<Option<serde_json::Value>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = vec![None; self.0.len()];
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                match self.0.0.get(key.as_ref()) {
+                    Some(&i) => out[i] = Some(map.next_value::<serde_json::Value>()?),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let out = (&mut de).deserialize_map(Pick(names))?;
+    de.end()?;
+    Ok(out)
 }
 
 /// A JSON value as the text a CSV field would hold.
