@@ -27,7 +27,9 @@ use crate::config::BigQuerySettings;
 use crate::layout::OutputNames;
 use crate::manifest::{Manifest, Status};
 use crate::score::OutputFormat;
-use crate::storage::{StorageError, read_all};
+
+/// Largest follow-up record read back.
+const RECORD_LIMIT: usize = 1 << 20;
 
 /// The clients of what follows a commit, when configured.
 #[derive(Default)]
@@ -161,16 +163,6 @@ impl JobRunner {
         Ok(())
     }
 
-    async fn read_follow_up<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, JobError> {
-        match read_all(self.output.as_ref(), name, 1 << 20).await {
-            Ok((_, bytes)) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| JobError::Internal(format!("unreadable record {name}: {e}"))),
-            Err(StorageError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     async fn load(
         &self,
         target: &BigQueryTarget,
@@ -179,7 +171,7 @@ impl JobRunner {
     ) -> Result<LoadRecord, JobError> {
         use scorer_cloud::bigquery::{LoadFormat, LoadRequest, TableRef};
         let record_name = names.bigquery_load();
-        if let Some(record) = self.read_follow_up::<LoadRecord>(&record_name).await? {
+        if let Some(record) = self.read_json::<LoadRecord>(&record_name, RECORD_LIMIT).await? {
             return Ok(record);
         }
         let table: TableRef = target
@@ -241,7 +233,7 @@ impl JobRunner {
         }
         if !self.put_record(&record_name, &record).await? {
             // Another delivery recorded it first: its record stands.
-            if let Some(theirs) = self.read_follow_up::<LoadRecord>(&record_name).await? {
+            if let Some(theirs) = self.read_json::<LoadRecord>(&record_name, RECORD_LIMIT).await? {
                 return Ok(theirs);
             }
         }
@@ -257,7 +249,11 @@ impl JobRunner {
     ) -> Result<(), JobError> {
         use google_cloud_pubsub::model::Message;
         let record_name = names.results_published();
-        if self.read_follow_up::<PublishedRecord>(&record_name).await?.is_some() {
+        if self
+            .read_json::<PublishedRecord>(&record_name, RECORD_LIMIT)
+            .await?
+            .is_some()
+        {
             return Ok(());
         }
         let message = ResultMessage {

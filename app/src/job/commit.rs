@@ -21,10 +21,20 @@ const MAX_ATTEMPT_NUMBER: u32 = 1000;
 impl JobRunner {
     /// The committed manifest of an input generation, if there is one.
     pub(super) async fn find_manifest(&self, names: &OutputNames) -> Result<Option<Manifest>, JobError> {
-        match read_all(self.output.as_ref(), &names.manifest(), MANIFEST_LIMIT).await {
+        self.read_json(&names.manifest(), MANIFEST_LIMIT).await
+    }
+
+    /// A JSON object of the output bucket (a manifest, a record), if it is
+    /// there; one that does not parse is an internal error.
+    pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Option<T>, JobError> {
+        match read_all(self.output.as_ref(), name, limit).await {
             Ok((_, bytes)) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| JobError::Internal(format!("unreadable manifest {}: {e}", names.manifest()))),
+                .map_err(|e| JobError::Internal(format!("unreadable {name}: {e}"))),
             Err(StorageError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }

@@ -244,19 +244,12 @@ pub(super) fn score(
     if state.rows_in == 0 {
         return Err(FileRejection::HeaderOnly.into());
     }
-    Ok(Summary {
-        rows_in: state.rows_in,
-        rows_scored: state.scored,
-        rows_rejected: state.rejected,
-        blank_lines: state.blank,
-        format: partial.json_lines_format(),
+    Ok(state.summary(
+        partial.json_lines_format(),
         columns,
-        output_columns: plan.output_columns.clone(),
-        labelled_rows: state.metrics.rows(),
-        metrics: state.metrics.finish(),
-        evaluation: state.metrics,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+        plan.output_columns.clone(),
+        started,
+    ))
 }
 
 /// A line's values for the projected columns, or why it is rejected

@@ -129,19 +129,12 @@ pub fn score(
     if state.rows_in == 0 && options.range_of.is_none() {
         return Err(FileRejection::HeaderOnly.into());
     }
-    Ok(Summary {
-        rows_in: state.rows_in,
-        rows_scored: state.scored,
-        rows_rejected: state.rejected,
-        blank_lines: state.blank,
-        format: partial.with_delimiter(delimiter),
+    Ok(state.summary(
+        partial.with_delimiter(delimiter),
         columns,
-        output_columns: plan.output_columns.clone(),
-        labelled_rows: state.metrics.rows(),
-        metrics: state.metrics.finish(),
-        evaluation: state.metrics,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+        plan.output_columns.clone(),
+        started,
+    ))
 }
 
 #[derive(Default)]
@@ -151,6 +144,31 @@ pub struct State {
     pub rejected: u64,
     pub blank: u64,
     pub metrics: EvaluationBuilder,
+}
+
+impl State {
+    /// What the file amounted to, once every row is counted.
+    pub fn summary(
+        self,
+        format: super::InputFormat,
+        columns: Vec<String>,
+        output_columns: Vec<String>,
+        started: Instant,
+    ) -> Summary {
+        Summary {
+            rows_in: self.rows_in,
+            rows_scored: self.scored,
+            rows_rejected: self.rejected,
+            blank_lines: self.blank,
+            format,
+            columns,
+            output_columns,
+            labelled_rows: self.metrics.rows(),
+            metrics: self.metrics.finish(),
+            evaluation: self.metrics,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
 }
 
 fn parse_header(header: &[u8], delimiter: u8) -> Result<Vec<String>, FileRejection> {

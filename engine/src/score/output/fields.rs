@@ -66,19 +66,24 @@ impl JsonFields {
 }
 
 /// Column names and their positions, for [`pick`].
-pub struct Names(std::collections::HashMap<String, usize>);
+pub struct Names {
+    positions: std::collections::HashMap<String, usize>,
+    len: usize,
+}
 
 impl Names {
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Names {
-        let mut map = std::collections::HashMap::new();
+        let mut positions = std::collections::HashMap::new();
+        let mut len = 0;
         for (i, name) in names.into_iter().enumerate() {
-            map.entry(name.to_owned()).or_insert(i);
+            positions.entry(name.to_owned()).or_insert(i);
+            len = i + 1;
         }
-        Names(map)
+        Names { positions, len }
     }
 
     pub fn len(&self) -> usize {
-        self.0.values().max().map_or(0, |m| m + 1)
+        self.len
     }
 }
 
@@ -96,7 +101,7 @@ pub fn pick(text: &[u8], names: &Names) -> Result<Vec<Option<serde_json::Value>>
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = vec![None; self.0.len()];
             while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                match self.0.0.get(key.as_ref()) {
+                match self.0.positions.get(key.as_ref()) {
                     Some(&i) => out[i] = Some(map.next_value::<serde_json::Value>()?),
                     None => {
                         map.next_value::<IgnoredAny>()?;
