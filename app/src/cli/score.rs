@@ -5,6 +5,7 @@ use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use scorer::model::curves::Curves;
 use serde::Serialize;
 
 use super::ending::{self, ReaderGone, Stream};
@@ -67,6 +68,11 @@ pub struct ScoreArgs {
     /// model_version, scored_at): on, off, or auto (on for parquet and jsonl).
     #[arg(long, default_value = "auto", value_name = "on|off|auto")]
     provenance: String,
+    /// When the input holds the model's label column: write the ROC,
+    /// precision-recall and calibration curves of its labelled rows here
+    /// (three SVG files and curves.json), the model's threshold marked.
+    #[arg(long, value_name = "DIR")]
+    curves: Option<PathBuf>,
 }
 
 /// Where a local file's rows came from: its absolute path as a `file://`
@@ -345,6 +351,22 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
         return Err(failed);
     }
     let too_many = too_many_rejected(&summary, args.max_rejected, args.max_rejected_fraction);
+    let curves_note = match &args.curves {
+        Some(dir) => {
+            let of = format!("labelled rows of {}", args.input.display());
+            Some(match Curves::new(&summary.evaluation, model.threshold(), &of) {
+                Some(curves) => {
+                    super::train::write_curves(dir, &curves)?;
+                    format!("curves of the {of} in {}\n", dir.display())
+                }
+                None => format!(
+                    "no curves: the input has no {} column holding both 0 and 1\n",
+                    model.target()
+                ),
+            })
+        }
+        None => None,
+    };
     let predictions = if stdout {
         "-".to_owned()
     } else {
@@ -381,6 +403,20 @@ fn score_file_inner(args: ScoreArgs) -> Result<Exit, Failed> {
         );
         if wrote_errors {
             text.push_str(&format!("rejected rows: {}\n", errors_path.display()));
+        }
+        if let Some(note) = &curves_note {
+            text.push_str(note);
+        }
+        if !summary.ignored_values.is_empty() {
+            let counts: Vec<String> = summary
+                .ignored_values
+                .iter()
+                .map(|(column, n)| format!("{column} {n}"))
+                .collect();
+            text.push_str(&format!(
+                "unknown or missing categories ignored (added nothing): {}\n",
+                counts.join(", ")
+            ));
         }
         if let Some(m) = &summary.metrics {
             text.push_str(&format!(

@@ -15,6 +15,8 @@ mod first_hour;
 mod harness;
 mod hostile;
 mod integrity;
+mod models;
+mod parity;
 mod platform;
 mod readme;
 mod reliability;

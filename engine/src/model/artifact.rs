@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! logit = intercept
-//!       + Σ categorical  weights[value]
+//!       + Σ categorical  weights[value]     (empty: missing; unknown: error or 0)
 //!       + Σ numeric      weight * (x - mean) / std      (missing x: term 0)
 //! probability = 1 / (1 + e^-logit);  prediction = probability >= threshold
 //! ```
@@ -33,7 +33,41 @@ pub struct Artifact {
     pub threshold: f64,
     pub intercept: f64,
     pub features: Vec<Feature>,
+    /// What a categorical value outside the vocabulary does (absent: error).
+    #[serde(default, skip_serializing_if = "HandleUnknown::is_error")]
+    pub handle_unknown: HandleUnknown,
     pub training: Training,
+}
+
+/// What scoring does with a categorical value the fit never saw (or an
+/// empty one when the fit learned no missing level), as scikit-learn's
+/// `OneHotEncoder(handle_unknown=...)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandleUnknown {
+    /// Reject the row, naming the value and the known levels.
+    #[default]
+    Error,
+    /// Add nothing to the logit, and count it per column.
+    Ignore,
+}
+
+impl HandleUnknown {
+    pub fn is_error(&self) -> bool {
+        *self == HandleUnknown::Error
+    }
+}
+
+impl std::str::FromStr for HandleUnknown {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<HandleUnknown, String> {
+        match text.trim() {
+            "error" => Ok(HandleUnknown::Error),
+            "ignore" => Ok(HandleUnknown::Ignore),
+            other => Err(format!("{other:?} is not error or ignore")),
+        }
+    }
 }
 
 /// One input column and what it contributes to the logit.
@@ -45,6 +79,10 @@ pub enum Feature {
     Categorical {
         name: String,
         weights: IndexMap<String, f64>,
+        /// The weight of an empty value, when the fit learned a missing
+        /// level; without one an empty value is unknown.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        missing: Option<f64>,
     },
     /// Standardised with the training mean and standard deviation. A missing
     /// (empty) value is imputed with the training mean, so it adds nothing.
@@ -79,8 +117,21 @@ pub struct Training {
     pub positives: u64,
     /// Rows of the training data skipped because a value was unusable.
     pub rows_skipped: u64,
-    /// `"balanced"` (weights n / (2 n_class), as scikit-learn) or `"none"`.
+    /// `"balanced"` (weights n / (2 n_class), as scikit-learn), `"none"`
+    /// or fixed weights `"0=1,1=3.5"`.
     pub class_weight: String,
+    /// The column whose values weighted each training row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_weight: Option<String>,
+    /// Whether empty categorical values were a level of their own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing_level: bool,
+    /// The rule that chose the threshold (absent: given as a number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_rule: Option<String>,
+    /// The iteration limit, when not the default 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_iter: Option<u64>,
     /// Inverse L2 regularisation strength, as scikit-learn's `C`.
     pub c: f64,
     pub solver: String,

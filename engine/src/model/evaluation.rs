@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Probabilities are grouped at this resolution for ROC AUC; identical
 /// probabilities (the common case for categorical models) stay exact ties.
-const AUC_RESOLUTION: f64 = 1e6;
+pub(crate) const AUC_RESOLUTION: f64 = 1e6;
 /// Clamp for log loss, as scikit-learn does, so a confident miss is finite.
 const EPS: f64 = 1e-15;
 
@@ -63,6 +63,12 @@ impl EvaluationBuilder {
             entry.0 += neg;
             entry.1 += pos;
         }
+    }
+
+    /// Each probability bucket (probability × 1e6, rounded) with its
+    /// negatives and positives, ascending.
+    pub fn buckets(&self) -> impl Iterator<Item = (u32, (u64, u64))> + '_ {
+        self.buckets.iter().map(|(b, counts)| (*b, *counts))
     }
 
     pub fn rows(&self) -> u64 {

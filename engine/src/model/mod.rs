@@ -6,8 +6,10 @@
 //! feature name unique, so the scoring paths never re-check.
 
 pub mod artifact;
+pub mod curves;
 pub mod evaluation;
 pub mod fit;
+pub mod plots;
 pub mod training_data;
 
 use std::collections::{HashMap, HashSet};
@@ -15,7 +17,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-pub use artifact::{Artifact, FORMAT, Feature};
+pub use artifact::{Artifact, FORMAT, Feature, HandleUnknown};
 pub use evaluation::{Evaluation, EvaluationBuilder};
 
 /// The artifact shipped in `data/`, compiled into the binary so the container
@@ -73,6 +75,11 @@ pub enum Term {
         weights: HashMap<String, f64>,
         /// Human list of the vocabulary, for rejection messages.
         known: String,
+        /// The missing level's weight, when the fit learned one.
+        missing: Option<f64>,
+        /// An unknown value (or a missing one without a missing level)
+        /// adds nothing instead of rejecting the row.
+        ignore_unknown: bool,
     },
     Numeric {
         name: String,
@@ -93,21 +100,52 @@ impl Term {
     /// match exactly (the batch engine's polars expressions do the same); an
     /// empty field is missing, which a numeric term imputes.
     pub fn contribution(&self, raw: Option<&str>) -> Result<f64, Rejection> {
+        self.assess(raw).map(|(x, _)| x)
+    }
+
+    /// Whether this term may ignore a value (and so must be counted).
+    pub fn ignores_unknown(&self) -> bool {
+        matches!(
+            self,
+            Term::Categorical {
+                ignore_unknown: true,
+                ..
+            }
+        )
+    }
+
+    /// The contribution, and whether the value was ignored (unknown, or
+    /// missing without a missing level, under `handle_unknown: ignore`).
+    pub fn assess(&self, raw: Option<&str>) -> Result<(f64, bool), Rejection> {
         let value = raw.filter(|v| !v.is_empty());
         match self {
-            Term::Categorical { name, weights, known } => {
+            Term::Categorical {
+                name,
+                weights,
+                known,
+                missing,
+                ignore_unknown,
+            } => {
                 let Some(value) = value else {
-                    return Err(Rejection {
-                        column: name.clone(),
-                        value: None,
-                        reason: RejectReason::Missing,
-                    });
+                    return match (missing, ignore_unknown) {
+                        (Some(w), _) => Ok((*w, false)),
+                        (None, true) => Ok((0.0, true)),
+                        (None, false) => Err(Rejection {
+                            column: name.clone(),
+                            value: None,
+                            reason: RejectReason::Missing,
+                        }),
+                    };
                 };
-                weights.get(value).copied().ok_or_else(|| Rejection {
-                    column: name.clone(),
-                    value: Some(value.to_owned()),
-                    reason: RejectReason::Unknown { known: known.clone() },
-                })
+                match weights.get(value) {
+                    Some(w) => Ok((*w, false)),
+                    None if *ignore_unknown => Ok((0.0, true)),
+                    None => Err(Rejection {
+                        column: name.clone(),
+                        value: Some(value.to_owned()),
+                        reason: RejectReason::Unknown { known: known.clone() },
+                    }),
+                }
             }
             Term::Numeric {
                 name,
@@ -115,9 +153,9 @@ impl Term {
                 std,
                 weight,
             } => {
-                let Some(value) = value else { return Ok(0.0) };
+                let Some(value) = value else { return Ok((0.0, false)) };
                 match value.parse::<f64>() {
-                    Ok(x) if x.is_finite() => Ok(weight * (x - mean) / std),
+                    Ok(x) if x.is_finite() => Ok((weight * (x - mean) / std, false)),
                     _ => Err(Rejection {
                         column: name.clone(),
                         value: Some(value.to_owned()),
@@ -192,8 +230,8 @@ impl Model {
                 return invalid(format!("feature {name:?} is also the target"));
             }
             terms.push(match feature {
-                Feature::Categorical { name, weights } => {
-                    if weights.is_empty() {
+                Feature::Categorical { name, weights, missing } => {
+                    if weights.is_empty() && missing.is_none() {
                         return invalid(format!("categorical feature {name:?} has no levels"));
                     }
                     if let Some((level, _)) = weights.iter().find(|(_, w)| !w.is_finite()) {
@@ -202,10 +240,15 @@ impl Model {
                     if let Some(level) = weights.keys().find(|l| l.trim() != l.as_str() || l.is_empty()) {
                         return invalid(format!("level {level:?} of {name} is empty or padded"));
                     }
+                    if missing.is_some_and(|w| !w.is_finite()) {
+                        return invalid(format!("the missing level's weight of {name} is not finite"));
+                    }
                     Term::Categorical {
                         name: name.clone(),
                         weights: weights.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                         known: describe_levels(weights.keys()),
+                        missing: *missing,
+                        ignore_unknown: artifact.handle_unknown == HandleUnknown::Ignore,
                     }
                 }
                 Feature::Numeric {
@@ -277,6 +320,29 @@ impl Model {
             logit += term.contribution(get(term.name()))?;
         }
         Ok(logit)
+    }
+
+    /// The logit of one row, and which columns' values were ignored
+    /// (`handle_unknown: ignore`), for counting.
+    pub fn logit_noting<'a>(
+        &self,
+        get: impl Fn(&str) -> Option<&'a str>,
+        mut ignored: impl FnMut(&str),
+    ) -> Result<f64, Rejection> {
+        let mut logit = self.artifact.intercept;
+        for term in &self.terms {
+            let (x, was_ignored) = term.assess(get(term.name()))?;
+            if was_ignored {
+                ignored(term.name());
+            }
+            logit += x;
+        }
+        Ok(logit)
+    }
+
+    /// Whether any term can ignore a value.
+    pub fn ignores_unknown(&self) -> bool {
+        self.terms.iter().any(Term::ignores_unknown)
     }
 
     /// Every unusable value of one row (not only the first), for error files

@@ -20,11 +20,17 @@ const SHOWN_LINES: usize = 3;
 pub struct TrainingRow {
     pub line: u64,
     pub label: bool,
+    /// The row's sample weight (1 without a weight column).
+    pub weight: f64,
+    /// Categorical values; empty is the missing level (only with one).
     pub levels: Vec<String>,
     /// Numeric values; `None` is missing (imputed with the mean).
     pub numbers: Vec<Option<f64>>,
     /// The same as they were written (`None`: empty).
     pub raw_numbers: Vec<Option<String>>,
+    /// Held-out rows only: the values of the extra columns asked for (a
+    /// champion model's features), in the order asked.
+    pub extra: Vec<String>,
 }
 
 /// Rows skipped for one reason.
@@ -202,8 +208,9 @@ fn describe_values(values: &BTreeSet<String>) -> String {
     format!("{}{more}", shown.join(", "))
 }
 
-/// Reads and checks training data for `spec`.
-pub fn read(raw: impl Read + Send, spec: &FitSpec) -> Result<TrainingData, FitError> {
+/// Reads and checks training data for `spec`; held-out rows also keep the
+/// `extra` columns (empty where the file has no such column).
+pub fn read(raw: impl Read + Send, spec: &FitSpec, extra: &[String]) -> Result<TrainingData, FitError> {
     let hasher = std::sync::Arc::new(std::sync::Mutex::new(Sha256::new()));
     let raw = Hashing {
         inner: raw,
@@ -245,6 +252,9 @@ pub fn read(raw: impl Read + Send, spec: &FitSpec) -> Result<TrainingData, FitEr
     if let Split::Column { column, .. } = &spec.split {
         wanted.push(column);
     }
+    if let Some(column) = &spec.sample_weight {
+        wanted.push(column);
+    }
     let missing: Vec<String> = wanted
         .iter()
         .filter(|w| find(w).is_none())
@@ -264,6 +274,8 @@ pub fn read(raw: impl Read + Send, spec: &FitSpec) -> Result<TrainingData, FitEr
         Split::Column { column, .. } => Some(at(column)),
         _ => None,
     };
+    let weight_column = spec.sample_weight.as_deref().map(at);
+    let extra_columns: Vec<Option<usize>> = extra.iter().map(|c| find(c)).collect();
 
     let mut skips = SkipCounter::default();
     let mut train = Vec::new();
@@ -333,7 +345,7 @@ pub fn read(raw: impl Read + Send, spec: &FitSpec) -> Result<TrainingData, FitEr
         let mut problem = None;
         for (j, &c) in categorical.iter().enumerate() {
             let value = fields[c];
-            if value.is_empty() {
+            if value.is_empty() && !spec.missing_level {
                 problem.get_or_insert_with(|| format!("with an empty {}", spec.categorical[j]));
             }
             levels.push(value.to_owned());
@@ -360,13 +372,38 @@ pub fn read(raw: impl Read + Send, spec: &FitSpec) -> Result<TrainingData, FitEr
                 }
             }
         }
+        let weight = match weight_column {
+            None => 1.0,
+            Some(c) => match fields[c].trim().parse::<f64>() {
+                Ok(w) if w.is_finite() && w >= 0.0 => w,
+                _ => {
+                    problem.get_or_insert_with(|| {
+                        format!(
+                            "with a sample weight {} that is not a number >= 0",
+                            spec.sample_weight.as_deref().unwrap_or_default()
+                        )
+                    });
+                    0.0
+                }
+            },
+        };
         if let Some(reason) = problem {
             skips.add(reason, line);
             continue;
         }
+        let extra = if is_train {
+            Vec::new()
+        } else {
+            extra_columns
+                .iter()
+                .map(|c| c.map(|c| fields[c].to_owned()).unwrap_or_default())
+                .collect()
+        };
         let row = TrainingRow {
             line,
             label,
+            weight,
+            extra,
             levels,
             numbers,
             raw_numbers,

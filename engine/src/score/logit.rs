@@ -1,8 +1,9 @@
 //! The model's logit over a parsed chunk, with polars.
 //!
 //! One maths for batch and online: a categorical term is a lookup of the
-//! value in the term's weights (polars' `replace` kernel over the column),
-//! a numeric term is [`Term::contribution`] itself, applied to each value;
+//! value in the term's weights (polars' `replace` kernel over the column;
+//! with a missing level or ignored unknowns, [`Term::contribution`]), a
+//! numeric term is [`Term::contribution`] itself, applied to each value;
 //! the terms are added to the intercept in term order, exactly as
 //! [`crate::model::Model::logit`] adds them for one row. A value the model
 //! cannot take gives a null logit (the row is then rejected, its reasons
@@ -33,14 +34,21 @@ impl Logit {
             .iter()
             .map(|term| {
                 let lookup = match term {
-                    Term::Categorical { weights, .. } => {
+                    // A missing level or ignored values: the per-row path
+                    // below, which is the online maths itself.
+                    Term::Categorical {
+                        weights,
+                        missing: None,
+                        ignore_unknown: false,
+                        ..
+                    } => {
                         let mut levels: Vec<(&String, &f64)> = weights.iter().collect();
                         levels.sort_by(|a, b| a.0.cmp(b.0));
                         let old = Series::new("old".into(), levels.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>());
                         let new = Series::new("new".into(), levels.iter().map(|(_, w)| **w).collect::<Vec<_>>());
                         Some((old.implode()?, new.implode()?))
                     }
-                    Term::Numeric { .. } => None,
+                    Term::Categorical { .. } | Term::Numeric { .. } => None,
                 };
                 Ok(CompiledTerm {
                     term: term.clone(),

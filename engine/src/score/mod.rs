@@ -92,6 +92,10 @@ pub struct Summary {
     pub columns: Vec<String>,
     /// Output columns appended after the input's.
     pub output_columns: Vec<String>,
+    /// Values that added nothing to a scored row's logit, per column: an
+    /// unknown or missing category under `handle_unknown: ignore`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ignored_values: std::collections::BTreeMap<String, u64>,
     /// Rows whose label column held 0 or 1 (metrics are over these).
     pub labelled_rows: u64,
     pub metrics: Option<Evaluation>,

@@ -2,6 +2,7 @@
 //! overlap on three threads joined by bounded channels, so memory in flight
 //! is a few chunks whatever the file size.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -144,9 +145,20 @@ pub struct State {
     pub rejected: u64,
     pub blank: u64,
     pub metrics: EvaluationBuilder,
+    /// Values ignored per column (`handle_unknown: ignore`) in scored rows.
+    pub ignored: BTreeMap<String, u64>,
 }
 
 impl State {
+    /// Counts the ignored values of one scored row.
+    pub fn count_ignored<'a>(&mut self, model: &Model, get: &impl Fn(&str) -> Option<&'a str>) {
+        for term in model.terms().iter().filter(|t| t.ignores_unknown()) {
+            if let Ok((_, true)) = term.assess(get(term.name())) {
+                *self.ignored.entry(term.name().to_owned()).or_default() += 1;
+            }
+        }
+    }
+
     /// What the file amounted to, once every row is counted.
     pub fn summary(
         self,
@@ -163,6 +175,7 @@ impl State {
             format,
             columns,
             output_columns,
+            ignored_values: self.ignored,
             labelled_rows: self.metrics.rows(),
             metrics: self.metrics.finish(),
             evaluation: self.metrics,

@@ -224,6 +224,9 @@ impl Plan {
             let get = |name: &str| names.iter().position(|n| *n == name).and_then(|j| features[j].get(i));
             match logit {
                 Some(z) if z.is_finite() => {
+                    if model.ignores_unknown() {
+                        state.count_ignored(model, &get);
+                    }
                     let p = Model::probability(z);
                     let prediction = p >= self.threshold;
                     if let Some(labels) = labels

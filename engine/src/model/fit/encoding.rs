@@ -24,6 +24,8 @@ pub(super) struct Encoded {
 /// The parameter layout, `[intercept, every categorical level..., every
 /// numeric]`, and the rows encoded in it.
 pub(super) struct Encoding {
+    /// Each categorical column's levels; the missing level (an empty
+    /// value, with `missing_level`) last, when the data had one.
     vocabularies: Vec<Vec<String>>,
     /// Mean and standard deviation of each numeric column.
     stats: Vec<(f64, f64)>,
@@ -40,7 +42,13 @@ pub(super) struct Encoding {
 impl Encoding {
     pub(super) fn new(usable: &[TrainingRow], spec: &FitSpec) -> Encoding {
         let vocabularies: Vec<Vec<String>> = (0..spec.categorical.len())
-            .map(|j| sorted_levels(usable.iter().map(|r| r.levels[j].as_str())))
+            .map(|j| {
+                let mut levels = sorted_levels(usable.iter().map(|r| r.levels[j].as_str()).filter(|l| !l.is_empty()));
+                if usable.iter().any(|r| r.levels[j].is_empty()) {
+                    levels.push(String::new());
+                }
+                levels
+            })
             .collect();
         let stats: Vec<(f64, f64)> = (0..spec.numeric.len())
             .map(|j| mean_std(usable.iter().filter_map(|r| r.numbers[j])))
@@ -101,14 +109,20 @@ impl Encoding {
     pub(super) fn features(&self, spec: &FitSpec, theta: &[f64]) -> Vec<Feature> {
         let mut features = Vec::new();
         for (j, name) in spec.categorical.iter().enumerate() {
-            let weights: IndexMap<String, f64> = self.vocabularies[j]
-                .iter()
-                .enumerate()
-                .map(|(k, level)| (level.clone(), theta[self.offsets[j] as usize + k]))
-                .collect();
+            let mut missing = None;
+            let mut weights = IndexMap::new();
+            for (k, level) in self.vocabularies[j].iter().enumerate() {
+                let weight = theta[self.offsets[j] as usize + k];
+                if level.is_empty() {
+                    missing = Some(weight);
+                } else {
+                    weights.insert(level.clone(), weight);
+                }
+            }
             features.push(Feature::Categorical {
                 name: name.clone(),
                 weights,
+                missing,
             });
         }
         for (j, name) in spec.numeric.iter().enumerate() {

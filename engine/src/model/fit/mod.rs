@@ -14,6 +14,7 @@
 //! intercept; the L2 term makes the optimum unique.
 
 mod encoding;
+mod newton;
 mod spec;
 
 use std::io::Read;
@@ -23,9 +24,10 @@ use smartcore::optimization::first_order::FirstOrderOptimizer;
 use smartcore::optimization::first_order::lbfgs::LBFGS;
 use smartcore::optimization::line_search::Backtracking;
 
-pub use spec::{FitSpec, Split};
+pub use spec::{ClassWeight, DEFAULT_MAX_ITERATIONS, FitSpec, HandleUnknown, Split, ThresholdRule};
 
 use super::artifact::{Artifact, FORMAT, SplitDescription, Training};
+use super::curves::{Curves, choose_threshold};
 use super::evaluation::EvaluationBuilder;
 use super::training_data::{self, Skipped, TrainingRow};
 use super::{Model, ModelError};
@@ -75,14 +77,44 @@ pub struct Fitted {
     pub skipped: Vec<Skipped>,
     /// The same, in words.
     pub skipped_text: String,
+    /// The curves of the held-out rows (the training rows when nothing was
+    /// held out), with the chosen threshold marked.
+    pub curves: Option<Curves>,
+    /// The fitted model against a champion on the same held-out rows, when
+    /// a champion was given.
+    pub comparison: Option<Comparison>,
+}
+
+/// A challenger and a champion on the same held-out rows (those both can
+/// score).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Comparison {
+    pub rows: u64,
+    pub challenger_roc_auc: Option<f64>,
+    pub champion_roc_auc: Option<f64>,
+    /// Held-out rows the champion could not score (left out of both).
+    pub champion_rejected: u64,
 }
 
 /// Fits a model to CSV data read from `input` (anything `scorer score`
 /// reads: gzip, any common delimiter, a byte-order mark, Latin-1 or UTF-16).
 /// `data_name` is recorded in the artifact.
 pub fn fit(input: impl Read + Send, data_name: &str, spec: &FitSpec) -> Result<Fitted, FitError> {
+    fit_against(input, data_name, spec, None)
+}
+
+/// [`fit`], and the result compared with `champion` on the held-out rows.
+pub fn fit_against(
+    input: impl Read + Send,
+    data_name: &str,
+    spec: &FitSpec,
+    champion: Option<&Model>,
+) -> Result<Fitted, FitError> {
     validate_spec(spec)?;
-    let data = training_data::read(input, spec)?;
+    let extra: Vec<String> = champion
+        .map(|m| m.required_columns().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let data = training_data::read(input, spec, &extra)?;
     let skipped_text = data.describe_skipped();
     if data.train.is_empty() {
         return Err(FitError::NoRows(if data.skipped.is_empty() {
@@ -100,15 +132,35 @@ pub fn fit(input: impl Read + Send, data_name: &str, spec: &FitSpec) -> Result<F
     if positives == 0 || positives == n {
         return Err(FitError::SingleClass(u8::from(positives == n)));
     }
-    let (w0, w1) = if spec.balanced {
-        (
-            n as f64 / (2.0 * (n - positives) as f64),
-            n as f64 / (2.0 * positives as f64),
-        )
-    } else {
-        (1.0, 1.0)
+    // Class weights as scikit-learn (1.6 and later) computes them:
+    // 'balanced' is S / (2 · S_class) over the sums of the sample weights
+    // (the counts, without a weight column); each row's weight is its class
+    // weight times its sample weight.
+    let [w0, w1] = match spec.class_weight {
+        ClassWeight::Balanced => {
+            let sum = |class: bool| -> f64 { data.train.iter().filter(|r| r.label == class).map(|r| r.weight).sum() };
+            let (s0, s1) = (sum(false), sum(true));
+            if s0 <= 0.0 || s1 <= 0.0 {
+                return Err(FitError::Settings(
+                    "class_weight balanced needs a positive sample weight in each class".into(),
+                ));
+            }
+            [(s0 + s1) / (2.0 * s0), (s0 + s1) / (2.0 * s1)]
+        }
+        ClassWeight::Fixed(w) => w,
+        ClassWeight::None => [1.0, 1.0],
     };
-    let total_weight = w0 * (n - positives) as f64 + w1 * positives as f64;
+    let weights: Vec<f64> = data
+        .train
+        .iter()
+        .map(|r| r.weight * if r.label { w1 } else { w0 })
+        .collect();
+    let total_weight: f64 = weights.iter().sum();
+    if !(total_weight > 0.0 && total_weight.is_finite()) {
+        return Err(FitError::Settings(format!(
+            "the training rows' weights sum to {total_weight}; at least one must be positive"
+        )));
+    }
     let penalty = 1.0 / (2.0 * spec.c * total_weight);
 
     let logit_of = |theta: &[f64], i: usize| -> f64 {
@@ -131,8 +183,8 @@ pub fn fit(input: impl Read + Send, data_name: &str, spec: &FitSpec) -> Result<F
             } else {
                 z.exp().ln_1p()
             };
-            let (weight, y) = if row.label { (w1, 1.0) } else { (w0, 0.0) };
-            loss += weight * (softplus - y * z);
+            let y = if row.label { 1.0 } else { 0.0 };
+            loss += weights[i] * (softplus - y * z);
         }
         let l2: f64 = theta[1..].iter().map(|w| w * w).sum();
         loss / total_weight + penalty * l2
@@ -141,8 +193,8 @@ pub fn fit(input: impl Read + Send, data_name: &str, spec: &FitSpec) -> Result<F
         g.iter_mut().for_each(|v| *v = 0.0);
         for (i, row) in rows.iter().enumerate() {
             let z = logit_of(theta, i);
-            let (weight, y) = if row.label { (w1, 1.0) } else { (w0, 0.0) };
-            let residual = weight * (Model::probability(z) - y) / total_weight;
+            let y = if row.label { 1.0 } else { 0.0 };
+            let residual = weights[i] * (Model::probability(z) - y) / total_weight;
             g[0] += residual;
             for &k in &row.levels {
                 g[k as usize] += residual;
@@ -165,18 +217,40 @@ pub fn fit(input: impl Read + Send, data_name: &str, spec: &FitSpec) -> Result<F
         ..Default::default()
     };
     let result = optimiser.optimize(&objective, &gradient, &vec![0.0; encoding.n_params], &line_search);
-    let theta = result.x;
+    // L-BFGS stops on a relative change of the objective, which leaves the
+    // near-flat direction of a full one-hot set (the intercept against
+    // every level, held only by the L2 term) about 1e-4 short; a few
+    // Newton steps finish the job, as scikit-learn's newton-cholesky does.
+    let polish = newton::polish(
+        result.x,
+        &newton::Problem {
+            rows,
+            standardised,
+            weights: &weights,
+            total_weight,
+            penalty,
+            numeric_offset,
+        },
+        &objective,
+        &gradient,
+    );
+    let theta = polish.theta;
     // smartcore reports NaN when the start point is already optimal.
     let final_objective = objective(&theta);
 
     let features = encoding.features(spec, &theta);
+    let fixed_threshold = match spec.threshold {
+        ThresholdRule::Fixed(t) => t,
+        _ => 0.5,
+    };
     let mut artifact = Artifact {
         format: FORMAT.to_owned(),
         name: spec.name.clone(),
         target: spec.target.clone(),
-        threshold: spec.threshold,
+        threshold: fixed_threshold,
         intercept: theta[0],
         features,
+        handle_unknown: spec.handle_unknown,
         training: Training {
             data: data_name.to_owned(),
             data_sha256: data.sha256.clone(),
@@ -194,27 +268,88 @@ pub fn fit(input: impl Read + Send, data_name: &str, spec: &FitSpec) -> Result<F
             rows: n,
             positives,
             rows_skipped: data.skipped_rows(),
-            class_weight: if spec.balanced { "balanced" } else { "none" }.to_owned(),
+            class_weight: spec.class_weight.to_string(),
+            sample_weight: spec.sample_weight.clone(),
+            missing_level: spec.missing_level,
+            threshold_rule: match spec.threshold {
+                ThresholdRule::Fixed(_) => None,
+                rule => Some(rule.to_string()),
+            },
+            max_iter: (spec.max_iterations != DEFAULT_MAX_ITERATIONS).then_some(spec.max_iterations as u64),
             c: spec.c,
-            solver: "smartcore L-BFGS (weighted L2 log-loss)".to_owned(),
-            iterations: result.iterations as u64,
+            solver: if polish.steps > 0 {
+                "smartcore L-BFGS, then Newton (weighted L2 log-loss)"
+            } else {
+                "smartcore L-BFGS (weighted L2 log-loss)"
+            }
+            .to_owned(),
+            iterations: (result.iterations + polish.steps) as u64,
             objective: final_objective,
             missing_numeric: "imputed with the training mean".to_owned(),
             holdout: None,
         },
     };
 
-    // Held-out metrics with the fitted model, through the same per-row
-    // logit as the online API (and, term by term, the batch engine).
+    // Probabilities of the held-out rows (the training rows when nothing is
+    // held out, for the threshold rule and the curves), through the same
+    // per-row logit as the online API (and, term by term, the batch engine).
     let model = Model::from_artifact(artifact.clone(), String::new())?;
-    let mut holdout = EvaluationBuilder::default();
-    for row in &data.holdout {
-        if let Ok(z) = model.logit(row_getter(spec, row)) {
-            let p = Model::probability(z);
-            holdout.add(row.label, p, model.predict(p));
-        }
+    let (judged, of) = if data.holdout.is_empty() {
+        (&data.train, format!("training rows of {data_name} (nothing held out)"))
+    } else {
+        (&data.holdout, format!("held-out rows of {data_name}"))
+    };
+    let scored: Vec<(bool, f64)> = judged
+        .iter()
+        .filter_map(|row| {
+            model
+                .logit(row_getter(spec, row))
+                .ok()
+                .map(|z| (row.label, Model::probability(z)))
+        })
+        .collect();
+    let mut sweep = EvaluationBuilder::default();
+    for &(label, p) in &scored {
+        sweep.add(label, p, false);
     }
-    artifact.training.holdout = holdout.finish();
+    artifact.threshold = choose_threshold(&sweep, spec.threshold)
+        .map_err(|e| FitError::Settings(format!("--threshold {}: {e}", spec.threshold)))?;
+    let mut evaluation = EvaluationBuilder::default();
+    for &(label, p) in &scored {
+        evaluation.add(label, p, p >= artifact.threshold);
+    }
+    if !data.holdout.is_empty() {
+        artifact.training.holdout = evaluation.finish();
+    }
+    let curves = Curves::new(&evaluation, artifact.threshold, &of);
+
+    let comparison = champion.map(|champion| {
+        let mut challenger_eval = EvaluationBuilder::default();
+        let mut champion_eval = EvaluationBuilder::default();
+        let mut champion_rejected = 0;
+        let challenger = Model::from_artifact(artifact.clone(), String::new());
+        for row in &data.holdout {
+            let get = |name: &str| extra.iter().position(|c| c == name).map(|j| row.extra[j].as_str());
+            let Ok(z) = champion.logit(get) else {
+                champion_rejected += 1;
+                continue;
+            };
+            let p = Model::probability(z);
+            champion_eval.add(row.label, p, champion.predict(p));
+            if let Ok(challenger) = &challenger
+                && let Ok(z) = challenger.logit(row_getter(spec, row))
+            {
+                let p = Model::probability(z);
+                challenger_eval.add(row.label, p, challenger.predict(p));
+            }
+        }
+        Comparison {
+            rows: champion_eval.rows(),
+            challenger_roc_auc: challenger_eval.finish().and_then(|e| e.roc_auc),
+            champion_roc_auc: champion_eval.finish().and_then(|e| e.roc_auc),
+            champion_rejected,
+        }
+    });
 
     let mut json = serde_json::to_vec_pretty(&artifact).map_err(ModelError::from)?;
     json.push(b'\n');
@@ -224,6 +359,8 @@ pub fn fit(input: impl Read + Send, data_name: &str, spec: &FitSpec) -> Result<F
         json,
         skipped: data.skipped,
         skipped_text,
+        curves,
+        comparison,
     })
 }
 
@@ -249,17 +386,7 @@ mod tests {
     use crate::model::artifact::Feature;
 
     fn spec(categorical: &[&str], numeric: &[&str]) -> FitSpec {
-        FitSpec {
-            name: "t".into(),
-            target: "y".into(),
-            categorical: categorical.iter().map(|s| s.to_string()).collect(),
-            numeric: numeric.iter().map(|s| s.to_string()).collect(),
-            split: Split::None,
-            balanced: false,
-            c: 1.0,
-            threshold: 0.5,
-            max_iterations: 500,
-        }
+        FitSpec::new("t", "y", categorical, numeric)
     }
 
     #[test]
