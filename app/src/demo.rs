@@ -164,6 +164,7 @@ pub fn render(result: &DemoResult) -> String {
                 "{name}: not scored: {}\n",
                 m.failure.as_deref().unwrap_or("?")
             )),
+            Status::Fitted => out.push_str(&format!("{name}: fitted {} {}\n", m.model.name, m.model.version)),
         }
         if let Some(metrics) = &m.metrics {
             out.push_str(&format!(

@@ -29,9 +29,26 @@
 //! _shards/a/b.csv/G/of-00008/rejects-00003.jsonl  task 3's rejected rows, lines local to its range
 //! ```
 //!
+//! A labelled input (one holding the model's target column) also gets its
+//! curves beside the manifest:
+//!
 //! ```text
-//! _models/sha256-XXXXXXXXXXXXXXXX.json   a model fitted at start (TRAINING_DATA_URI)
+//! a/b.csv/G/curves/roc.svg, precision_recall.svg, calibration.svg, curves.json
 //! ```
+//!
+//! The model registry (`crate::registry`), never cleaned by a lifecycle
+//! rule:
+//!
+//! ```text
+//! _models/<name>/<hex>.json      the artifact of version sha256:<hex>, create-only
+//! _models/<name>/<hex>.fit.json  the fit on upload that made it: input, manifest, curves
+//! _models/<name>/@<alias>        which version an alias points to (the only mutable
+//!                                objects: each change a new generation, compare-and-swap)
+//! ```
+//!
+//! A training file (under `TRAINING_PREFIX`) gets a fit instead of scores,
+//! in the same places: `t/x.csv/G/manifest.json` (the fit's manifest) and
+//! `t/x.csv/G/curves/...` (the held-out rows' curves), with its lease.
 //!
 //! The input name is kept whole and followed by `/G/`, so outputs of two
 //! different inputs or generations can never collide, and a re-upload gets
@@ -47,7 +64,7 @@ use crate::score::OutputFormat;
 
 /// Prefix of lease objects in the output bucket (cleaned by a lifecycle rule).
 pub const LEASE_PREFIX: &str = "_leases/";
-/// Prefix of models fitted at start from `TRAINING_DATA_URI`.
+/// Prefix of the model registry: artifacts and aliases.
 pub const MODEL_PREFIX: &str = "_models/";
 /// Prefix of a sharded input's working objects (dispatch and shard
 /// records, shard rejects), cleaned by a lifecycle rule.
@@ -108,6 +125,13 @@ impl OutputNames {
         format!("{}manifest.json", self.prefix)
     }
 
+    /// The curves of the labelled rows (or a fit's held-out rows): `file`
+    /// is `roc.svg`, `precision_recall.svg`, `calibration.svg` or
+    /// `curves.json`.
+    pub fn curves(&self, file: &str) -> String {
+        format!("{}curves/{file}", self.prefix)
+    }
+
     /// The record of the BigQuery load job of the committed predictions,
     /// written create-only after the manifest.
     pub fn bigquery_load(&self) -> String {
@@ -116,6 +140,12 @@ impl OutputNames {
 
     /// The record of the results message that announced the commit,
     /// written create-only after it was published.
+    /// The aliases a fit on upload moved for its new version, recorded
+    /// once they moved.
+    pub fn promoted(&self) -> String {
+        format!("{}promoted.json", self.prefix)
+    }
+
     pub fn results_published(&self) -> String {
         format!("{}results.json", self.prefix)
     }
@@ -308,9 +338,26 @@ fn portable(name: &str) -> bool {
         && name.split('/').all(|s| !matches!(s, "" | "." | ".." | ".scorer-tmp") && s.len() <= 200)
 }
 
-/// Where a model fitted at start (`TRAINING_DATA_URI`) is kept, by version.
-pub fn fitted_model(version: &str) -> String {
-    format!("{MODEL_PREFIX}{}.json", version.replace(':', "-"))
+/// The registry's artifact of `version` (`sha256:<hex>`) of model `name`.
+pub fn model_version(name: &str, version: &str) -> String {
+    format!(
+        "{MODEL_PREFIX}{name}/{}.json",
+        version.strip_prefix("sha256:").unwrap_or(version)
+    )
+}
+
+/// Where the fit that made a version (on upload) is recorded: its input,
+/// manifest and curves.
+pub fn model_fit_record(name: &str, version: &str) -> String {
+    format!(
+        "{MODEL_PREFIX}{name}/{}.fit.json",
+        version.strip_prefix("sha256:").unwrap_or(version)
+    )
+}
+
+/// The registry's alias object `@alias` of model `name`.
+pub fn model_alias(name: &str, alias: &str) -> String {
+    format!("{MODEL_PREFIX}{name}/@{alias}")
 }
 
 #[cfg(test)]
@@ -457,10 +504,11 @@ mod tests {
     }
 
     #[test]
-    fn fitted_models_are_named_by_version() {
+    fn registry_objects_are_named_by_model_version_and_alias() {
         assert_eq!(
-            fitted_model("sha256:0123456789abcdef"),
-            "_models/sha256-0123456789abcdef.json"
+            model_version("penguins", "sha256:0123456789abcdef"),
+            "_models/penguins/0123456789abcdef.json"
         );
+        assert_eq!(model_alias("penguins", "production"), "_models/penguins/@production");
     }
 }

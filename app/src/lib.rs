@@ -116,6 +116,7 @@ pub mod lease;
 pub mod manifest;
 pub mod notifier;
 pub mod operator;
+pub mod registry;
 pub mod server;
 pub mod shutdown;
 pub mod startup;

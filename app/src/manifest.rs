@@ -18,6 +18,9 @@ pub enum Status {
     Scored,
     /// The file as a whole could not be scored; `failure` says why.
     Failed,
+    /// A training file: a new model version was fitted; `fit` says which,
+    /// how it did and what it was promoted to.
+    Fitted,
 }
 
 /// The commit record of one input generation. Re-running the same input with
@@ -36,7 +39,14 @@ pub struct Manifest {
     pub model: ModelInfo,
     pub labelled_rows: u64,
     pub metrics: Option<Evaluation>,
+    /// Values that added nothing to a scored row's logit, per column (an
+    /// unknown or missing category, `handle_unknown: ignore`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ignored_values: std::collections::BTreeMap<String, u64>,
     pub failure: Option<String>,
+    /// A training file's fit (status `fitted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<FitInfo>,
     pub timings: Timings,
     /// For an input scored by a Cloud Run job (too large for a push
     /// request): the execution, its tasks, and whether it fell back to one
@@ -86,6 +96,57 @@ pub struct JobFacts<'a> {
     pub score_ms: u64,
     /// When a job execution scored the input.
     pub execution: Option<ExecutionInfo>,
+    /// How the input's model was chosen, when it was routed.
+    pub chosen_by: Option<ChosenBy>,
+}
+
+/// How an input's model was chosen: the reference and what named it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChosenBy {
+    /// As named: `penguins@staging`, `scl-flight-delay:sha256:...`.
+    pub reference: String,
+    /// `metadata` (the input's x-goog-meta-model), `prefix P` (MODEL_ROUTES)
+    /// or `default` (MODEL).
+    pub route: String,
+}
+
+/// What a fit on upload did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitInfo {
+    /// Where the spec came from: a spec object's URI, or the model version
+    /// whose spec was reused.
+    pub spec: String,
+    /// The new version's artifact in the registry.
+    pub artifact_uri: String,
+    /// Whether this fit created the version (false: identical bytes were
+    /// already there, from an earlier fit of the same data and spec).
+    pub new_version: bool,
+    pub rows_read: u64,
+    pub training_rows: u64,
+    pub holdout_rows: u64,
+    pub rows_skipped: u64,
+    /// The new version on the held-out rows.
+    pub holdout: Option<Evaluation>,
+    /// Challenger (this fit) and champion (@production when the fit
+    /// started) on the same held-out rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<Champion>,
+    /// The aliases decided for the new version, in order (`staging`, then
+    /// `production` when promoted), and why.
+    pub promote_to: Vec<String>,
+    pub decision: String,
+    pub fit_ms: u64,
+}
+
+/// The champion a fit was measured against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Champion {
+    pub version: String,
+    pub rows: u64,
+    pub challenger_roc_auc: Option<f64>,
+    pub champion_roc_auc: Option<f64>,
+    /// Held-out rows the champion could not score (left out of both).
+    pub champion_rejected: u64,
 }
 
 impl Manifest {
@@ -114,6 +175,24 @@ impl Manifest {
         };
         manifest.labelled_rows = summary.labelled_rows;
         manifest.metrics = summary.metrics.clone();
+        manifest.ignored_values = summary.ignored_values.clone();
+        manifest
+    }
+
+    /// The commit record of a training file: `facts.model` is the version
+    /// fitted.
+    pub fn fitted(facts: JobFacts<'_>, fit: FitInfo, curves: Vec<OutputObject>) -> Manifest {
+        let mut manifest = Manifest::base(facts, Status::Fitted);
+        manifest.outputs.curves = curves;
+        manifest.rows = Rows {
+            input: fit.rows_read,
+            scored: fit.training_rows + fit.holdout_rows,
+            rejected: fit.rows_skipped,
+            blank_lines: 0,
+        };
+        manifest.labelled_rows = fit.holdout_rows;
+        manifest.metrics = fit.holdout.clone();
+        manifest.fit = Some(fit);
         manifest
     }
 
@@ -173,10 +252,13 @@ impl Manifest {
                 version: model.version().to_owned(),
                 target: model.target().to_owned(),
                 threshold: model.threshold(),
+                chosen_by: facts.chosen_by,
             },
             labelled_rows: 0,
             metrics: None,
+            ignored_values: Default::default(),
             failure: None,
+            fit: None,
             execution: facts.execution,
             timings: Timings {
                 started_at: humantime::format_rfc3339_millis(facts.started_at).to_string(),
@@ -267,6 +349,10 @@ pub struct Outputs {
     /// said otherwise); empty for other formats.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub delimiter: String,
+    /// The ROC, precision-recall and calibration curves of the labelled
+    /// rows (SVG) and their points (`curves.json`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub curves: Vec<OutputObject>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -307,6 +393,8 @@ pub struct ModelInfo {
     pub version: String,
     pub target: String,
     pub threshold: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_by: Option<ChosenBy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,38 +19,24 @@ use crate::dispatch::Dispatcher;
 use crate::dispatch::cloud_run::CloudRunDispatcher;
 use crate::dispatch::local::LocalPool;
 use crate::job::{JobRunner, Sharding};
-use crate::layout::fitted_model;
 use crate::model::Model;
 use crate::model::fit::{self, FitSpec};
+use crate::registry::routes::{Models, Routes};
+use crate::registry::{DEFAULT_ALIAS, ModelRef, Registry};
 use crate::score::ScoreOptions;
 use crate::server::{AppState, router};
-use crate::storage::{self, Location, ObjectStore, StorageError, WriteOptions, read_all, write_bytes};
+use crate::storage::{self, Location, ObjectStore, read_all};
 use crate::telemetry::Metrics;
 
 /// The dispatcher for inputs over `INLINE_MAX_BYTES`, and its limits.
 async fn sharding_of(
     settings: &Settings,
     sharding: &ShardingSettings,
-    model: &Model,
     shutdown: CancellationToken,
 ) -> Result<Sharding, StartError> {
-    // The tasks must run the very model this service runs: a fitted one
-    // is read back from where it was written.
-    let model_uri = match (&settings.model, &settings.backend) {
-        (ModelSource::Builtin, _) => None,
-        (ModelSource::Load(location), _) => Some(location.to_string()),
-        (ModelSource::Fit(_), storage::Backend::Local { dir }) => Some(
-            dir.join(settings.output_bucket.as_str())
-                .join(fitted_model(model.version()))
-                .display()
-                .to_string(),
-        ),
-        (ModelSource::Fit(_), storage::Backend::Gcs { .. }) => Some(format!(
-            "gs://{}/{}",
-            settings.output_bucket,
-            fitted_model(model.version())
-        )),
-    };
+    // Each execution is told the exact model version its input was
+    // dispatched for (MODEL_NAME, MODEL_VERSION), which every task reads
+    // from the registry in the output bucket.
     // What every task shares with this service, whoever runs it: the
     // output bucket, the model, the retries that decide the last attempt.
     let mut shared = vec![
@@ -73,9 +59,6 @@ async fn sharding_of(
             "STORAGE_RETRY_SECONDS".to_owned(),
             options.retry_budget.as_secs().max(1).to_string(),
         ));
-    }
-    if let Some(uri) = model_uri {
-        shared.push(("MODEL_URI".to_owned(), uri));
     }
     let dispatcher: Arc<dyn Dispatcher> = match &sharding.target {
         ShardTarget::CloudRun { job, endpoint } => Arc::new(
@@ -218,6 +201,7 @@ impl Application {
         let state = Arc::new(AppState {
             role: settings.role,
             model: OnceLock::new(),
+            models: OnceLock::new(),
             jobs: OnceLock::new(),
             job_slots: Arc::new(Semaphore::new(pushes.map_or(1, |p| p.max_concurrent_jobs))),
             push_auth: pushes.and_then(|p| p.auth.clone()).map(PushAuth::new),
@@ -232,8 +216,16 @@ impl Application {
             let state = state.clone();
             let settings = settings.clone();
             tokio::spawn(async move {
-                let model = Arc::new(load_model(&settings.model, &settings.backend, output.as_ref()).await?);
-                tracing::info!(model = model.name(), model_version = model.version(), "model ready");
+                let (model, artifact) = load_model(&settings.model, &settings.backend).await?;
+                let model = Arc::new(model);
+                let models = Arc::new(registry_of(&settings, output.clone(), model.clone(), &artifact).await?);
+                tracing::info!(
+                    model = model.name(),
+                    model_version = model.version(),
+                    default_model = %models.routes.default,
+                    "model ready"
+                );
+                let _ = state.models.set(models.clone());
                 if let (Some(pushes), Some(input)) = (&settings.pushes, input) {
                     let options = ScoreOptions {
                         chunk_bytes: settings.chunk_bytes,
@@ -249,13 +241,15 @@ impl Application {
                         &settings.revision,
                     );
                     runner.outputs = settings.outputs.clone();
+                    runner.models = Some(models.clone());
+                    runner.training = settings.models.clone();
                     let retry_budget = match &settings.backend {
                         storage::Backend::Gcs { options, .. } => options.retry_budget,
                         storage::Backend::Local { .. } => Duration::from_secs(60),
                     };
                     runner.follow_ups = Arc::new(follow_ups(&settings.outputs, retry_budget).await?);
                     if let Some(sharding) = &pushes.sharding {
-                        let sharding = sharding_of(&settings, sharding, &model, runner.shutdown.clone()).await?;
+                        let sharding = sharding_of(&settings, sharding, runner.shutdown.clone()).await?;
                         tracing::info!(
                             dispatcher = sharding.dispatcher.describe(),
                             inline_max_bytes = pushes.inline_max_bytes,
@@ -343,24 +337,26 @@ impl Application {
     }
 }
 
-/// Loads or fits the model as configured.
-pub async fn load_model(
-    source: &ModelSource,
-    backend: &storage::Backend,
-    output: &dyn ObjectStore,
-) -> Result<Model, StartError> {
+/// Loads or fits the start-up model as configured, with its artifact's
+/// bytes (which the registry stores as they are: the version is their hash).
+pub async fn load_model(source: &ModelSource, backend: &storage::Backend) -> Result<(Model, Vec<u8>), StartError> {
     let fail = |location: &dyn std::fmt::Display, message: String| StartError::Model {
         location: location.to_string(),
         message,
     };
     match source {
-        ModelSource::Builtin => Model::default_model().map_err(|e| fail(&"built-in data/model.json", e.to_string())),
+        ModelSource::Builtin => {
+            let bytes = crate::model::DEFAULT_ARTIFACT.to_vec();
+            let model = Model::from_json(&bytes).map_err(|e| fail(&"built-in data/model.json", e.to_string()))?;
+            Ok((model, bytes))
+        }
         ModelSource::Load(location) => {
             let named = format!("MODEL_URI={location}");
             let bytes = read_location(backend, location, MAX_MODEL_BYTES)
                 .await
                 .map_err(|m| fail(&named, m))?;
-            Model::from_json(&bytes).map_err(|e| fail(&named, e.to_string()))
+            let model = Model::from_json(&bytes).map_err(|e| fail(&named, e.to_string()))?;
+            Ok((model, bytes))
         }
         ModelSource::Fit(data_location) => {
             let named = format!("TRAINING_DATA_URI={data_location}");
@@ -381,25 +377,74 @@ pub async fn load_model(
                 .await
                 .map_err(|e| fail(location, e.to_string()))?
                 .map_err(|e| fail(location, e.to_string()))?;
-            // Keep the fitted artifact next to the outputs: every manifest names
-            // its version, and this makes that version retrievable.
-            let object = fitted_model(fitted.model.version());
-            match write_bytes(
-                output,
-                &object,
-                fitted.json.clone(),
-                WriteOptions::create_only("application/json"),
-            )
-            .await
-            {
-                Ok(_) | Err(StorageError::AlreadyExists(_)) => {
-                    tracing::info!(artifact = %output.uri(&object), "fitted model written");
-                }
-                Err(e) => return Err(fail(&output.uri(&object), e.to_string())),
-            }
-            Ok(fitted.model)
+            Ok((fitted.model, fitted.json))
         }
     }
+}
+
+/// The registry, with the start-up model stored as a version of its name
+/// and `@production` seeded with it on the first start; the default route
+/// is `MODEL`, else that alias. The start-up model stays the answer for its
+/// `@production` while the registry cannot be read or written (a predict
+/// service that may only read it, a first start racing another), so the
+/// service always has a model.
+async fn registry_of(
+    settings: &Settings,
+    output: Arc<dyn ObjectStore>,
+    model: Arc<Model>,
+    artifact: &[u8],
+) -> Result<Models, StartError> {
+    let registry = Registry::new(output);
+    let default = settings
+        .models
+        .default
+        .clone()
+        .unwrap_or_else(|| ModelRef::alias(model.name(), DEFAULT_ALIAS));
+    match registry.publish(artifact).await {
+        Ok((_, created)) => {
+            let object = crate::layout::model_version(model.name(), model.version());
+            if created {
+                tracing::info!(
+                    artifact = registry.uri(&object),
+                    "start-up model stored in the registry"
+                );
+            }
+            match registry
+                .seed(model.name(), model.version(), DEFAULT_ALIAS, &settings.revision)
+                .await
+            {
+                Ok(alias) if alias.changed => {
+                    tracing::info!(
+                        model = model.name(),
+                        version = alias.to,
+                        "@production created for the start-up model"
+                    )
+                }
+                Ok(alias) if alias.to != model.version() => tracing::warn!(
+                    model = model.name(),
+                    production = alias.to,
+                    start_up = model.version(),
+                    "the start-up model is not {}@production: the registry decides which version serves \
+                     (`scorer model promote {} {} --alias production` to serve it)",
+                    model.name(),
+                    model.name(),
+                    model.version()
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot seed @production of the start-up model"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the start-up model cannot be stored in the registry; it serves from memory")
+        }
+    }
+    let routes = Routes {
+        default,
+        prefixes: settings.models.routes.clone(),
+    };
+    let mut models = Models::new(registry, routes, settings.models.refresh);
+    models.remember_start_up(model);
+    Ok(models)
 }
 
 async fn read_location(backend: &storage::Backend, location: &Location, limit: usize) -> Result<Vec<u8>, String> {

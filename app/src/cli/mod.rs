@@ -5,6 +5,7 @@ mod buckets;
 mod ending;
 pub mod failed;
 mod files;
+mod model;
 mod reconcile;
 mod redrive;
 mod score;
@@ -68,6 +69,9 @@ enum Command {
     /// progress (who holds its lease, until when), dispatched to a job
     /// execution, or waiting; read from the output bucket's records.
     Status(Box<status::StatusArgs>),
+    /// The model registry in the output bucket: list, show, publish,
+    /// promote and roll back versions and aliases.
+    Model(Box<model::ModelArgs>),
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
 }
@@ -95,6 +99,10 @@ pub fn run() -> ExitCode {
         Command::Status(args) => {
             operator_logs();
             runtime().and_then(|rt| rt.block_on(status::status(*args)))
+        }
+        Command::Model(args) => {
+            operator_logs();
+            runtime().and_then(|rt| rt.block_on(model::model(*args)))
         }
         Command::Redrive(args) => {
             operator_logs();

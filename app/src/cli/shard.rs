@@ -74,7 +74,7 @@ pub async fn shard(args: ShardArgs) -> Result<Exit, Failed> {
         runner.follow_ups = follow_ups.clone();
         runner
     };
-    let (runner, result) = match task_model(&settings, output.as_ref()).await {
+    let (runner, result) = match task_model(&settings, output.clone()).await {
         Ok(model) => {
             let runner = runner(model);
             let result = runner.run_task(&object, &task).await.map_err(|e| e.to_string());
@@ -121,8 +121,14 @@ pub async fn shard(args: ShardArgs) -> Result<Exit, Failed> {
 /// The model the task scores with: the job's, which must be the one the
 /// input was dispatched for (every range of one input is scored by one
 /// model).
-async fn task_model(settings: &ShardSettings, output: &dyn ObjectStore) -> Result<Model, String> {
-    let model = load_model(&settings.model, &settings.backend, output)
+async fn task_model(settings: &ShardSettings, output: std::sync::Arc<dyn ObjectStore>) -> Result<Model, String> {
+    if let (Some(name), Some(version)) = (&settings.model_name, &settings.model_version) {
+        return scorer::registry::Registry::new(output)
+            .load(name, version)
+            .await
+            .map_err(|e| format!("the dispatched model {name} {version} cannot be loaded from the registry: {e}"));
+    }
+    let (model, _) = load_model(&settings.model, &settings.backend)
         .await
         .map_err(|e| format!("the job's model cannot be loaded: {e}"))?;
     match &settings.model_version {

@@ -155,6 +155,8 @@ pub struct ServeArgs {
     pub chunk_mib: usize,
     #[command(flatten)]
     pub outputs: super::OutputArgs,
+    #[command(flatten)]
+    pub models: super::ModelArgs,
     /// How long one storage operation keeps retrying transient failures
     /// (429, 5xx, timeouts, cut connections) before the job answers 503.
     #[arg(long, env = "STORAGE_RETRY_SECONDS", default_value_t = 60)]

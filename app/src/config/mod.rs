@@ -5,6 +5,7 @@
 
 mod args;
 mod dispatch;
+pub mod models;
 pub mod output;
 pub mod shard;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub use args::{DEFAULT_INLINE_MAX_BYTES, PushAuthMode, ServeArgs, ServiceRole};
 pub use dispatch::{ShardTarget, ShardingSettings};
+pub use models::{ModelArgs, ModelSettings, Promote};
 pub use output::{BigQuerySettings, OutputArgs, OutputSettings};
 
 use crate::auth::PushAuthConfig;
@@ -48,6 +50,8 @@ pub struct Settings {
     pub chunk_bytes: usize,
     /// The predictions' format, BigQuery and the results topic.
     pub outputs: OutputSettings,
+    /// The registry's routes and refresh, fit on upload.
+    pub models: ModelSettings,
     pub settle: Duration,
     /// The Cloud Run service, when running on Cloud Run.
     pub cloud_run_service: Option<String>,
@@ -245,6 +249,7 @@ impl Settings {
             project: args.project.clone().filter(|p| !p.is_empty()),
             chunk_bytes: args.chunk_mib << 20,
             outputs: OutputSettings::from_args(&args.outputs)?,
+            models: ModelSettings::from_args(&args.models)?,
             settle: Duration::from_secs_f64(args.settle_seconds),
             cloud_run_service,
             revision: args
@@ -294,6 +299,7 @@ impl Settings {
             project: None,
             chunk_bytes: 8 << 20,
             outputs: OutputSettings::default(),
+            models: ModelSettings::default(),
             settle: Duration::from_millis(200),
             cloud_run_service: None,
             revision: "local".to_owned(),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, ModelSource, err};
-use crate::dispatch::{INPUT_GENERATION, INPUT_URI, MODEL_VERSION, TASK_ENV, Task};
+use crate::dispatch::{INPUT_GENERATION, INPUT_URI, MODEL_NAME, MODEL_VERSION, TASK_ENV, Task};
 use crate::event::{BucketName, Generation, ObjectName, ObjectRef};
 use crate::storage::{Backend, Location};
 
@@ -33,6 +33,11 @@ pub struct ShardArgs {
     /// differs refuses to score (one input, one model).
     #[arg(long, env = MODEL_VERSION)]
     pub model_version: Option<String>,
+    /// The model's name: with MODEL_VERSION, the task reads that exact
+    /// version from the registry in the output bucket (what the service
+    /// dispatches), and MODEL_URI is not used.
+    #[arg(long, env = MODEL_NAME)]
+    pub model_name: Option<String>,
     #[arg(long, env = "STORAGE_EMULATOR_HOST", value_name = "HOST:PORT")]
     pub storage_emulator_host: Option<String>,
     #[arg(long, env = TASK_ENV.index, default_value_t = 0)]
@@ -73,6 +78,7 @@ pub struct ShardSettings {
     pub output_bucket: BucketName,
     pub model: ModelSource,
     pub model_version: Option<String>,
+    pub model_name: Option<String>,
     pub task: Task,
     pub lease_ttl: Duration,
     pub chunk_bytes: usize,
@@ -149,6 +155,7 @@ impl ShardSettings {
             output_bucket,
             model,
             model_version: args.model_version.clone().filter(|v| !v.is_empty()),
+            model_name: args.model_name.clone().filter(|v| !v.is_empty()),
             task: Task {
                 index: args.task_index,
                 count: args.task_count,

@@ -46,6 +46,8 @@ pub struct TaskEnv {
 pub const INPUT_URI: &str = "INPUT_URI";
 pub const INPUT_GENERATION: &str = "INPUT_GENERATION";
 pub const MODEL_VERSION: &str = "MODEL_VERSION";
+/// The dispatched model's name (its version is in the registry).
+pub const MODEL_NAME: &str = "MODEL_NAME";
 
 /// Which task this is, as Cloud Run tells every task of an execution.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +73,7 @@ pub struct Dispatch {
     pub name: String,
     pub generation: i64,
     pub tasks: u32,
+    pub model_name: String,
     pub model_version: String,
 }
 
@@ -80,6 +83,7 @@ impl Dispatch {
         vec![
             (INPUT_URI.to_owned(), format!("gs://{}/{}", self.bucket, self.name)),
             (INPUT_GENERATION.to_owned(), self.generation.to_string()),
+            (MODEL_NAME.to_owned(), self.model_name.clone()),
             (MODEL_VERSION.to_owned(), self.model_version.clone()),
         ]
     }

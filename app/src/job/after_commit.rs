@@ -146,6 +146,9 @@ impl JobRunner {
     /// Loads and announces a committed input generation, unless already
     /// recorded as done.
     pub(super) async fn after_commit(&self, names: &OutputNames, manifest: &Manifest) -> Result<(), JobError> {
+        // A fit's aliases move first: the results message then tells of a
+        // version already promoted.
+        self.promote_fit(names, manifest).await?;
         if self.follow_ups.bigquery.is_none() && self.follow_ups.results.is_none() {
             return Ok(());
         }
@@ -284,6 +287,7 @@ impl JobRunner {
         let status = match manifest.status {
             Status::Scored => "scored",
             Status::Failed => "failed",
+            Status::Fitted => "fitted",
         };
         let attributes = [
             ("status", status),

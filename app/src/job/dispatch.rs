@@ -69,6 +69,10 @@ struct DispatchRecord {
     generation: String,
     size: u64,
     tasks: u32,
+    /// The model every execution of this input scores with (absent from
+    /// records written before the registry: the service's model then).
+    #[serde(default)]
+    model_name: String,
     model_version: String,
     requested_at: String,
     instance: String,
@@ -162,12 +166,23 @@ impl JobRunner {
             (None, _) => 1,
         };
         let tasks = sharding.tasks_for(meta.size, head);
+        // One input, one model version: a later execution (the first one
+        // died) scores with the version the first was dispatched for, even
+        // if the alias that chose it has moved since.
+        let (model_name, model_version) = match self
+            .read_json::<DispatchRecord>(&names.dispatch(1), RECORD_LIMIT)
+            .await?
+        {
+            Some(first) if seq > 1 && !first.model_name.is_empty() => (first.model_name, first.model_version),
+            _ => (self.model.name().to_owned(), self.model.version().to_owned()),
+        };
         let record = DispatchRecord {
             input_uri: self.input.uri(object.name.as_str()),
             generation: object.generation.to_string(),
             size: meta.size,
             tasks,
-            model_version: self.model.version().to_owned(),
+            model_name: model_name.clone(),
+            model_version: model_version.clone(),
             requested_at: now_rfc3339(),
             instance: self.instance.clone(),
         };
@@ -177,7 +192,8 @@ impl JobRunner {
             name: object.name.as_str().to_owned(),
             generation: object.generation.get(),
             tasks,
-            model_version: self.model.version().to_owned(),
+            model_name,
+            model_version,
         };
         let execution = sharding.dispatcher.start(&dispatch).await.map_err(|e| match e {
             DispatchError::Transient(m) => JobError::Transient(format!("starting the job failed: {m}")),

@@ -35,6 +35,7 @@ pub mod after_commit;
 mod commit;
 pub mod deliveries;
 pub mod dispatch;
+pub mod fit;
 mod run;
 pub mod shard;
 mod summary;
@@ -76,6 +77,7 @@ impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Committed(m) if m.status == Status::Scored => "scored",
+            Outcome::Committed(m) if m.status == Status::Fitted => "fitted",
             Outcome::Committed(_) => "failed",
             Outcome::Duplicate(_) => "duplicate",
             Outcome::InProgress(_) => "in_progress",
@@ -107,7 +109,17 @@ impl From<StorageError> for JobError {
 pub struct JobRunner {
     pub input: Arc<dyn ObjectStore>,
     pub output: Arc<dyn ObjectStore>,
+    /// The model this runner scores with: the start-up model in the
+    /// process-wide runner, the routed version in a job's own
+    /// ([`JobRunner::with_model`]), the dispatched version in a task's.
     pub model: Arc<Model>,
+    /// How the model was chosen (a job's runner only).
+    pub chosen_by: Option<crate::manifest::ChosenBy>,
+    /// The registry and its routes; `None` in a task, whose model is fixed
+    /// by its dispatch.
+    pub models: Option<Arc<crate::registry::routes::Models>>,
+    /// The registry settings: fit on upload, promotion.
+    pub training: crate::config::ModelSettings,
     pub options: ScoreOptions,
     /// The predictions' format (and provenance), BigQuery, the results topic.
     pub outputs: crate::config::OutputSettings,
@@ -210,6 +222,9 @@ impl JobRunner {
             input,
             output,
             model,
+            chosen_by: None,
+            models: None,
+            training: Default::default(),
             options,
             outputs: crate::config::OutputSettings::default(),
             follow_ups: Default::default(),
@@ -239,8 +254,45 @@ impl JobRunner {
             return Err(format!("{} events are not work", event.event_type));
         }
         if Format::for_object(event.object.name.as_str()).is_none() {
+            let name = event.object.name.as_str();
+            if self.is_training(name) && name.ends_with(crate::job::fit::SPEC_NAME) {
+                return Err(format!("{name} is a training spec, read by the fits of its folder"));
+            }
             return Err(format!("{} is not a {} object", event.object.name, Format::ACCEPTED));
         }
         Ok(())
+    }
+
+    /// Whether an input is training data (under `TRAINING_PREFIX`).
+    pub fn is_training(&self, name: &str) -> bool {
+        self.training
+            .training_prefix
+            .as_deref()
+            .is_some_and(|prefix| name.starts_with(prefix))
+    }
+
+    /// A runner for one job scoring with `model`, chosen as `chosen_by`
+    /// says: the model, its version and its route go into everything the
+    /// job writes, and the job never looks at another.
+    pub(crate) fn with_model(&self, model: Arc<Model>, chosen_by: Option<crate::manifest::ChosenBy>) -> JobRunner {
+        JobRunner {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            model,
+            chosen_by,
+            models: self.models.clone(),
+            training: self.training.clone(),
+            options: self.options.clone(),
+            outputs: self.outputs.clone(),
+            follow_ups: self.follow_ups.clone(),
+            lease_ttl: self.lease_ttl,
+            inline_max_bytes: self.inline_max_bytes,
+            sharding: self.sharding.clone(),
+            execution: self.execution.clone(),
+            instance: self.instance.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            running: Default::default(),
+        }
     }
 }

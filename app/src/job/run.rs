@@ -11,6 +11,8 @@ use crate::event::ObjectRef;
 use crate::layout::OutputNames;
 use crate::lease::{self, Acquired, HeldElsewhere};
 use crate::manifest::{JobFacts, Manifest, OutputObject};
+use crate::registry::RegistryError;
+use crate::registry::routes::RouteSource;
 use crate::score::{self, CsvRejects, FileRejection, RejectSink as _, RejectedRow, ScoreError};
 use crate::storage::blocking::{ObjectRanges, StreamReader, Upload};
 use crate::storage::{ObjectMeta, StorageError, WriteOptions};
@@ -29,6 +31,9 @@ pub(super) enum Failure {
     Unfinished { executions: u32, last: String },
     /// A task of the job execution failed on its last allowed attempt.
     Task(String),
+    /// The model the input asks for (by metadata, route or default) does
+    /// not exist, or a training file cannot be fitted.
+    Model(String),
 }
 
 impl Failure {
@@ -47,6 +52,7 @@ impl Failure {
                  {last}); see the job's logs"
             ),
             Failure::Task(why) => format!("a task of the job execution failed on its last attempt: {why}"),
+            Failure::Model(why) => why.clone(),
         }
     }
 
@@ -113,7 +119,18 @@ impl JobRunner {
                 cancel.cancel();
             }))
         };
-        let result = self.score_and_commit(object, &names, cancel).await;
+        let result = if self.is_training(object.name.as_str()) {
+            self.fit_and_commit(object, &names, cancel).await
+        } else {
+            match self.for_input(object).await {
+                Ok(Ok(job)) => job.score_and_commit(object, &names, cancel).await,
+                Ok(Err(failure)) => {
+                    self.report_failure(object, &names, None, failure, SystemTime::now())
+                        .await
+                }
+                Err(e) => Err(e),
+            }
+        };
         let result = match result {
             Err(_) if held.lost().is_cancelled() => Ok(Outcome::InProgress(HeldElsewhere {
                 holder: "another instance (took the lease over)".into(),
@@ -128,6 +145,45 @@ impl JobRunner {
         result
     }
 
+    /// A runner for this input's job: its model, routed (metadata, prefix,
+    /// default) and resolved to one exact version now, for the whole file.
+    /// A model that does not exist is the input's failure, committed with
+    /// the models there are; storage trouble is a retry.
+    async fn for_input(&self, object: &ObjectRef) -> Result<Result<JobRunner, Failure>, JobError> {
+        let Some(models) = &self.models else {
+            return Ok(Ok(self.with_model(self.model.clone(), None)));
+        };
+        let metadata = match self.input.stat(object.name.as_str()).await {
+            Ok(Some(meta)) => meta.metadata,
+            // Gone: scoring finds that out and reports it.
+            Ok(None) | Err(StorageError::NotFound(_) | StorageError::InvalidName { .. }) => Default::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let route = match models.routes.route(object.name.as_str(), &metadata) {
+            Ok(route) => route,
+            Err(e) => return Ok(Err(Failure::Model(e.to_string()))),
+        };
+        let chosen_by = crate::manifest::ChosenBy {
+            reference: route.model.to_string(),
+            route: match &route.source {
+                RouteSource::Metadata => "metadata".to_owned(),
+                RouteSource::Prefix { prefix } => format!("prefix {prefix}"),
+                RouteSource::Default => "default".to_owned(),
+            },
+        };
+        match models.get(&route.model).await {
+            Ok(model) => Ok(Ok(self.with_model(model, Some(chosen_by)))),
+            Err(e @ (RegistryError::Unknown(_) | RegistryError::Invalid(_) | RegistryError::BadArtifact { .. })) => {
+                Ok(Err(Failure::Model(format!(
+                    "the input's model {} (chosen by {}) cannot be used: {e}",
+                    chosen_by.reference, chosen_by.route
+                ))))
+            }
+            Err(e) if e.is_transient() => Err(JobError::Transient(format!("reading the model registry: {e}"))),
+            Err(e) => Err(JobError::Internal(format!("reading the model registry: {e}"))),
+        }
+    }
+
     fn facts<'a>(&'a self, object: &'a ObjectRef, names: &OutputNames, size: Option<u64>) -> JobFacts<'a> {
         JobFacts {
             object,
@@ -138,6 +194,7 @@ impl JobRunner {
             started_at: SystemTime::now(),
             score_ms: 0,
             execution: self.execution.clone(),
+            chosen_by: self.chosen_by.clone(),
         }
     }
 
@@ -253,12 +310,17 @@ impl JobRunner {
                     score_ms: started.elapsed().as_millis() as u64,
                     ..self.facts(object, names, Some(meta.size))
                 };
+                let curves = match super::fit::scoring_curves(&self.model, &summary, &facts.input_uri) {
+                    Some(curves) => self.put_curves(names, &curves).await?,
+                    None => Vec::new(),
+                };
                 let mut manifest = Manifest::scored(
                     facts,
                     &summary,
                     self.output_object(&predictions),
                     errors.as_ref().map(|e| self.output_object(e)),
                 );
+                manifest.outputs.curves = curves;
                 self.stamp_outputs(&mut manifest);
                 self.commit(names, manifest).await
             }

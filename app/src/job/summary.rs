@@ -41,6 +41,17 @@ pub(super) fn record(runner: &JobRunner, object: &ObjectRef, result: &Result<Out
             duration_ms,
             "job summary"
         ),
+        Ok(Outcome::Committed(m)) if m.status == crate::manifest::Status::Fitted => tracing::info!(
+            outcome = label,
+            input_uri,
+            generation,
+            model = m.model.name,
+            model_version = m.model.version,
+            decision = m.fit.as_ref().map(|f| f.decision.clone()),
+            manifest = m.uri(),
+            duration_ms,
+            "job summary"
+        ),
         Ok(Outcome::Committed(m)) => tracing::warn!(
             outcome = label,
             input_uri,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub role: ServiceRole,
     /// Set once the model is loaded (`/ready` answers 200 from then on).
     pub model: OnceLock<Arc<Model>>,
+    /// The registry and its routes: `/predict?model=` and the default.
+    pub models: OnceLock<Arc<crate::registry::routes::Models>>,
     /// The push route's jobs, set with the model when the role serves pushes.
     pub jobs: OnceLock<Arc<JobRunner>>,
     pub job_slots: Arc<Semaphore>,

@@ -183,6 +183,8 @@ struct JsonObject {
     updated: Option<String>,
     #[serde(rename = "timeCreated")]
     time_created: Option<String>,
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +210,7 @@ impl JsonObject {
             crc32c,
             updated: self.updated.and_then(|u| humantime::parse_rfc3339_weak(&u).ok()),
             created: self.time_created.and_then(|u| humantime::parse_rfc3339_weak(&u).ok()),
+            metadata: self.metadata,
         }
     }
 }
@@ -266,7 +269,9 @@ impl GcsStore {
             .client
             .write_object(&self.bucket_path, name, payload)
             .set_content_type(options.content_type);
-        if options.create_only {
+        if let Some(generation) = options.if_generation {
+            request = request.set_if_generation_match(generation);
+        } else if options.create_only {
             request = request.set_if_generation_match(0);
         }
         let object = request.send_buffered().await.map_err(|e| map_error(name, e))?;
@@ -277,6 +282,7 @@ impl GcsStore {
             crc32c: object.checksums.and_then(|c| c.crc32c),
             updated: None,
             created: None,
+            metadata: Default::default(),
         })
     }
 }
@@ -298,7 +304,7 @@ impl ObjectStore for GcsStore {
             path_segment(&self.bucket),
             path_segment(name)
         );
-        let fields = [("fields", "name,generation,size,crc32c,updated,timeCreated")];
+        let fields = [("fields", "name,generation,size,crc32c,updated,timeCreated,metadata")];
         match self.json.get(&self.uri(name), &url, &fields).await? {
             None => Ok(None),
             Some(body) => serde_json::from_slice::<JsonObject>(&body)
@@ -329,6 +335,7 @@ impl ObjectStore for GcsStore {
             crc32c: highlights.checksums.as_ref().and_then(|c| c.crc32c),
             updated: None,
             created: None,
+            metadata: Default::default(),
         };
         if meta.size == 0 {
             // The client takes the size from `x-goog-stored-content-length`,

@@ -82,8 +82,62 @@ impl LocalStore {
             // A file's generation is its modification time: a rewrite is a
             // new generation, created then.
             created: updated,
+            metadata: Default::default(),
         }
     }
+}
+
+/// Renames `tmp` over `dest` only while `dest`'s generation is `expected`.
+/// Every compare-and-swap of the bucket holds one lock file while it
+/// compares and renames, so two processes cannot both see the same
+/// generation and both replace it.
+fn swap_if_generation(lock: &Path, tmp: &Path, dest: &Path, expected: i64, name: &str) -> Result<(), StorageError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .map_err(|e| io_error(name, e))?;
+    file.lock().map_err(|e| io_error(name, e))?;
+    let current = match std::fs::metadata(dest) {
+        Ok(md) => generation_of(md.modified().ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::AlreadyExists(name.to_owned())),
+        Err(e) => return Err(io_error(name, e)),
+    };
+    if current != expected {
+        return Err(StorageError::AlreadyExists(name.to_owned()));
+    }
+    // A rename whose new file has the same modification time would keep
+    // the generation: the file's time is moved on by at least 1 ns.
+    if let Ok(md) = std::fs::metadata(tmp)
+        && generation_of(md.modified().ok()) <= current
+        && let Ok(f) = std::fs::File::options().write(true).open(tmp)
+    {
+        let later = UNIX_EPOCH + std::time::Duration::from_nanos(u64::try_from(current).unwrap_or_default() + 1);
+        let _ = f.set_modified(later);
+    }
+    std::fs::rename(tmp, dest).map_err(|e| io_error(name, e))?;
+    drop(file);
+    Ok(())
+}
+
+/// A file's custom metadata: its extended attributes in the `user.`
+/// namespace (`setfattr -n user.model -v NAME FILE`), as Cloud Storage's
+/// `x-goog-meta-*`. A file system without them has none.
+fn custom_metadata(path: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(names) = xattr::list(path) else { return out };
+    for attr in names {
+        let Some(key) = attr.to_str().and_then(|a| a.strip_prefix("user.")) else {
+            continue;
+        };
+        if let Ok(Some(value)) = xattr::get(path, &attr)
+            && let Ok(value) = String::from_utf8(value)
+        {
+            out.insert(key.to_owned(), value);
+        }
+    }
+    out
 }
 
 /// Local objects have no generation; the modification time in nanoseconds
@@ -159,7 +213,11 @@ impl ObjectStore for LocalStore {
     async fn stat(&self, name: &str) -> Result<Option<ObjectMeta>, StorageError> {
         let path = self.path_of(name)?;
         match tokio::fs::metadata(&path).await {
-            Ok(md) if md.is_file() => Ok(Some(self.meta(name, &md))),
+            Ok(md) if md.is_file() => {
+                let mut meta = self.meta(name, &md);
+                meta.metadata = custom_metadata(&path);
+                Ok(Some(meta))
+            }
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error(name, e)),
@@ -232,7 +290,13 @@ impl ObjectStore for LocalStore {
             if let Some(parent) = dest.parent() {
                 tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(name, e))?;
             }
-            if options.create_only {
+            if let Some(expected) = options.if_generation {
+                let (tmp, dest, owned) = (tmp.clone(), dest.clone(), name.to_owned());
+                let lock = tmp_dir.join("compare-and-swap.lock");
+                tokio::task::spawn_blocking(move || swap_if_generation(&lock, &tmp, &dest, expected, &owned))
+                    .await
+                    .map_err(|e| StorageError::Transient(format!("{name}: {e}")))??;
+            } else if options.create_only {
                 // link(2) fails if the destination exists: an atomic create-only.
                 tokio::fs::hard_link(&tmp, &dest).await.map_err(|e| io_error(name, e))?;
             } else {

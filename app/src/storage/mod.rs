@@ -132,6 +132,11 @@ pub struct ObjectMeta {
     /// not this).
     #[serde(skip)]
     pub created: Option<SystemTime>,
+    /// The object's custom metadata (`x-goog-meta-KEY: VALUE` on upload;
+    /// locally, the file's extended attributes `user.KEY`). Filled by
+    /// [`ObjectStore::stat`] only.
+    #[serde(skip)]
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// How to write an object.
@@ -139,6 +144,10 @@ pub struct ObjectMeta {
 pub struct WriteOptions {
     /// Fail with [`StorageError::AlreadyExists`] instead of replacing.
     pub create_only: bool,
+    /// Replace the object only while its live generation is this one (a
+    /// compare-and-swap); fail with [`StorageError::AlreadyExists`] when
+    /// another writer moved it first (Cloud Storage's 412).
+    pub if_generation: Option<i64>,
     pub content_type: &'static str,
 }
 
@@ -146,6 +155,17 @@ impl WriteOptions {
     pub fn create_only(content_type: &'static str) -> Self {
         WriteOptions {
             create_only: true,
+            if_generation: None,
+            content_type,
+        }
+    }
+
+    /// A compare-and-swap: replaces generation `expected` of the object,
+    /// or creates it when `expected` is `None`.
+    pub fn replacing(expected: Option<i64>, content_type: &'static str) -> Self {
+        WriteOptions {
+            create_only: expected.is_none(),
+            if_generation: expected,
             content_type,
         }
     }

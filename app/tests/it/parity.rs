@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::harness::{data, repo_root, scorer, stderr, stdout};
 
 /// The Python with scikit-learn and palmerpenguins (set by .ci/tools.sh).
-fn parity_python() -> String {
+pub fn parity_python() -> String {
     std::env::var("SCORER_PARITY_PYTHON").unwrap_or_else(|_| {
         panic!(
             "SCORER_PARITY_PYTHON is not set: run the tests through ./test.sh, which installs scikit-learn and \

@@ -384,8 +384,8 @@ async fn a_model_fitted_at_start_is_kept_and_named_in_every_output() {
     let shipped = scorer::model::Model::default_model().unwrap();
     let fitted_path = dir
         .path()
-        .join("output/_models")
-        .join(format!("{}.json", version.replace(':', "-")));
+        .join("output/_models/scl-flight-delay")
+        .join(format!("{}.json", version.trim_start_matches("sha256:")));
     let fitted = scorer::model::Model::from_json(&std::fs::read(&fitted_path).unwrap()).unwrap();
     assert_eq!(fitted.version(), version, "the kept artifact is the one in use");
     assert_eq!(fitted.artifact().features, shipped.artifact().features);

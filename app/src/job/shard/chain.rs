@@ -260,6 +260,7 @@ impl JobRunner {
             started_at,
             score_ms: (records.iter().map(|r| r.seconds).fold(0.0, f64::max) * 1000.0) as u64,
             execution: self.execution.clone(),
+            chosen_by: self.chosen_by.clone(),
         };
         let mut manifest = Manifest::sharded(facts, totals, shards, errors);
         self.stamp_outputs(&mut manifest);

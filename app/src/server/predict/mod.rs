@@ -28,6 +28,7 @@ pub use request::{Field, Parsed, Row, parse_request};
 
 use super::AppState;
 use crate::model::{Contribution, Model};
+use crate::registry::{ModelRef, RegistryError};
 
 /// Rows to score. Give either `instances` or `flights`.
 #[derive(Debug, utoipa::ToSchema)]
@@ -49,6 +50,8 @@ pub struct PredictResponse {
     pub predict: Vec<u8>,
     /// Probability of class 1 per row.
     pub probability: Vec<f64>,
+    /// The model's name and the exact version that answered.
+    pub model: String,
     pub model_version: String,
     /// Per row, the features that moved the logit most (when asked).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,22 +91,37 @@ fn error(status: StatusCode, detail: impl Into<String>, errors: Vec<String>) -> 
         .into_response()
 }
 
+/// `?model=name@alias`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PredictQuery {
+    model: Option<String>,
+}
+
 #[utoipa::path(
     post,
     operation_id = "predict",
     path = "/predict",
     tag = "predict",
     request_body = PredictRequest,
-    params(("X-API-Key" = Option<String>, Header, description = "Required when PREDICT_API_KEYS is set")),
+    params(
+        ("X-API-Key" = Option<String>, Header, description = "Required when PREDICT_API_KEYS is set"),
+        ("model" = Option<String>, Query, description = "The model: `name` (its @production), `name@alias` or `name:version`; default: the service's MODEL"),
+    ),
     responses(
         (status = 200, description = "One prediction per row", body = PredictResponse),
         (status = 400, description = "Not JSON, empty, or a value the model cannot take", body = ErrorResponse),
         (status = 401, description = "API key missing or wrong", body = ErrorResponse),
+        (status = 404, description = "No such model, alias or version (the answer names what there is)", body = ErrorResponse),
         (status = 413, description = "Body or row count over the limit", body = ErrorResponse),
         (status = 503, description = "Model not loaded yet", body = ErrorResponse),
     )
 )]
-pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: axum::body::Body) -> Response {
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(query): axum::extract::Query<PredictQuery>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     let body = match super::read_body(body, state.max_body_bytes).await {
         Ok(b) => b,
         Err(response) => return response,
@@ -121,9 +139,33 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
             );
         }
     }
-    let Some(model) = state.model() else {
+    let Some(start_up) = state.model() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading", vec![]);
     };
+    let model = match state.models.get() {
+        Some(models) => {
+            let asked = match query.model.as_deref().map(str::parse::<ModelRef>).transpose() {
+                Ok(asked) => asked,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("?model=: {e}"), vec![]),
+            };
+            let reference = asked.as_ref().unwrap_or(&models.routes.default);
+            match models.get(reference).await {
+                Ok(model) => model,
+                Err(e @ (RegistryError::Unknown(_) | RegistryError::Invalid(_))) => {
+                    return error(StatusCode::NOT_FOUND, e.to_string(), vec![]);
+                }
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("the model {reference} cannot be read now: {e}"),
+                        vec![],
+                    );
+                }
+            }
+        }
+        None => start_up.clone(),
+    };
+    let model = model.as_ref();
     let names: Vec<&str> = model.required_columns().collect();
     let request = match parse_request(&body, &names) {
         Ok(r) => r,
@@ -241,6 +283,7 @@ pub fn predict(model: &Model, key: &str, rows: &[Row<'_>], explain: usize) -> Re
     Ok(PredictResponse {
         predict,
         probability,
+        model: model.name().to_owned(),
         model_version: model.version().to_owned(),
         explanations,
     })

@@ -1,0 +1,415 @@
+//! Fit on upload: a labelled file under `TRAINING_PREFIX` becomes a new
+//! version of a model instead of being scored.
+//!
+//! `training/<model>/data.csv` fits model `<model>` with the spec in
+//! `training/<model>/spec.json` (features, target, options: [`SpecFile`]),
+//! or, without one, the spec of the model's current `@production`. The rows
+//! are split as the spec says (a split column, or a fraction held out
+//! deterministically), the new version is stored in the registry, and the
+//! held-out rows measure it, and the current `@production` (the champion)
+//! on the same rows. The fit's manifest is the commit, as for scoring: one
+//! per training-file generation, create-only, with the decision in it
+//! (`@staging`; with `PROMOTE=auto` also `@production` when the
+//! challenger's ROC AUC is at least the champion's). The aliases move
+//! after the commit ([`JobRunner::promote_fit`]), and `promoted.json`
+//! records that they did, so a redelivery after a crash in between moves
+//! them and never twice.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use serde::Deserialize;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use super::run::Failure;
+use super::{JobError, JobRunner, Outcome};
+use crate::config::Promote;
+use crate::event::ObjectRef;
+use crate::layout::OutputNames;
+use crate::manifest::{Champion, FitInfo, JobFacts, Manifest, OutputObject, Status};
+use crate::model::curves::Curves;
+use crate::model::fit::{self, ClassWeight, FitSpec, HandleUnknown, Split, ThresholdRule};
+use crate::model::plots::{self, Plot};
+use crate::model::{Model, fit::FitError};
+use crate::registry::{DEFAULT_ALIAS, FitRecord, Registry, RegistryError, STAGING_ALIAS};
+use crate::storage::blocking::StreamReader;
+use crate::storage::{StorageError, WriteOptions, read_all, write_bytes};
+
+/// The spec object's name, in a model's training folder.
+pub const SPEC_NAME: &str = "spec.json";
+/// What a spec without a split holds out.
+const DEFAULT_TEST_FRACTION: f64 = 0.2;
+
+/// A training folder's `spec.json`: what `scorer train` takes as flags.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecFile {
+    pub target: String,
+    #[serde(default)]
+    pub categorical: Vec<String>,
+    #[serde(default)]
+    pub numeric: Vec<String>,
+    /// Rows whose `split_column` is `train_value` (default `train`) train;
+    /// the others are held out. Without it, `test_fraction` (default 0.2)
+    /// of the rows is held out, chosen by `seed` (default 42).
+    pub split_column: Option<String>,
+    pub train_value: Option<String>,
+    pub test_fraction: Option<f64>,
+    pub seed: Option<u64>,
+    pub class_weight: Option<String>,
+    pub sample_weight: Option<String>,
+    pub c: Option<f64>,
+    pub max_iter: Option<usize>,
+    pub threshold: Option<String>,
+    pub handle_unknown: Option<String>,
+    #[serde(default)]
+    pub missing_level: bool,
+}
+
+impl SpecFile {
+    fn into_spec(self, name: &str) -> Result<FitSpec, String> {
+        let mut spec = FitSpec::new(name, &self.target, &[], &[]);
+        spec.categorical = self.categorical;
+        spec.numeric = self.numeric;
+        spec.split = match self.split_column {
+            Some(column) => Split::Column {
+                column,
+                train_value: self.train_value.unwrap_or_else(|| "train".to_owned()),
+            },
+            None => Split::Fraction {
+                test_fraction: self.test_fraction.unwrap_or(DEFAULT_TEST_FRACTION),
+                seed: self.seed.unwrap_or(42),
+            },
+        };
+        if let Some(w) = self.class_weight {
+            spec.class_weight = w.parse::<ClassWeight>()?;
+        }
+        spec.sample_weight = self.sample_weight;
+        if let Some(c) = self.c {
+            spec.c = c;
+        }
+        if let Some(n) = self.max_iter {
+            spec.max_iterations = n;
+        }
+        if let Some(t) = self.threshold {
+            spec.threshold = t.parse::<ThresholdRule>()?;
+        }
+        if let Some(h) = self.handle_unknown {
+            spec.handle_unknown = h.parse::<HandleUnknown>()?;
+        }
+        spec.missing_level = self.missing_level;
+        Ok(spec)
+    }
+}
+
+impl JobRunner {
+    /// The model a training file fits: the folder right under the prefix.
+    fn training_model_name(&self, name: &str) -> Result<String, String> {
+        let prefix = self.training.training_prefix.as_deref().unwrap_or_default();
+        let rest = name.strip_prefix(prefix).unwrap_or(name);
+        match rest.split_once('/') {
+            Some((model, _)) if !model.is_empty() => {
+                crate::registry::check_model_name(model)?;
+                Ok(model.to_owned())
+            }
+            _ => Err(format!(
+                "a training file goes in a folder named after its model: {prefix}<model-name>/{rest}"
+            )),
+        }
+    }
+
+    /// The spec for `model`: its folder's spec object, else its
+    /// `@production`'s; and where it came from.
+    async fn training_spec(
+        &self,
+        registry: &Registry,
+        model: &str,
+    ) -> Result<Result<(FitSpec, String), String>, JobError> {
+        let prefix = self.training.training_prefix.as_deref().unwrap_or_default();
+        let spec_name = format!("{prefix}{model}/{SPEC_NAME}");
+        match read_all(self.input.as_ref(), &spec_name, 1 << 20).await {
+            Ok((meta, bytes)) => {
+                let uri = format!("{}#{}", self.input.uri(&spec_name), meta.generation);
+                let spec = serde_json::from_slice::<SpecFile>(&bytes)
+                    .map_err(|e| format!("{uri} is not a training spec: {e}"))
+                    .and_then(|s| s.into_spec(model).map_err(|e| format!("{uri}: {e}")));
+                return Ok(spec.map(|s| (s, uri)));
+            }
+            Err(StorageError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match registry
+            .resolve(&crate::registry::ModelRef::alias(model, DEFAULT_ALIAS))
+            .await
+        {
+            Ok(production) => Ok(Ok((
+                FitSpec::like(production.artifact()),
+                format!("the spec of {model}@{DEFAULT_ALIAS} ({})", production.version()),
+            ))),
+            Err(RegistryError::Unknown(_)) => Ok(Err(format!(
+                "no spec for model {model}: write {} (e.g. {{\"target\": \"y\", \"categorical\": [\"a\"], \"numeric\": [\"b\"]}}), or promote a version of {model} to @{DEFAULT_ALIAS} whose spec a refit reuses",
+                self.input.uri(&spec_name)
+            ))),
+            Err(e) if e.is_transient() => Err(JobError::Transient(e.to_string())),
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    }
+
+    /// Fits a training file and commits the fit's manifest.
+    pub(super) async fn fit_and_commit(
+        &self,
+        object: &ObjectRef,
+        names: &OutputNames,
+        cancel: CancellationToken,
+    ) -> Result<Outcome, JobError> {
+        let started_at = SystemTime::now();
+        let started = Instant::now();
+        let registry = Registry::new(self.output.clone());
+        let fail = |why: String| Failure::Model(format!("the training file was not fitted: {why}"));
+        let model_name = match self.training_model_name(object.name.as_str()) {
+            Ok(name) => name,
+            Err(why) => return self.report_failure(object, names, None, fail(why), started_at).await,
+        };
+        let (spec, spec_source) = match self.training_spec(&registry, &model_name).await? {
+            Ok(found) => found,
+            Err(why) => return self.report_failure(object, names, None, fail(why), started_at).await,
+        };
+        // The champion: @production as the fit starts.
+        let champion = match registry
+            .resolve(&crate::registry::ModelRef::alias(&model_name, DEFAULT_ALIAS))
+            .await
+        {
+            Ok(model) => Some(model),
+            Err(RegistryError::Unknown(_)) => None,
+            Err(e) if e.is_transient() => return Err(JobError::Transient(e.to_string())),
+            Err(e) => return Err(JobError::Internal(e.to_string())),
+        };
+        let (meta, stream) = match self
+            .input
+            .read(object.name.as_str(), Some(object.generation.get()))
+            .await
+        {
+            Ok(opened) => opened,
+            Err(StorageError::NotFound(what)) => {
+                let failure = Failure::Gone(format!("the input no longer exists: {what} (deleted or replaced)"));
+                return self.report_failure(object, names, None, failure, started_at).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let data_name = object.name.as_str().rsplit('/').next().unwrap_or_default().to_owned();
+        let fitted = {
+            let handle = Handle::current();
+            let spec = spec.clone();
+            let champion = champion.clone();
+            let cancel = cancel.clone();
+            tokio::task::spawn_blocking(move || {
+                let reader = StreamReader::new(stream, handle, cancel);
+                fit::fit_against(reader, &data_name, &spec, champion.as_ref())
+            })
+            .await
+            .map_err(|e| JobError::Internal(format!("fitting thread: {e}")))?
+        };
+        let fitted = match fitted {
+            Ok(fitted) => fitted,
+            Err(FitError::Read(e)) => {
+                return match StorageError::find(&e) {
+                    Some(StorageError::NotFound(what)) => {
+                        let failure = Failure::Gone(format!("the input vanished while it was read: {what}"));
+                        self.report_failure(object, names, Some(&meta), failure, started_at)
+                            .await
+                    }
+                    Some(storage) => Err(storage.clone().into()),
+                    None => Err(JobError::Transient(e.to_string())),
+                };
+            }
+            Err(e) => {
+                let why = format!("{e} (spec: {spec_source})");
+                return self
+                    .report_failure(object, names, Some(&meta), fail(why), started_at)
+                    .await;
+            }
+        };
+        let (model, new_version) = registry.publish(&fitted.json).await.map_err(|e| match e {
+            RegistryError::Storage(s) => JobError::from(s),
+            other => JobError::Internal(other.to_string()),
+        })?;
+        let artifact_uri = registry.uri(&crate::layout::model_version(model.name(), model.version()));
+        let curves = match &fitted.curves {
+            Some(curves) => self.put_curves(names, curves).await?,
+            None => Vec::new(),
+        };
+        let record = FitRecord {
+            input_uri: self.input.uri(object.name.as_str()),
+            generation: object.generation.to_string(),
+            manifest_uri: self.output.uri(&names.manifest()),
+            curves: curves.iter().map(|c| c.uri.clone()).collect(),
+        };
+        registry
+            .record_fit(model.name(), model.version(), &record)
+            .await
+            .map_err(|e| match e {
+                RegistryError::Storage(s) => JobError::from(s),
+                other => JobError::Internal(other.to_string()),
+            })?;
+
+        // The decision, made now and recorded in the commit.
+        let comparison = fitted.comparison.clone();
+        let mut promote_to = vec![STAGING_ALIAS.to_owned()];
+        let decision = match (self.training.promote, &champion, &comparison) {
+            (Promote::Staging, _, _) => "PROMOTE=staging: @staging only".to_owned(),
+            (Promote::Auto, None, _) => {
+                promote_to.push(DEFAULT_ALIAS.to_owned());
+                format!("PROMOTE=auto and {model_name} had no @{DEFAULT_ALIAS}: the first version serves")
+            }
+            (Promote::Auto, Some(champ), Some(c)) => match (c.challenger_roc_auc, c.champion_roc_auc) {
+                (Some(new), Some(old)) if new >= old => {
+                    promote_to.push(DEFAULT_ALIAS.to_owned());
+                    format!(
+                        "PROMOTE=auto: held-out ROC AUC {new:.4} >= {old:.4} of {} on the same {} rows: promoted",
+                        champ.version(),
+                        c.rows
+                    )
+                }
+                (Some(new), Some(old)) => format!(
+                    "PROMOTE=auto: held-out ROC AUC {new:.4} < {old:.4} of {} on the same {} rows: @staging only",
+                    champ.version(),
+                    c.rows
+                ),
+                _ => "PROMOTE=auto: no ROC AUC to compare on the held-out rows (nothing held out, or one class): @staging only".to_owned(),
+            },
+            (Promote::Auto, Some(_), None) => "PROMOTE=auto: no comparison: @staging only".to_owned(),
+        };
+        let holdout_rows = fitted.model.artifact().training.holdout.as_ref().map_or(0, |e| e.rows);
+        let training = &fitted.model.artifact().training;
+        let info = FitInfo {
+            spec: spec_source,
+            artifact_uri,
+            new_version,
+            rows_read: training.rows + holdout_rows + training.rows_skipped,
+            training_rows: training.rows,
+            holdout_rows,
+            rows_skipped: training.rows_skipped,
+            holdout: training.holdout.clone(),
+            champion: champion.as_ref().zip(comparison).map(|(m, c)| Champion {
+                version: m.version().to_owned(),
+                rows: c.rows,
+                challenger_roc_auc: c.challenger_roc_auc,
+                champion_roc_auc: c.champion_roc_auc,
+                champion_rejected: c.champion_rejected,
+            }),
+            promote_to,
+            decision,
+            fit_ms: started.elapsed().as_millis() as u64,
+        };
+        let facts = JobFacts {
+            object,
+            input_uri: self.input.uri(object.name.as_str()),
+            size: Some(meta.size),
+            manifest_uri: self.output.uri(&names.manifest()),
+            model: &model,
+            started_at,
+            score_ms: started.elapsed().as_millis() as u64,
+            execution: None,
+            chosen_by: None,
+        };
+        self.commit(names, Manifest::fitted(facts, info, curves)).await
+    }
+
+    /// Moves the aliases a committed fit decided on, once: `promoted.json`
+    /// says they moved. Runs after every commit or duplicate of a fit.
+    pub(super) async fn promote_fit(&self, names: &OutputNames, manifest: &Manifest) -> Result<(), JobError> {
+        let Some(fit) = manifest.fit.as_ref().filter(|_| manifest.status == Status::Fitted) else {
+            return Ok(());
+        };
+        if self
+            .read_json::<serde_json::Value>(&names.promoted(), 1 << 20)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let registry = Registry::new(self.output.clone());
+        let set_by = format!("fit of {}#{}", manifest.input.uri, manifest.input.generation);
+        let mut changes = Vec::new();
+        for alias in &fit.promote_to {
+            let change = registry
+                .promote(
+                    &manifest.model.name,
+                    &manifest.model.version,
+                    alias,
+                    &set_by,
+                    &fit.decision,
+                )
+                .await
+                .map_err(|e| match e {
+                    RegistryError::Storage(s) => JobError::from(s),
+                    e if e.is_transient() => JobError::Transient(e.to_string()),
+                    e => JobError::Internal(e.to_string()),
+                })?;
+            tracing::info!(
+                model = change.model,
+                alias = change.alias,
+                from = change.from,
+                to = change.to,
+                changed = change.changed,
+                "fit on upload moved an alias"
+            );
+            changes.push(change);
+        }
+        self.put_record(&names.promoted(), &changes).await?;
+        Ok(())
+    }
+
+    /// Writes the curves of `curves` beside the manifest: three SVG files
+    /// and their points. Create-only; one already there from an earlier
+    /// attempt stands when it holds the same bytes (curves are
+    /// deterministic for one input and one model version), and is left
+    /// out of the manifest otherwise.
+    pub(super) async fn put_curves(&self, names: &OutputNames, curves: &Curves) -> Result<Vec<OutputObject>, JobError> {
+        let mut files: Vec<(String, Vec<u8>, &'static str)> = Vec::new();
+        for plot in Plot::ALL {
+            let svg = plots::svg(curves, plot).map_err(JobError::Internal)?;
+            files.push((names.curves(plot.file_name()), svg.into_bytes(), "image/svg+xml"));
+        }
+        let mut points = serde_json::to_vec_pretty(curves).map_err(|e| JobError::Internal(e.to_string()))?;
+        points.push(b'\n');
+        files.push((names.curves("curves.json"), points, "application/json"));
+        let mut stored = Vec::new();
+        for (name, bytes, content_type) in files {
+            let meta = match write_bytes(
+                self.output.as_ref(),
+                &name,
+                bytes.clone(),
+                WriteOptions::create_only(content_type),
+            )
+            .await
+            {
+                Ok(meta) => meta,
+                Err(StorageError::AlreadyExists(_)) => {
+                    let (meta, existing) = read_all(self.output.as_ref(), &name, 64 << 20).await?;
+                    if existing != bytes {
+                        tracing::warn!(
+                            object = self.output.uri(&name),
+                            "curves from another attempt differ; not linked"
+                        );
+                        continue;
+                    }
+                    self.output.checksum(&name).await?.unwrap_or(meta)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            stored.push(OutputObject::new(&meta, self.output.uri(&name)));
+        }
+        Ok(stored)
+    }
+}
+
+/// The curves of a scoring run's labelled rows, if they hold both classes.
+pub(super) fn scoring_curves(model: &Arc<Model>, summary: &crate::score::Summary, input_uri: &str) -> Option<Curves> {
+    Curves::new(
+        &summary.evaluation,
+        model.threshold(),
+        &format!("labelled rows of {input_uri}"),
+    )
+}
