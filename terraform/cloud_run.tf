@@ -9,7 +9,7 @@
 #            requests, high concurrency, its own scaling, invokers and SLOs.
 
 locals {
-  # Environment both services share: the model, logs, traces.
+  # Environment both services share: the start-up model, logs, traces.
   common_env = merge(
     {
       OUTPUT_BUCKET = google_storage_bucket.output.name
@@ -21,6 +21,27 @@ locals {
     var.model_uri != "" ? { MODEL_URI = var.model_uri } : {},
     var.training_data_uri != "" ? { TRAINING_DATA_URI = var.training_data_uri } : {},
   )
+
+  # The model registry (docs/DEPLOY.md, "Model registry"), both services:
+  # which model an input or a request gets, and how soon a promote or a
+  # rollback is followed. MODEL and MODEL_ROUTES only when set.
+  model_routes = join(",", [for prefix in sort(keys(var.model_routes)) : "${prefix}=${var.model_routes[prefix]}"])
+  model_env = merge(
+    {
+      MODEL_REFRESH_SECONDS = tostring(var.model_refresh_seconds)
+    },
+    var.default_model != "" ? { MODEL = var.default_model } : {},
+    length(var.model_routes) > 0 ? { MODEL_ROUTES = local.model_routes } : {},
+  )
+
+  # Fit on upload, the push service only: inputs under TRAINING_PREFIX are
+  # fitted, and PROMOTE says which aliases the new version takes.
+  # (training_prefix as the binary reads it: with a trailing "/".)
+  training_prefix = var.training_prefix == "" || endswith(var.training_prefix, "/") ? var.training_prefix : "${var.training_prefix}/"
+  fit_env = var.training_prefix != "" ? {
+    TRAINING_PREFIX = var.training_prefix
+    PROMOTE         = var.promote
+  } : {}
 
   push_env = merge(local.common_env, {
     SERVICE_ROLE = "push"
@@ -50,11 +71,13 @@ locals {
     # (results.tf).
     local.bigquery_env,
     local.results_env,
+    local.model_env,
+    local.fit_env,
   )
 
   predict_env = merge(local.common_env, {
     SERVICE_ROLE = "predict"
-  })
+  }, local.model_env)
 }
 
 # Each service's own settings (the variables named predict_* are the predict
@@ -222,6 +245,13 @@ resource "google_cloud_run_v2_service" "services" {
       condition     = var.image_tag != ""
       error_message = "image_tag is empty: run ./setup.sh (it builds the image and writes terraform/image.auto.tfvars.json), or pass -var image_tag=<a tag in the Artifact Registry repository>."
     }
+
+    # The binary refuses to start otherwise: inputs under TRAINING_PREFIX
+    # are fitted, never scored by a route's model.
+    precondition {
+      condition     = local.training_prefix == "" || alltrue([for prefix in keys(var.model_routes) : !startswith(prefix, local.training_prefix)])
+      error_message = "A model_routes prefix lies under training_prefix (${local.training_prefix}): those inputs are fitted, not scored. Route another prefix, or change training_prefix."
+    }
   }
 
   # Each service's account may read what it needs before its first revision
@@ -232,7 +262,9 @@ resource "google_cloud_run_v2_service" "services" {
     google_storage_bucket_iam_member.runtime_reads_output,
     google_storage_bucket_iam_member.runtime_creates_output,
     google_storage_bucket_iam_member.runtime_reads_model,
+    google_storage_bucket_iam_member.runtime_writes_models,
     google_storage_bucket_iam_member.predict_reads_model,
+    google_storage_bucket_iam_member.predict_reads_models,
     google_storage_bucket_iam_member.predict_creates_models,
     google_secret_manager_secret_iam_member.predict_reads_api_keys,
     # the push service may start executions of the shard job from its first

@@ -1,10 +1,11 @@
 # The shard job: a Cloud Run job from the services' image whose tasks run
 # `scorer shard`. An input larger than INLINE_MAX_BYTES is not scored inside
 # its push request: the push service starts an execution of this job (RunJob
-# with overrides: INPUT_URI, INPUT_GENERATION, MODEL_VERSION and the task
-# count), answers the push, and each task scores one byte range. The task
-# that finds every range recorded commits the manifest (docs/DEPLOY.md,
-# "Large files: the shard job").
+# with overrides: INPUT_URI, INPUT_GENERATION, MODEL_NAME, MODEL_VERSION and
+# the task count), answers the push, and each task scores one byte range
+# with that exact model version, read from the registry in the output bucket
+# (_models/<name>/<hex>.json). The task that finds every range recorded
+# commits the manifest (docs/DEPLOY.md, "Large files: the shard job").
 #
 # Nothing here exists with shard_job_enabled = false: the push service then
 # has no SHARD_JOB and gives such inputs a committed failure report.
@@ -34,20 +35,24 @@ locals {
   dispatch_stale_seconds = coalesce(var.dispatch_stale_seconds, local.dispatch_stale_min + local.dispatch_stale_margin_s)
 
   # How long _shards/ objects live (storage.tf): their own rule, or the
-  # outputs' rule when that one is shorter (it has no prefix: it deletes
-  # everything in the bucket).
+  # outputs' rule when that one is shorter (it deletes everything but the
+  # model registry, _shards/ included).
   shard_records_kept_days = var.output_retention_days > 0 ? min(var.shard_retention_days, var.output_retention_days) : var.shard_retention_days
 
   # The tasks' environment: the services' common settings (the output
-  # bucket, logs, MODEL_URI) without TRAINING_DATA_URI: the push service
-  # passes a fitted model to the tasks as MODEL_URI (it lives in the output
-  # bucket, under _models/), and `scorer shard` never fits one. The input,
-  # its generation and MODEL_VERSION come with each execution (RunJob
-  # overrides), CLOUD_RUN_TASK_* from Cloud Run. The push service also sends
-  # its own OUTPUT_BUCKET, MODEL_URI, LEASE_TTL_SECONDS, SHARD_MAX_RETRIES,
-  # CHUNK_MIB and STORAGE_RETRY_SECONDS with each execution, which win over
-  # these; the template holds the same values, so the job's own
-  # configuration says what its tasks run with.
+  # bucket, logs, MODEL_URI) without TRAINING_DATA_URI (`scorer shard` never
+  # fits) and without the registry's routing (MODEL, MODEL_ROUTES, ...: the
+  # push service has chosen the model). Each execution names its model
+  # exactly, MODEL_NAME and MODEL_VERSION (RunJob overrides, with the input
+  # and its generation), and the tasks read that version from the registry
+  # in the output bucket (_models/<name>/<hex>.json) with their objectViewer
+  # there (shard_reads_output): whichever model it is, fitted on upload or
+  # promoted, MODEL_URI is then not used. It serves only an execution started
+  # by hand without MODEL_NAME. CLOUD_RUN_TASK_* come from Cloud Run. The
+  # push service also sends its own OUTPUT_BUCKET, LEASE_TTL_SECONDS,
+  # SHARD_MAX_RETRIES, CHUNK_MIB, STORAGE_RETRY_SECONDS and output format
+  # with each execution, which win over these; the template holds the same
+  # values, so the job's own configuration says what its tasks run with.
   shard_env = merge(
     { for name, value in local.common_env : name => value if name != "TRAINING_DATA_URI" },
     {
@@ -63,7 +68,8 @@ locals {
     local.results_env,
   )
 
-  # The bucket of MODEL_URI, which the tasks read, unless they read it already.
+  # The bucket of MODEL_URI (for executions started without MODEL_NAME),
+  # unless the tasks read it already.
   shard_model_buckets = setsubtract(
     toset([for u in [var.model_uri] : regex("^gs://([^/]+)/", u)[0] if u != ""]),
     [local.input_bucket, local.output_bucket],
@@ -91,6 +97,8 @@ resource "google_storage_bucket_iam_member" "shard_reads_input" {
 
 # Read and create in the output bucket: no delete, so no overwrite (outputs,
 # shard records and manifests are create-only, like the push service's).
+# Reading covers the model registry (_models/), where each execution's
+# MODEL_NAME and MODEL_VERSION are read; the tasks never write there.
 resource "google_storage_bucket_iam_member" "shard_reads_output" {
   count = local.shard_enabled
 

@@ -5,16 +5,17 @@
 resource "google_service_account" "runtime" {
   account_id   = "${var.service_name}-run"
   display_name = "scorer Cloud Run runtime (push)"
-  description  = "Runs the push service: reads input objects, reads and creates output objects. Nothing else."
+  description  = "Runs the push service: reads input objects, reads and creates output objects, overwrites model aliases (_models/). Nothing else."
 
   depends_on = [google_project_service.apis]
 }
 
-# The predict service (online POST /predict): reads the model, nothing else.
+# The predict service (online POST /predict): reads the model and the model
+# registry, nothing else.
 resource "google_service_account" "predict" {
   account_id   = "${var.service_name}-predict"
   display_name = "scorer Cloud Run runtime (predict)"
-  description  = "Runs the predict service: reads the model (MODEL_URI / TRAINING_DATA_URI). No input or output data."
+  description  = "Runs the predict service: reads the model (MODEL_URI / TRAINING_DATA_URI) and the model registry (_models/), stores its start-up model there. No input or output data."
 
   depends_on = [google_project_service.apis]
 }
@@ -65,6 +66,25 @@ resource "google_storage_bucket_iam_member" "runtime_creates_output" {
   member = google_service_account.runtime.member
 }
 
+# --- runtime: the model registry, _models/ in the output bucket -------------
+
+# A fit on upload moves @staging (and @production with promote = "auto") by
+# overwriting the alias object with a generation precondition: replacing an
+# object takes storage.objects.delete as well as create, so objectUser (get,
+# create, delete, no IAM) on _models/ only. Everywhere else the account stays
+# create-only. (List needs the bucket, not an object: runtime_reads_output.)
+resource "google_storage_bucket_iam_member" "runtime_writes_models" {
+  bucket = google_storage_bucket.output.name
+  role   = "roles/storage.objectUser"
+  member = google_service_account.runtime.member
+
+  condition {
+    title       = "model registry only"
+    description = "The push service may replace (and so delete) objects under _models/ only: the registry's aliases."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${local.output_bucket}/objects/_models/\")"
+  }
+}
+
 # --- runtime: the bucket of MODEL_URI / TRAINING_DATA_URI, if any -----------
 
 resource "google_storage_bucket_iam_member" "runtime_reads_model" {
@@ -85,17 +105,30 @@ resource "google_storage_bucket_iam_member" "predict_reads_model" {
   member = google_service_account.predict.member
 }
 
-# A model fitted at start from TRAINING_DATA_URI is written to
-# OUTPUT_BUCKET/_models/: only that prefix, and only when fitting is on.
-resource "google_storage_bucket_iam_member" "predict_creates_models" {
-  count = var.training_data_uri != "" ? 1 : 0
+# The registry in OUTPUT_BUCKET/_models/, and nothing else of the output
+# bucket: the predict service reads the aliases it serves (again every
+# MODEL_REFRESH_SECONDS) and the versions they name ...
+resource "google_storage_bucket_iam_member" "predict_reads_models" {
+  bucket = google_storage_bucket.output.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.predict.member
 
+  condition {
+    title       = "model registry only"
+    description = "The predict service may read objects under _models/ only."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${local.output_bucket}/objects/_models/\")"
+  }
+}
+
+# ... and at start stores its start-up model there as a version and creates
+# @production if there is none (create-only: it never replaces an alias).
+resource "google_storage_bucket_iam_member" "predict_creates_models" {
   bucket = google_storage_bucket.output.name
   role   = "roles/storage.objectCreator"
   member = google_service_account.predict.member
 
   condition {
-    title       = "fitted models only"
+    title       = "model registry only"
     description = "The predict service may create objects under _models/ only."
     expression  = "resource.name.startsWith(\"projects/_/buckets/${local.output_bucket}/objects/_models/\")"
   }
@@ -148,4 +181,6 @@ resource "google_service_account_iam_member" "pubsub_agent_mints_push_tokens" {
 # Operators run `scorer redrive` / `scorer reconcile` with their own identity:
 # they need roles/pubsub.subscriber on the dead-letter subscription,
 # roles/pubsub.publisher on the input topic, and objectViewer on both buckets.
-# Those rights are deliberately not given to the runtime account.
+# Those rights are deliberately not given to the runtime account. `scorer
+# model promote|rollback` needs objectUser on the output bucket's _models/
+# (like runtime_writes_models) and objectViewer on the bucket (listing).

@@ -1,15 +1,28 @@
 # Input and output buckets.
 #
-# Output layout (written by the service, create-only):
-#   <input object>/<generation>/predictions.csv
+# Output layout (app/src/layout.rs), written by the service:
+#   <input object>/<generation>/predictions.csv  (.jsonl, .parquet: OUTPUT_FORMAT)
 #   <input object>/<generation>/errors.csv      (only when rows were rejected)
-#   <input object>/<generation>/manifest.json   (written last: the commit point)
+#   <input object>/<generation>/manifest.json   (written last: the commit point;
+#                 for a training file under TRAINING_PREFIX, the fit's manifest)
+#   <input object>/<generation>/bigquery.json, results.json   (bigquery.tf, results.tf)
+#   <input object>/<generation>/curves/roc.svg, precision_recall.svg,
+#                 calibration.svg, curves.json   (labelled inputs and fits)
+#   <input object>/<generation>/promoted.json   (a fit on upload: the aliases it moved)
+#   _by-hash/<sha256>/<generation>/...   the same, for an input name that
+#                 cannot lead its outputs' names (too long, odd, or starting with _)
 #   _leases/...   small coordination objects, deleted after lease_retention_days
-#   _models/...   a model fitted at start from TRAINING_DATA_URI
+#   _models/...   the model registry, never deleted by a rule (below):
+#                 _models/<name>/<hex>.json       a model version (create-only)
+#                 _models/<name>/<hex>.fit.json   the fit that made it (create-only)
+#                 _models/<name>/@<alias>         which version an alias points to:
+#                 overwritten (compare-and-swap) by the push service and by
+#                 operators (`scorer model promote|rollback`)
 # and for an input scored by the shard job (cloud_run_job.tf):
 #   <input object>/<generation>/predictions-0000i-of-0000N.csv   one per task
 #   _shards/<input object>/<generation>/...   dispatch and shard records,
 #                 per-task rejects: deleted after shard_retention_days
+# Everything but the aliases is written create-only.
 
 resource "google_storage_bucket" "input" {
   #checkov:skip=CKV_GCP_62:Object access is audited with Cloud Audit Logs (Data Access logs for storage.googleapis.com), not legacy usage-log buckets.
@@ -69,6 +82,36 @@ resource "google_storage_bucket" "input" {
   depends_on = [google_project_service.apis]
 }
 
+# The output bucket's lifecycle rules must never delete the registry
+# (_models/), and a rule's conditions can only include names, by prefix or by
+# suffix, never exclude them. So the rules that delete "everything else" name
+# everything else, in two ways (an object matching either is deleted):
+locals {
+  # By prefix. Every name the service writes outside _models/ starts either
+  # with its own _by-hash/, _leases/ or _shards/, or with the first character
+  # of an input name, which is never "_" (app/src/layout.rs: such a name's
+  # outputs go under _by-hash/). Hence those three and every printable ASCII
+  # character but "_" (94 of them): none of them is a prefix of "_models/".
+  outputs_by_prefix = concat(
+    ["_by-hash/", "_leases/", "_shards/"],
+    [for c in split("", " !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~") : c if c != "_"],
+  )
+  # By file name, for an input name that starts with any other character
+  # (é, 日, ...): "/" and the whole file name, which no registry object ends
+  # with (theirs end in /<16 hex digits>.json, /<16 hex digits>.fit.json or
+  # /@<alias>; a bare ".csv" would match an alias named "x.csv"). Not
+  # covered: such an input's shard-job predictions (predictions-i-of-N.csv)
+  # and renumbered retries (predictions.2.csv), which stay until deleted by
+  # hand (docs/DEPLOY.md, "Model registry").
+  outputs_by_name = [
+    for file in [
+      "predictions.csv", "predictions.jsonl", "predictions.parquet", "errors.csv", "manifest.json",
+      "bigquery.json", "results.json", "promoted.json",
+      "curves/roc.svg", "curves/precision_recall.svg", "curves/calibration.svg", "curves/curves.json",
+    ] : "/${file}"
+  ]
+}
+
 resource "google_storage_bucket" "output" {
   #checkov:skip=CKV_GCP_62:Object access is audited with Cloud Audit Logs (Data Access logs for storage.googleapis.com), not legacy usage-log buckets.
   name          = local.output_bucket
@@ -79,8 +122,10 @@ resource "google_storage_bucket" "output" {
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
 
-  # The service never deletes or overwrites; versions and soft delete protect
-  # outputs from people and from the lifecycle rules below.
+  # The service deletes nothing and overwrites only the registry's aliases
+  # (_models/<name>/@<alias>, each change a new generation). Versioning keeps
+  # every earlier generation of an alias (its history, for audit), and with
+  # soft delete protects outputs from people and from the rules below.
   versioning {
     enabled = true
   }
@@ -88,6 +133,8 @@ resource "google_storage_bucket" "output" {
   soft_delete_policy {
     retention_duration_seconds = 604800
   }
+
+  # --- live objects: no rule can match _models/ -----------------------------
 
   # The service's temporary parts: leases of finished (or abandoned) jobs.
   lifecycle_rule {
@@ -122,13 +169,15 @@ resource "google_storage_bucket" "output" {
     }
   }
 
-  # Old outputs (everything else: predictions, errors, manifests, _models/).
+  # Old outputs: everything but _models/ (leases and shard records too, when
+  # this is the shorter), by prefix ...
   dynamic "lifecycle_rule" {
     for_each = var.output_retention_days > 0 ? [var.output_retention_days] : []
     content {
       condition {
-        age        = lifecycle_rule.value
-        with_state = "LIVE"
+        age            = lifecycle_rule.value
+        matches_prefix = local.outputs_by_prefix
+        with_state     = "LIVE"
       }
       action {
         type = "Delete"
@@ -136,13 +185,61 @@ resource "google_storage_bucket" "output" {
     }
   }
 
+  # ... and by file name.
+  dynamic "lifecycle_rule" {
+    for_each = var.output_retention_days > 0 ? [var.output_retention_days] : []
+    content {
+      condition {
+        age            = lifecycle_rule.value
+        matches_suffix = local.outputs_by_name
+        with_state     = "LIVE"
+      }
+      action {
+        type = "Delete"
+      }
+    }
+  }
+
+  # --- noncurrent versions --------------------------------------------------
+
+  # A deleted object (by the rules above, or by a person) stays a noncurrent
+  # version: outside _models/ for a day (then soft delete's 7), or the
+  # deleted leases and outputs of a busy bucket would pile up.
   lifecycle_rule {
     condition {
-      days_since_noncurrent_time = var.noncurrent_version_retention_days
+      days_since_noncurrent_time = 1
+      matches_prefix             = local.outputs_by_prefix
       with_state                 = "ARCHIVED"
     }
     action {
       type = "Delete"
+    }
+  }
+
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 1
+      matches_suffix             = local.outputs_by_name
+      with_state                 = "ARCHIVED"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  # The registry's history (every earlier generation of an alias) is kept
+  # model_history_days, 0: for ever. Having no name condition, this rule is
+  # also the longest any other noncurrent version can stay.
+  dynamic "lifecycle_rule" {
+    for_each = var.model_history_days > 0 ? [var.model_history_days] : []
+    content {
+      condition {
+        days_since_noncurrent_time = lifecycle_rule.value
+        with_state                 = "ARCHIVED"
+      }
+      action {
+        type = "Delete"
+      }
     }
   }
 

@@ -59,7 +59,7 @@ variable "output_bucket_name" {
 }
 
 variable "output_retention_days" {
-  description = "Delete outputs (predictions, errors, manifests, fitted models) this many days after they were written; 0 keeps them."
+  description = "Delete outputs (predictions, errors, manifests, curves) this many days after they were written; 0 keeps them. Never the model registry (_models/ in the output bucket: storage.tf)."
   type        = number
   default     = 90
 
@@ -119,8 +119,19 @@ variable "input_soft_delete_days" {
   }
 }
 
+variable "model_history_days" {
+  description = "The output bucket keeps object versions: the model registry's (_models/: every earlier generation of an alias, a deleted version) are removed for good this many days after they were replaced; 0 keeps them for ever. Every other noncurrent version of the output bucket goes after a day."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.model_history_days >= 0 && floor(var.model_history_days) == var.model_history_days
+    error_message = "model_history_days must be a whole number >= 0 (0: for ever)."
+  }
+}
+
 variable "noncurrent_version_retention_days" {
-  description = "The output bucket (and the input bucket with input_versioning) keeps object versions; a replaced or deleted version is removed for good after this many days."
+  description = "With input_versioning, a replaced or deleted input is removed for good after this many days. (The output bucket's versions: model_history_days.)"
   type        = number
   default     = 7
 
@@ -273,6 +284,69 @@ variable "training_data_uri" {
   validation {
     condition     = var.training_data_uri == "" || can(regex("^gs://[a-z0-9][a-z0-9._-]{1,220}/.+", var.training_data_uri))
     error_message = "training_data_uri must be empty or gs://BUCKET/OBJECT."
+  }
+}
+
+# The model registry, _models/ in the output bucket
+# (docs/DEPLOY.md, "Model registry"). A model reference is `name` (its
+# @production), `name@alias` or `name:version` (sha256:<16 hex digits>).
+
+variable "default_model" {
+  description = "MODEL: the model of inputs (and /predict requests) that name none: `name`, `name@alias` or `name:version`. Empty: the start-up model's name @production."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.default_model == "" || can(regex("^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(@[A-Za-z0-9][A-Za-z0-9._-]{0,99}|:(sha256:)?[0-9a-f]{16})?$", var.default_model))
+    error_message = "default_model must be empty, name, name@alias or name:version (names and aliases: letters, digits, '.', '_', '-'; a version: 16 lower-case hex digits)."
+  }
+}
+
+variable "model_routes" {
+  description = "MODEL_ROUTES: the model of inputs by name prefix, { \"flights/\" = \"scl-flight-delay@production\" }; the longest matching prefix wins, and an input's own metadata `model` (x-goog-meta-model) comes first. Empty: none."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition = alltrue([
+      for prefix, ref in var.model_routes :
+      prefix != "" && trimspace(prefix) == prefix && !can(regex("[,=]", prefix)) &&
+      can(regex("^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(@[A-Za-z0-9][A-Za-z0-9._-]{0,99}|:(sha256:)?[0-9a-f]{16})?$", ref))
+    ])
+    error_message = "model_routes maps a non-empty prefix (no ',', '=' or surrounding spaces) to name, name@alias or name:version."
+  }
+}
+
+variable "model_refresh_seconds" {
+  description = "MODEL_REFRESH_SECONDS: how long an alias's version is used before it is read again: both services follow a promote or rollback within this time."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.model_refresh_seconds >= 1 && floor(var.model_refresh_seconds) == var.model_refresh_seconds
+    error_message = "model_refresh_seconds must be a whole number >= 1."
+  }
+}
+
+variable "training_prefix" {
+  description = "TRAINING_PREFIX: input files under this prefix (e.g. \"training/\") are fitted, not scored: the push service stores the new version in the registry and moves aliases as `promote` says. Empty: no fit on upload."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.training_prefix == "" || can(regex("^[^_/\\s]", var.training_prefix))
+    error_message = "training_prefix must be empty or a prefix such as \"training/\" (not starting with '_', the service's own namespace, '/' or a space)."
+  }
+}
+
+variable "promote" {
+  description = "PROMOTE (with training_prefix): what a fit on upload promotes: \"staging\" (its version becomes @staging) or \"auto\" (also @production, when its held-out ROC AUC is at least the current @production's on the same rows)."
+  type        = string
+  default     = "staging"
+
+  validation {
+    condition     = contains(["staging", "auto"], var.promote)
+    error_message = "promote must be \"staging\" or \"auto\"."
   }
 }
 

@@ -136,7 +136,8 @@ def test_every_setting_is_one_the_binary_reads(mirror, tmp_path):
     state = applied(mirror, tmp_path, *BOTH)
     outputs_args = rust_envs("config/output.rs")
     assert LOAD_ENV <= outputs_args
-    serve, shard = rust_envs("config/args.rs") | outputs_args, rust_envs("config/shard.rs") | outputs_args
+    serve = rust_envs("config/args.rs", "config/models.rs") | outputs_args
+    shard = rust_envs("config/shard.rs") | outputs_args
     assert set(console(state, "local.push_env", *BOTH)) - serve == {"RUST_LOG"}
     assert set(console(state, "local.shard_env", *BOTH)) - shard == {"RUST_LOG", "GOOGLE_CLOUD_PROJECT"}
 

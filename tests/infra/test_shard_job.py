@@ -102,7 +102,8 @@ def test_every_setting_terraform_gives_is_one_the_binary_reads(mirror, tmp_path)
     """The names, checked against `scorer serve` and `scorer shard` (their clap
     arguments in app/src/config), so a misspelt variable cannot pass silently."""
     tf = applied(mirror, tmp_path, "model_uri=gs://models-bkt/m.json")
-    serve = rust_envs("config/args.rs")
+    # (`scorer serve` flattens the model registry's settings, config/models.rs)
+    serve = rust_envs("config/args.rs", "config/models.rs")
     shard = rust_envs("config/shard.rs")
     push = console(tf, "local.push_env", "model_uri=gs://models-bkt/m.json")
     # (RUST_LOG: the log filter's own variable, in both)
@@ -113,15 +114,16 @@ def test_every_setting_terraform_gives_is_one_the_binary_reads(mirror, tmp_path)
     assert set(tasks) - shard == {"RUST_LOG", "GOOGLE_CLOUD_PROJECT"}
     assert tasks["OUTPUT_BUCKET"] == f"{PROJECT}-scorer-output" and tasks["LOG_FORMAT"] == "json"
     assert tasks["MODEL_URI"] == "gs://models-bkt/m.json" and tasks["LEASE_TTL_SECONDS"] == push["LEASE_TTL_SECONDS"]
-    # the execution sets the input, Cloud Run the task: never the job's template
-    for per_execution in ("INPUT_URI", "INPUT_GENERATION", "MODEL_VERSION", "CLOUD_RUN_TASK_INDEX"):
+    # the execution sets the input and its model, Cloud Run the task: never the job's template
+    for per_execution in ("INPUT_URI", "INPUT_GENERATION", "MODEL_NAME", "MODEL_VERSION", "CLOUD_RUN_TASK_INDEX"):
         assert per_execution not in tasks
 
 
 def test_a_fitted_model_reaches_the_tasks_through_the_output_bucket(mirror, tmp_path):
-    """With TRAINING_DATA_URI the push service fits the model and passes it to the
-    tasks as MODEL_URI (gs://OUTPUT/_models/...): the tasks never fit, need no
-    TRAINING_DATA_URI, and read the model with their output-bucket grant."""
+    """With TRAINING_DATA_URI the push service fits the model and stores it in the
+    registry (gs://OUTPUT/_models/...); each execution names it (MODEL_NAME,
+    MODEL_VERSION): the tasks never fit, need no TRAINING_DATA_URI, and read the
+    model with their output-bucket grant."""
     setting = "training_data_uri=gs://training-bkt/t.csv"
     tf = applied(mirror, tmp_path, setting)
     assert "TRAINING_DATA_URI" not in console(tf, "local.shard_env", setting)
@@ -208,6 +210,8 @@ def test_the_push_services_account_may_run_this_job_and_act_as_its_account_only(
         ("google_storage_bucket_iam_member", f"{PROJECT}-scorer-input", "roles/storage.objectViewer"),
         ("google_storage_bucket_iam_member", f"{PROJECT}-scorer-output", "roles/storage.objectViewer"),
         ("google_storage_bucket_iam_member", f"{PROJECT}-scorer-output", "roles/storage.objectCreator"),
+        # replacing the model registry's aliases, under _models/ only (test_model_registry.py)
+        ("google_storage_bucket_iam_member", f"{PROJECT}-scorer-output", "roles/storage.objectUser"),
         ("google_cloud_run_v2_job_iam_member", JOB, "roles/run.jobsExecutorWithOverrides"),
         # GetExecution (is it over?): run.executions.get on this job's executions
         ("google_cloud_run_v2_job_iam_member", JOB, "roles/run.viewer"),

@@ -24,8 +24,12 @@ PUSH_ENV = COMMON_ENV | {"INPUT_BUCKET", "PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT"
 SHARD_ENV = {"SHARD_JOB", "SHARD_BYTES", "MAX_TASKS", "SHARD_MAX_RETRIES", "DISPATCH_STALE_SECONDS"}
 # with bigquery_enabled, results_topic_enabled (test_bigquery_results.py)
 LOAD_ENV = {"BIGQUERY_TABLE", "BIGQUERY_LOCATION", "OUTPUT_FORMAT", "RESULTS_TOPIC"}
-PREDICT_ENV = COMMON_ENV
-OPTIONAL_ENV = {"MODEL_URI", "TRAINING_DATA_URI"}
+# the model registry (test_model_registry.py): both services, only when set
+# but MODEL_REFRESH_SECONDS; fit on upload the push service only
+MODEL_ENV = {"MODEL", "MODEL_ROUTES", "MODEL_REFRESH_SECONDS"}
+FIT_ENV = {"TRAINING_PREFIX", "PROMOTE"}
+PREDICT_ENV = COMMON_ENV | {"MODEL_REFRESH_SECONDS"}
+OPTIONAL_ENV = {"MODEL_URI", "TRAINING_DATA_URI", "MODEL", "MODEL_ROUTES"}
 PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
 PUBLIC_MEMBERS = {"allUsers", "allAuthenticatedUsers"}
 RUNTIME = "google_service_account.runtime"
@@ -122,10 +126,15 @@ def test_output_lifecycle_deletes_leases_and_old_outputs(tf):
     assert block(leases[0], "condition")["age"] == "${var.lease_retention_days}"
     assert tf.default("lease_retention_days") == 7
 
+    # everything but the model registry, by prefix and by file name (what
+    # they match, with the real terraform: test_model_registry.py)
     aged = [r for r in rules if block(r, "condition").get("age") == "${lifecycle_rule.value}"]
-    assert len(aged) == 1 and "var.output_retention_days > 0" in aged[0]["__dynamic__"], \
-        "old outputs: an age rule that output_retention_days = 0 disables"
-    assert block(aged[0], "action")["type"] == "Delete"
+    assert len(aged) == 2, "old outputs: age rules that output_retention_days = 0 disables"
+    for rule in aged:
+        assert "var.output_retention_days > 0" in rule["__dynamic__"]
+        assert block(rule, "action")["type"] == "Delete" and block(rule, "condition")["with_state"] == "LIVE"
+    assert {block(r, "condition").get("matches_prefix") for r in aged} == {"${local.outputs_by_prefix}", None}
+    assert {block(r, "condition").get("matches_suffix") for r in aged} == {"${local.outputs_by_name}", None}
     assert tf.default("output_retention_days") == 90
 
     assert any(block(r, "action")["type"] == "AbortIncompleteMultipartUpload" for r in rules)
@@ -394,7 +403,7 @@ def _local_env(tf, local: str) -> dict[str, dict]:
     merge() of maps and other such locals, or `var.x ? { ... } : {}` (whose
     entries are marked __dynamic__: set only when var.x is)."""
     body = _local_text(tf, local)
-    conditional = re.match(rf"^  {local} = (var\.\w+) \? \{{$", body.split("\n")[0])
+    conditional = re.match(rf"^  {local} = (var\.\w+[^?]*?) \? \{{$", body.split("\n")[0])
     out = {}
     for m in re.finditer(r"^\s+([A-Z_]+)\s*=\s*(.+)$", body, re.M):
         out[m.group(1)] = {"value": "${" + m.group(2).strip() + "}" if not m.group(2).startswith('"')
@@ -411,11 +420,15 @@ def _local_env(tf, local: str) -> dict[str, dict]:
 
 def test_service_environment(tf):
     push, predict = _env(tf, "push"), _env(tf, "predict")
-    expected = PUSH_ENV | OPTIONAL_ENV | SHARD_ENV | LOAD_ENV | {"INLINE_MAX_BYTES"}
+    expected = PUSH_ENV | OPTIONAL_ENV | SHARD_ENV | LOAD_ENV | MODEL_ENV | FIT_ENV | {"INLINE_MAX_BYTES"}
     assert expected == set(push), f"unexpected or missing: {set(push) ^ expected}"
     assert {name: push[name]["__dynamic__"] for name in LOAD_ENV} == {
         "BIGQUERY_TABLE": "var.bigquery_enabled", "BIGQUERY_LOCATION": "var.bigquery_enabled",
         "OUTPUT_FORMAT": "var.bigquery_enabled", "RESULTS_TOPIC": "var.results_topic_enabled"}
+    assert {name: push[name]["__dynamic__"] for name in FIT_ENV} == {
+        "TRAINING_PREFIX": 'var.training_prefix != ""', "PROMOTE": 'var.training_prefix != ""'}
+    for env in (push, predict):
+        assert env["MODEL_REFRESH_SECONDS"] == {"value": "${tostring(var.model_refresh_seconds)}"}
     assert PREDICT_ENV | OPTIONAL_ENV | {"PREDICT_API_KEYS"} == set(predict), \
         f"unexpected or missing: {set(predict) ^ (PREDICT_ENV | OPTIONAL_ENV | {'PREDICT_API_KEYS'})}"
     assert push["SERVICE_ROLE"]["value"] == "push" and predict["SERVICE_ROLE"]["value"] == "predict"
@@ -494,6 +507,9 @@ def test_runtime_account_holds_exactly_its_bucket_roles(tf):
          "roles/storage.objectViewer"),
         ("google_storage_bucket_iam_member", "runtime_creates_output", "${google_storage_bucket.output.name}",
          "roles/storage.objectCreator"),
+        # replacing the registry's aliases, under _models/ only (test_model_registry.py)
+        ("google_storage_bucket_iam_member", "runtime_writes_models", "${google_storage_bucket.output.name}",
+         "roles/storage.objectUser"),
         ("google_storage_bucket_iam_member", "runtime_reads_model", "${each.key}", "roles/storage.objectViewer"),
         # the shard job: start its executions, as its account (test_shard_job.py)
         ("google_cloud_run_v2_job_iam_member", "runtime_runs_shard_job", None,
@@ -517,6 +533,8 @@ def test_runtime_account_holds_exactly_its_bucket_roles(tf):
 def test_predict_account_reads_the_model_and_nothing_else(tf):
     assert _grants(tf, "google_service_account.predict") == {
         ("google_storage_bucket_iam_member", "predict_reads_model", "${each.key}", "roles/storage.objectViewer"),
+        ("google_storage_bucket_iam_member", "predict_reads_models", "${google_storage_bucket.output.name}",
+         "roles/storage.objectViewer"),
         ("google_storage_bucket_iam_member", "predict_creates_models", "${google_storage_bucket.output.name}",
          "roles/storage.objectCreator"),
         ("google_secret_manager_secret_iam_member", "predict_reads_api_keys", "${var.predict_api_keys_secret}",
@@ -524,9 +542,12 @@ def test_predict_account_reads_the_model_and_nothing_else(tf):
     }
     assert tf.resource("google_storage_bucket_iam_member", "predict_reads_model")["for_each"] == \
         "${local.model_uri_buckets}"
-    fitted = tf.resource("google_storage_bucket_iam_member", "predict_creates_models")
-    assert fitted["count"] == '${var.training_data_uri != "" ? 1 : 0}'
-    assert "/objects/_models/" in block(fitted, "condition")["expression"]
+    # the registry, always (it stores its start-up model there), and only it
+    for name in ("predict_reads_models", "predict_creates_models"):
+        registry = tf.resource("google_storage_bucket_iam_member", name)
+        assert "count" not in registry and "for_each" not in registry, name
+        assert block(registry, "condition")["expression"] == \
+            'resource.name.startsWith("projects/_/buckets/${local.output_bucket}/objects/_models/")', name
     secret = tf.resource("google_secret_manager_secret_iam_member", "predict_reads_api_keys")
     assert secret["count"] == '${var.predict_api_keys_secret != "" ? 1 : 0}'
 

@@ -172,8 +172,8 @@ pub fn train(args: TrainArgs) -> Result<Exit, Failed> {
     };
     let a = fitted.model.artifact();
     let mut text = format!(
-        "fitted {} on {} rows ({} positive) in {} L-BFGS iterations\n",
-        a.name, a.training.rows, a.training.positives, a.training.iterations
+        "fitted {} on {} rows ({} positive) in {} iterations ({})\n",
+        a.name, a.training.rows, a.training.positives, a.training.iterations, a.training.solver
     );
     if !fitted.skipped.is_empty() {
         text.push_str(&format!("skipped {}\n", fitted.skipped_text));

@@ -238,7 +238,8 @@ impl Case {
     async fn outputs(&self) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         for meta in self.store.list("").await.unwrap() {
-            if meta.name.starts_with("_leases/") {
+            // Leases, and the registry the service writes at start.
+            if meta.name.starts_with("_leases/") || meta.name.starts_with("_models/") {
                 continue;
             }
             let (_, bytes) = read_all(&self.store, &meta.name, 1 << 30).await.unwrap();
@@ -265,6 +266,20 @@ impl Case {
         let manifest = self.manifest().await;
         let mut named = Vec::new();
         if let Some(m) = &manifest {
+            // The curves of a labelled input, as recorded.
+            for curve in m["outputs"]["curves"].as_array().into_iter().flatten() {
+                let name = curve["name"].as_str().unwrap();
+                let (meta, bytes) = read_all(&self.store, name, 1 << 30)
+                    .await
+                    .unwrap_or_else(|e| panic!("{label}: the manifest names {name}, which cannot be read: {e}"));
+                assert_eq!(curve["size"].as_u64(), Some(meta.size), "{label}: {name}");
+                assert_eq!(
+                    curve["crc32c"].as_str(),
+                    Some(format!("{:08x}", crc32c::crc32c(&bytes)).as_str()),
+                    "{label}: {name}"
+                );
+                named.push(name.to_owned());
+            }
             for kind in ["predictions", "errors"] {
                 let Some(name) = m["outputs"][kind]["name"].as_str() else {
                     continue;
@@ -308,7 +323,12 @@ impl Case {
                 continue;
             }
             let file = name.rsplit('/').next().unwrap_or(name);
-            let complete = if file.starts_with("predictions") {
+            let complete = if name.contains("/curves/") {
+                // Written in one request each: whole, or not at all.
+                bytes.ends_with(b"</svg>\n")
+                    || bytes.ends_with(b"</svg>")
+                    || serde_json::from_slice::<Value>(bytes).is_ok()
+            } else if file.starts_with("predictions") {
                 *bytes == self.predictions
             } else if file.starts_with("errors") {
                 *bytes == self.errors
