@@ -6,7 +6,7 @@
 #   <input object>/<generation>/manifest.json   (written last: the commit point;
 #                 for a training file under TRAINING_PREFIX, the fit's manifest)
 #   <input object>/<generation>/bigquery.json, results.json   (bigquery.tf, results.tf)
-#   <input object>/<generation>/curves/roc.svg, precision_recall.svg,
+#   <input object>/<generation>/curves/<version>/roc.svg, precision_recall.svg,
 #                 calibration.svg, curves.json   (labelled inputs and fits)
 #   <input object>/<generation>/promoted.json   (a fit on upload: the aliases it moved)
 #   _by-hash/<sha256>/<generation>/...   the same, for an input name that
@@ -107,7 +107,7 @@ locals {
     for file in [
       "predictions.csv", "predictions.jsonl", "predictions.parquet", "errors.csv", "manifest.json",
       "bigquery.json", "results.json", "promoted.json",
-      "curves/roc.svg", "curves/precision_recall.svg", "curves/calibration.svg", "curves/curves.json",
+      "roc.svg", "precision_recall.svg", "calibration.svg", "curves.json",
     ] : "/${file}"
   ]
 }

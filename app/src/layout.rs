@@ -33,7 +33,8 @@
 //! curves beside the manifest:
 //!
 //! ```text
-//! a/b.csv/G/curves/roc.svg, precision_recall.svg, calibration.svg, curves.json
+//! a/b.csv/G/curves/<hex>/roc.svg, precision_recall.svg, calibration.svg, curves.json
+//!                                  (<hex>: the model version that scored it)
 //! ```
 //!
 //! The model registry (`crate::registry`), never cleaned by a lifecycle
@@ -125,11 +126,17 @@ impl OutputNames {
         format!("{}manifest.json", self.prefix)
     }
 
-    /// The curves of the labelled rows (or a fit's held-out rows): `file`
-    /// is `roc.svg`, `precision_recall.svg`, `calibration.svg` or
-    /// `curves.json`.
-    pub fn curves(&self, file: &str) -> String {
-        format!("{}curves/{file}", self.prefix)
+    /// The curves of the labelled rows (or a fit's held-out rows) by model
+    /// `version`: curves depend on the model, and an attempt that crashed
+    /// with another version must not leave its curves where this one's
+    /// go. `file` is `roc.svg`, `precision_recall.svg`, `calibration.svg`
+    /// or `curves.json`.
+    pub fn curves(&self, version: &str, file: &str) -> String {
+        format!(
+            "{}curves/{}/{file}",
+            self.prefix,
+            version.strip_prefix("sha256:").unwrap_or(version)
+        )
     }
 
     /// The record of the BigQuery load job of the committed predictions,

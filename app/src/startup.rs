@@ -19,10 +19,11 @@ use crate::dispatch::Dispatcher;
 use crate::dispatch::cloud_run::CloudRunDispatcher;
 use crate::dispatch::local::LocalPool;
 use crate::job::{JobRunner, Sharding};
+use crate::layout::MODEL_PREFIX;
 use crate::model::Model;
 use crate::model::fit::{self, FitSpec};
 use crate::registry::routes::{Models, Routes};
-use crate::registry::{DEFAULT_ALIAS, ModelRef, Registry};
+use crate::registry::{DEFAULT_ALIAS, ModelRef, Registry, RegistryError};
 use crate::score::ScoreOptions;
 use crate::server::{AppState, router};
 use crate::storage::{self, Location, ObjectStore, read_all};
@@ -434,6 +435,14 @@ async fn registry_of(
                 Err(e) => tracing::warn!(error = %e, "cannot seed @production of the start-up model"),
             }
         }
+        // The push service must store it: the tasks of a large input read
+        // the version they are dispatched for from the registry.
+        Err(e) if settings.pushes.is_some() => {
+            return Err(StartError::Model {
+                location: registry.uri(MODEL_PREFIX),
+                message: format!("the start-up model cannot be stored in the registry: {e}"),
+            });
+        }
         Err(e) => {
             tracing::warn!(error = %e, "the start-up model cannot be stored in the registry; it serves from memory")
         }
@@ -444,6 +453,25 @@ async fn registry_of(
     };
     let mut models = Models::new(registry, routes, settings.models.refresh);
     models.remember_start_up(model);
+    // A MODEL that names nothing would turn every file it routes into a
+    // failure report: refused at start, as any bad setting is. A route may
+    // name a model a fit on upload is yet to make: said, not refused.
+    let fail = |message: String| StartError::Model {
+        location: format!("MODEL={}", models.routes.default),
+        message,
+    };
+    for reference in std::iter::once(&models.routes.default).chain(models.routes.prefixes.iter().map(|(_, r)| r)) {
+        match models.get(reference).await {
+            Ok(_) => {}
+            Err(e @ (RegistryError::Unknown(_) | RegistryError::Invalid(_) | RegistryError::BadArtifact { .. })) => {
+                if settings.models.default.is_some() && reference == &models.routes.default {
+                    return Err(fail(format!("{reference}: {e}")));
+                }
+                tracing::warn!(model = %reference, error = %e, "MODEL_ROUTES names a model the registry does not hold (yet): its inputs fail until it does");
+            }
+            Err(e) => tracing::warn!(model = %reference, error = %e, "the model cannot be read now; jobs will retry"),
+        }
+    }
     Ok(models)
 }
 

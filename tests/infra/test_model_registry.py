@@ -62,10 +62,10 @@ OUTPUT_NAMES = [
     f"flights.csv/{G}/bigquery.json",
     f"flights.csv/{G}/results.json",
     f"flights.csv/{G}/predictions-00003-of-00008.csv",
-    f"flights.csv/{G}/curves/roc.svg",
-    f"flights.csv/{G}/curves/curves.json",
+    f"flights.csv/{G}/curves/0123456789abcdef/roc.svg",
+    f"flights.csv/{G}/curves/0123456789abcdef/curves.json",
     f"training/penguins/p.csv/{G}/manifest.json",
-    f"training/penguins/p.csv/{G}/curves/precision_recall.svg",
+    f"training/penguins/p.csv/{G}/curves/0123456789abcdef/precision_recall.svg",
     f"training/penguins/p.csv/{G}/promoted.json",
     f"2024/05/Flights.CSV/{G}/predictions.csv",
     f"~odd name.csv/{G}/manifest.json",
@@ -75,7 +75,7 @@ OUTPUT_NAMES = [
     # an input name that starts with a non-ASCII character: by file name
     f"ñandú.csv/{G}/predictions.csv",
     f"日本/vuelos.csv/{G}/manifest.json",
-    f"Ñuble.csv/{G}/curves/calibration.svg",
+    f"Ñuble.csv/{G}/curves/0123456789abcdef/calibration.svg",
 ]
 # The documented gap (docs/DEPLOY.md, "Model registry"): such an input's shard
 # predictions and renumbered retries are matched by neither list.
@@ -229,7 +229,7 @@ def test_the_prefixes_and_file_names_are_the_layout_s(tf, mirror):
     for prefix in ("_leases/", "_shards/", "_models/"):
         assert f'"{prefix}"' in layout, prefix
     for written in ('"{}manifest.json"', '"{}bigquery.json"', '"{}promoted.json"', '"{}results.json"',
-                    '"{}curves/{file}"', "roc.svg, precision_recall.svg, calibration.svg, curves.json"):
+                    '"{}curves/{}/{file}"', "roc.svg, precision_recall.svg, calibration.svg, curves.json"):
         assert written in layout, written
     prefixes, names = _evaluate(mirror, ["local.outputs_by_prefix", "local.outputs_by_name"], ())
     ascii_but_underscore = [chr(c) for c in range(0x20, 0x7f) if chr(c) != "_"]

@@ -84,6 +84,11 @@ pub async fn status(args: StatusArgs) -> Result<Exit, Failed> {
         writeln!(text, "{} generation {}{old}", report.input_uri, report.generation)?;
         match &report.state {
             State::Scored => writeln!(text, "  scored")?,
+            State::Fitted {
+                model,
+                version,
+                decision,
+            } => writeln!(text, "  fitted {model} {version}: {decision}")?,
             State::Failed { reason } => writeln!(text, "  failed: {reason}")?,
             State::InProgress {
                 holder,

@@ -173,7 +173,7 @@ impl JobRunner {
             .read_json::<DispatchRecord>(&names.dispatch(1), RECORD_LIMIT)
             .await?
         {
-            Some(first) if seq > 1 && !first.model_name.is_empty() => (first.model_name, first.model_version),
+            Some(first) if !first.model_name.is_empty() => (first.model_name, first.model_version),
             _ => (self.model.name().to_owned(), self.model.version().to_owned()),
         };
         let record = DispatchRecord {

@@ -39,7 +39,7 @@ use crate::storage::{StorageError, WriteOptions, read_all, write_bytes};
 /// The spec object's name, in a model's training folder.
 pub const SPEC_NAME: &str = "spec.json";
 /// What a spec without a split holds out.
-const DEFAULT_TEST_FRACTION: f64 = 0.2;
+const DEFAULT_TEST_FRACTION: f64 = 0.33;
 
 /// A training folder's `spec.json`: what `scorer train` takes as flags.
 #[derive(Debug, Deserialize)]
@@ -51,7 +51,8 @@ pub struct SpecFile {
     #[serde(default)]
     pub numeric: Vec<String>,
     /// Rows whose `split_column` is `train_value` (default `train`) train;
-    /// the others are held out. Without it, `test_fraction` (default 0.2)
+    /// the others are held out. Without it, `test_fraction` (default 0.33,
+    /// as `scorer train`)
     /// of the rows is held out, chosen by `seed` (default 42).
     pub split_column: Option<String>,
     pub train_value: Option<String>,
@@ -151,8 +152,8 @@ impl JobRunner {
                 "no spec for model {model}: write {} (e.g. {{\"target\": \"y\", \"categorical\": [\"a\"], \"numeric\": [\"b\"]}}), or promote a version of {model} to @{DEFAULT_ALIAS} whose spec a refit reuses",
                 self.input.uri(&spec_name)
             ))),
-            Err(e) if e.is_transient() => Err(JobError::Transient(e.to_string())),
-            Err(e) => Ok(Err(e.to_string())),
+            Err(e @ (RegistryError::BadArtifact { .. } | RegistryError::Invalid(_))) => Ok(Err(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -182,8 +183,13 @@ impl JobRunner {
         {
             Ok(model) => Some(model),
             Err(RegistryError::Unknown(_)) => None,
-            Err(e) if e.is_transient() => return Err(JobError::Transient(e.to_string())),
-            Err(e) => return Err(JobError::Internal(e.to_string())),
+            // A champion that cannot be read cannot be compared with: the
+            // training file's failure, said, not a retry loop.
+            Err(e @ (RegistryError::BadArtifact { .. } | RegistryError::Invalid(_))) => {
+                let why = format!("its champion {model_name}@{DEFAULT_ALIAS} cannot be read: {e}");
+                return self.report_failure(object, names, None, fail(why), started_at).await;
+            }
+            Err(e) => return Err(e.into()),
         };
         let (meta, stream) = match self
             .input
@@ -230,13 +236,10 @@ impl JobRunner {
                     .await;
             }
         };
-        let (model, new_version) = registry.publish(&fitted.json).await.map_err(|e| match e {
-            RegistryError::Storage(s) => JobError::from(s),
-            other => JobError::Internal(other.to_string()),
-        })?;
+        let (model, new_version) = registry.publish(&fitted.json).await?;
         let artifact_uri = registry.uri(&crate::layout::model_version(model.name(), model.version()));
         let curves = match &fitted.curves {
-            Some(curves) => self.put_curves(names, curves).await?,
+            Some(curves) => self.put_curves(names, model.version(), curves).await?,
             None => Vec::new(),
         };
         let record = FitRecord {
@@ -245,13 +248,7 @@ impl JobRunner {
             manifest_uri: self.output.uri(&names.manifest()),
             curves: curves.iter().map(|c| c.uri.clone()).collect(),
         };
-        registry
-            .record_fit(model.name(), model.version(), &record)
-            .await
-            .map_err(|e| match e {
-                RegistryError::Storage(s) => JobError::from(s),
-                other => JobError::Internal(other.to_string()),
-            })?;
+        registry.record_fit(model.name(), model.version(), &record).await?;
 
         // The decision, made now and recorded in the commit.
         let comparison = fitted.comparison.clone();
@@ -275,6 +272,11 @@ impl JobRunner {
                     "PROMOTE=auto: held-out ROC AUC {new:.4} < {old:.4} of {} on the same {} rows: @staging only",
                     champ.version(),
                     c.rows
+                ),
+                _ if c.rows == 0 => format!(
+                    "PROMOTE=auto: the champion {} scored none of the held-out rows ({} rejected): nothing to compare, @staging only",
+                    champ.version(),
+                    c.champion_rejected
                 ),
                 _ => "PROMOTE=auto: no ROC AUC to compare on the held-out rows (nothing held out, or one class): @staging only".to_owned(),
             },
@@ -331,30 +333,42 @@ impl JobRunner {
         }
         let registry = Registry::new(self.output.clone());
         let set_by = format!("fit of {}#{}", manifest.input.uri, manifest.input.generation);
+        let (name, version) = (&manifest.model.name, &manifest.model.version);
+        // @production moves only while it still points at the champion the
+        // decision was made against (nothing, when there was none): a fit
+        // never undoes a promotion or a rollback made since. @staging is
+        // simply the latest fit.
+        let champion = fit.champion.as_ref().map(|c| c.version.as_str());
         let mut changes = Vec::new();
         for alias in &fit.promote_to {
-            let change = registry
-                .promote(
-                    &manifest.model.name,
-                    &manifest.model.version,
-                    alias,
-                    &set_by,
-                    &fit.decision,
-                )
-                .await
-                .map_err(|e| match e {
-                    RegistryError::Storage(s) => JobError::from(s),
-                    e if e.is_transient() => JobError::Transient(e.to_string()),
-                    e => JobError::Internal(e.to_string()),
-                })?;
-            tracing::info!(
-                model = change.model,
-                alias = change.alias,
-                from = change.from,
-                to = change.to,
-                changed = change.changed,
-                "fit on upload moved an alias"
-            );
+            let moved = if alias == DEFAULT_ALIAS {
+                registry
+                    .promote_if(name, version, alias, champion, &set_by, &fit.decision)
+                    .await
+            } else {
+                registry.promote(name, version, alias, &set_by, &fit.decision).await
+            };
+            let change = match moved {
+                Ok(change) => {
+                    tracing::info!(
+                        model = change.model,
+                        alias = change.alias,
+                        from = change.from,
+                        to = change.to,
+                        changed = change.changed,
+                        "fit on upload moved an alias"
+                    );
+                    serde_json::to_value(&change).map_err(|e| JobError::Internal(e.to_string()))?
+                }
+                Err(e) if e.is_transient() => return Err(JobError::Transient(e.to_string())),
+                Err(RegistryError::Storage(s)) => return Err(s.into()),
+                // Moved since, or a version that cannot be promoted: said
+                // and recorded, not retried forever.
+                Err(e) => {
+                    tracing::warn!(model = %name, alias = %alias, version = %version, reason = %e, "fit on upload left an alias as it is");
+                    serde_json::json!({"model": name, "alias": alias, "to": version, "skipped": e.to_string()})
+                }
+            };
             changes.push(change);
         }
         self.put_record(&names.promoted(), &changes).await?;
@@ -366,15 +380,24 @@ impl JobRunner {
     /// attempt stands when it holds the same bytes (curves are
     /// deterministic for one input and one model version), and is left
     /// out of the manifest otherwise.
-    pub(super) async fn put_curves(&self, names: &OutputNames, curves: &Curves) -> Result<Vec<OutputObject>, JobError> {
+    pub(super) async fn put_curves(
+        &self,
+        names: &OutputNames,
+        version: &str,
+        curves: &Curves,
+    ) -> Result<Vec<OutputObject>, JobError> {
         let mut files: Vec<(String, Vec<u8>, &'static str)> = Vec::new();
         for plot in Plot::ALL {
             let svg = plots::svg(curves, plot).map_err(JobError::Internal)?;
-            files.push((names.curves(plot.file_name()), svg.into_bytes(), "image/svg+xml"));
+            files.push((
+                names.curves(version, plot.file_name()),
+                svg.into_bytes(),
+                "image/svg+xml",
+            ));
         }
         let mut points = serde_json::to_vec_pretty(curves).map_err(|e| JobError::Internal(e.to_string()))?;
         points.push(b'\n');
-        files.push((names.curves("curves.json"), points, "application/json"));
+        files.push((names.curves(version, "curves.json"), points, "application/json"));
         let mut stored = Vec::new();
         for (name, bytes, content_type) in files {
             let meta = match write_bytes(

@@ -105,6 +105,19 @@ impl From<StorageError> for JobError {
     }
 }
 
+impl From<crate::registry::RegistryError> for JobError {
+    /// Storage trouble as storage says; a busy alias is worth a retry;
+    /// anything else is internal (callers that can commit a failure for
+    /// it match those cases first).
+    fn from(e: crate::registry::RegistryError) -> Self {
+        match e {
+            crate::registry::RegistryError::Storage(s) => s.into(),
+            e if e.is_transient() => JobError::Transient(e.to_string()),
+            e => JobError::Internal(e.to_string()),
+        }
+    }
+}
+
 /// Everything a job needs, shared by all jobs of the process.
 pub struct JobRunner {
     pub input: Arc<dyn ObjectStore>,

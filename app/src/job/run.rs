@@ -311,7 +311,7 @@ impl JobRunner {
                     ..self.facts(object, names, Some(meta.size))
                 };
                 let curves = match super::fit::scoring_curves(&self.model, &summary, &facts.input_uri) {
-                    Some(curves) => self.put_curves(names, &curves).await?,
+                    Some(curves) => self.put_curves(names, self.model.version(), &curves).await?,
                     None => Vec::new(),
                 };
                 let mut manifest = Manifest::scored(

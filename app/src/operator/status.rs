@@ -25,6 +25,12 @@ pub enum State {
     Scored,
     /// Committed as a failure report.
     Failed { reason: String },
+    /// A training file, committed as a fit: a new model version.
+    Fitted {
+        model: String,
+        version: String,
+        decision: String,
+    },
     /// A job holds the lease.
     InProgress { holder: String, lease_expires_at: String },
     /// A job execution was started for it and has not committed.
@@ -100,7 +106,12 @@ pub async fn status(
             })?;
             status.state = match manifest.status {
                 Status::Scored => State::Scored,
-                _ => State::Failed {
+                Status::Fitted => State::Fitted {
+                    model: manifest.model.name.clone(),
+                    version: manifest.model.version.clone(),
+                    decision: manifest.fit.as_ref().map(|f| f.decision.clone()).unwrap_or_default(),
+                },
+                Status::Failed => State::Failed {
                     reason: manifest.failure.clone().unwrap_or_default(),
                 },
             };

@@ -159,6 +159,9 @@ pub enum RegistryError {
     BadArtifact { what: String, error: String },
     #[error("the alias {0} kept changing under this write; try again")]
     Busy(String),
+    /// A conditional promotion found the alias moved since the decision.
+    #[error("{0}")]
+    Moved(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -407,6 +410,52 @@ impl Registry {
         .await
     }
 
+    /// Points `alias` at `version` only while it still points where the
+    /// decision saw it (`expected`; `None`: absent), or already at
+    /// `version`: a decision made against a champion never overrides a
+    /// promotion or rollback made since. [`RegistryError::Moved`] when it
+    /// moved.
+    pub async fn promote_if(
+        &self,
+        name: &str,
+        version: &str,
+        alias: &str,
+        expected: Option<&str>,
+        set_by: &str,
+        reason: &str,
+    ) -> Result<AliasChange, RegistryError> {
+        check_segment("alias", alias)?;
+        let version = parse_version(version)?;
+        self.load(name, &version).await?;
+        let expected = expected.map(str::to_owned);
+        self.change(
+            name,
+            alias,
+            |current| {
+                Ok(match current {
+                    Some(c) if c.version == version => None,
+                    Some(c) if Some(&c.version) == expected.as_ref() => {
+                        let mut history = vec![c.version.clone()];
+                        history.extend(c.history.iter().cloned());
+                        history.truncate(HISTORY);
+                        Some((version.clone(), history))
+                    }
+                    None if expected.is_none() => Some((version.clone(), Vec::new())),
+                    other => {
+                        return Err(RegistryError::Moved(format!(
+                            "{name}@{alias} points to {} now, not {} as when the decision was made: left as it is",
+                            other.map_or("nothing", |c| c.version.as_str()),
+                            expected.as_deref().unwrap_or("nothing"),
+                        )));
+                    }
+                })
+            },
+            set_by,
+            reason,
+        )
+        .await
+    }
+
     /// Creates `alias` of `name` pointing at `version` unless it exists:
     /// the first deployment seeding `@production`. Returns the alias as it
     /// is afterwards.
@@ -473,7 +522,7 @@ impl Registry {
     ) -> Result<AliasChange, RegistryError> {
         check_segment("model name", name)?;
         let object = layout::model_alias(name, alias);
-        for _ in 0..CAS_ATTEMPTS {
+        for attempt in 1..=CAS_ATTEMPTS {
             let current = self.alias(name, alias).await?;
             let from = current.as_ref().map(|a| a.record.version.clone());
             let Some((to, history)) = decide(current.as_ref().map(|a| &a.record))? else {
@@ -515,8 +564,26 @@ impl Registry {
                         generation: meta.generation,
                     });
                 }
-                // Someone else changed it first: decide again on theirs.
-                Err(StorageError::AlreadyExists(_)) => continue,
+                Err(StorageError::AlreadyExists(_)) => {
+                    // Our own write may have gone through with its answer
+                    // lost (the client's retry then met the precondition):
+                    // the record we meant to write says so. Otherwise
+                    // someone else changed it first: decide again on theirs.
+                    if let Some(now) = self.alias(name, alias).await?
+                        && now.record == record
+                    {
+                        return Ok(AliasChange {
+                            model: name.to_owned(),
+                            alias: alias.to_owned(),
+                            from,
+                            to,
+                            changed: true,
+                            generation: now.generation,
+                        });
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt as u64)).await;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -179,11 +179,19 @@ impl Models {
                             .start_up
                             .as_ref()
                             .filter(|m| m.name() == model.name && alias == super::DEFAULT_ALIAS);
-                        let found = match (self.registry.alias(&model.name, alias).await, fallback) {
-                            (Ok(Some(found)), _) => Some(found),
-                            (Ok(None) | Err(_), Some(start_up)) => return Ok(start_up.clone()),
-                            (Ok(None), None) => None,
-                            (Err(e), None) => return Err(e),
+                        // Only an alias that does not exist falls back to the
+                        // start-up model; a registry that cannot be read is
+                        // an error (a job retries it), never a silent swap
+                        // of versions.
+                        let found = match (self.registry.alias(&model.name, alias).await?, fallback) {
+                            (Some(found), _) => Some(found),
+                            (None, Some(start_up)) => {
+                                if let Ok(mut aliases) = self.aliases.lock() {
+                                    aliases.insert(key, (start_up.version().to_owned(), Instant::now()));
+                                }
+                                return Ok(start_up.clone());
+                            }
+                            (None, None) => None,
                         };
                         let Some(found) = found else {
                             return Err(RegistryError::Unknown(format!(

@@ -237,7 +237,11 @@ fn respond(handled: Handled) -> Response {
             None,
         ),
         Handled::Finished(Ok(Outcome::Committed(m))) => {
-            let outcome = if m.status == Status::Scored { "scored" } else { "failed" };
+            let outcome = match m.status {
+                Status::Scored => "scored",
+                Status::Fitted => "fitted",
+                Status::Failed => "failed",
+            };
             reply(StatusCode::OK, outcome, m.failure.clone(), Some(m.uri()))
         }
         Handled::Finished(Ok(Outcome::Duplicate(m))) => reply(StatusCode::OK, "duplicate", None, Some(m.uri())),

@@ -109,12 +109,14 @@ fn swap_if_generation(lock: &Path, tmp: &Path, dest: &Path, expected: i64, name:
     }
     // A rename whose new file has the same modification time would keep
     // the generation: the file's time is moved on by at least 1 ns.
-    if let Ok(md) = std::fs::metadata(tmp)
-        && generation_of(md.modified().ok()) <= current
-        && let Ok(f) = std::fs::File::options().write(true).open(tmp)
-    {
+    let written = std::fs::metadata(tmp).map_err(|e| io_error(name, e))?;
+    if generation_of(written.modified().ok()) <= current {
         let later = UNIX_EPOCH + std::time::Duration::from_nanos(u64::try_from(current).unwrap_or_default() + 1);
-        let _ = f.set_modified(later);
+        std::fs::File::options()
+            .write(true)
+            .open(tmp)
+            .and_then(|f| f.set_modified(later))
+            .map_err(|e| io_error(name, e))?;
     }
     std::fs::rename(tmp, dest).map_err(|e| io_error(name, e))?;
     drop(file);

@@ -323,13 +323,14 @@ async fn twenty_concurrent_deliveries_to_cloud_storage_make_one_output_set() {
         .map(|(n, _)| n)
         .collect();
     // The file holds its labels: its curves are outputs too.
+    let hex = scorer::model::Model::default_model().unwrap().version()["sha256:".len()..].to_owned();
     assert_eq!(
         objects,
         [
-            format!("f.csv/{generation}/curves/calibration.svg"),
-            format!("f.csv/{generation}/curves/curves.json"),
-            format!("f.csv/{generation}/curves/precision_recall.svg"),
-            format!("f.csv/{generation}/curves/roc.svg"),
+            format!("f.csv/{generation}/curves/{hex}/calibration.svg"),
+            format!("f.csv/{generation}/curves/{hex}/curves.json"),
+            format!("f.csv/{generation}/curves/{hex}/precision_recall.svg"),
+            format!("f.csv/{generation}/curves/{hex}/roc.svg"),
             format!("f.csv/{generation}/manifest.json"),
             format!("f.csv/{generation}/predictions.csv")
         ]

@@ -509,3 +509,109 @@ async fn two_instances_never_score_one_file_with_two_versions() {
     }
     println!("two instances: {files} files, versions used: {versions:?}");
 }
+
+/// `scorer model ARGS` against a registry: local directories or the
+/// Cloud Storage emulator.
+fn model_command(args: &[&str], local: Option<&Path>, emulator: Option<&str>) -> Command {
+    let mut cmd = Command::new(crate::harness::SCORER);
+    cmd.arg("model").args(args).env("RUST_LOG", "warn");
+    match (local, emulator) {
+        (Some(dir), _) => {
+            cmd.args(["--local", dir.to_str().unwrap()]);
+        }
+        (None, Some(host)) => {
+            cmd.args(["--output-bucket", "out-bucket"])
+                .env("STORAGE_EMULATOR_HOST", host);
+        }
+        (None, None) => unreachable!(),
+    }
+    cmd
+}
+
+/// Twelve `scorer model promote` processes at once, cycling three
+/// versions: every change they report chains onto the one before (none
+/// was overwritten unseen), and the alias's history is exactly that chain.
+async fn concurrent_promotions_form_one_chain(local: Option<&Path>, emulator: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let base: Value = serde_json::from_slice(&std::fs::read(data("model.json")).unwrap()).unwrap();
+    let mut versions = Vec::new();
+    for i in 0..3 {
+        let mut artifact = base.clone();
+        artifact["name"] = json!("race");
+        artifact["intercept"] = json!(-0.5 - f64::from(i) / 10.0);
+        let path = dir.path().join(format!("v{i}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&artifact).unwrap()).unwrap();
+        let out = model_command(&["publish", path.to_str().unwrap()], local, emulator)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        versions.push(text.split_whitespace().nth(1).unwrap().to_owned());
+    }
+    let children: Vec<_> = (0..12)
+        .map(|i| {
+            model_command(
+                &["promote", "race", &versions[i % 3], "--alias", "production", "--json"],
+                local,
+                emulator,
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let mut changes = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let change: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if change["changed"] == true {
+            changes.push(change);
+        }
+    }
+    // In the order of the generations they wrote, each change starts where
+    // the one before ended, from the alias's creation on.
+    changes.sort_by_key(|c| c["generation"].as_i64().unwrap());
+    let mut at = Value::Null;
+    let mut chain = Vec::new();
+    for c in &changes {
+        assert_eq!(
+            c["from"], at,
+            "a change that does not start where the one before ended (a lost update): {changes:?}"
+        );
+        at = c["to"].clone();
+        chain.push(at.as_str().unwrap().to_owned());
+    }
+    let show = model_command(&["show", "race@production", "--json"], local, emulator)
+        .output()
+        .unwrap();
+    assert!(show.status.success(), "{}", String::from_utf8_lossy(&show.stderr));
+    let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["version"], json!(chain.last().unwrap()));
+    let mut before: Vec<String> = chain[..chain.len() - 1].to_vec();
+    before.reverse();
+    assert_eq!(
+        shown["alias"]["history"],
+        json!(before),
+        "the history is the chain of changes"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_promotions_on_local_directories_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("output")).unwrap();
+    concurrent_promotions_form_one_chain(Some(dir.path()), None).await;
+}
+
+#[tokio::test]
+async fn concurrent_promotions_on_cloud_storage_lose_nothing() {
+    let fake = crate::support::FakeGcs::start(crate::support::FakeGcsOptions {
+        https: false,
+        notifications: None,
+    })
+    .await;
+    fake.create_bucket("out-bucket").await;
+    concurrent_promotions_form_one_chain(None, Some(fake.endpoint.as_str())).await;
+}

@@ -4,10 +4,11 @@
 //!
 //! Everything is computed from an [`EvaluationBuilder`]'s buckets (counts of
 //! negatives and positives per probability at 1e-6 resolution), so a
-//! scoring run of any size draws its curves in bounded memory, and the
-//! ranges of a sharded file merge before drawing. The JSON points are thinned
-//! to at most about [`MAX_POINTS`] per curve; the areas and the threshold's
-//! point are computed over every bucket.
+//! scoring run of any size draws its curves in bounded memory (and the
+//! ranges of a sharded file could merge theirs before drawing; the job does
+//! not draw them yet). The JSON points are thinned to at most about
+//! [`MAX_POINTS`] per curve; the areas and the threshold's point are
+//! computed over every bucket.
 
 use serde::{Deserialize, Serialize};
 

@@ -29,8 +29,9 @@ pub struct TrainingRow {
     /// The same as they were written (`None`: empty).
     pub raw_numbers: Vec<Option<String>>,
     /// Held-out rows only: the values of the extra columns asked for (a
-    /// champion model's features), in the order asked.
-    pub extra: Vec<String>,
+    /// champion model's features), in the order asked; `None` where the
+    /// file has no such column (the champion then rejects the row).
+    pub extra: Vec<Option<String>>,
 }
 
 /// Rows skipped for one reason.
@@ -394,10 +395,7 @@ pub fn read(raw: impl Read + Send, spec: &FitSpec, extra: &[String]) -> Result<T
         let extra = if is_train {
             Vec::new()
         } else {
-            extra_columns
-                .iter()
-                .map(|c| c.map(|c| fields[c].to_owned()).unwrap_or_default())
-                .collect()
+            extra_columns.iter().map(|c| c.map(|c| fields[c].to_owned())).collect()
         };
         let row = TrainingRow {
             line,

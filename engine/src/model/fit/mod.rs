@@ -1,15 +1,18 @@
-//! Fitting: a class-weighted, L2-regularised logistic regression minimised
-//! with smartcore's L-BFGS.
+//! Fitting: a class- and sample-weighted, L2-regularised logistic
+//! regression, minimised by damped Newton steps (a dense Hessian, when the
+//! parameters are at most [`newton::MAX_PARAMS`]) or smartcore's L-BFGS
+//! finished by Newton, to scikit-learn's exact optimum.
 //!
 //! smartcore's own `LogisticRegression` has no class or sample weights (the
 //! challenge model used `class_weight='balanced'`) and no probabilities, so we
-//! hand smartcore's optimiser the same objective scikit-learn minimises:
+//! minimise the objective scikit-learn minimises ourselves:
 //!
 //! ```text
 //! (1/S) Σ s_i · logloss(y_i, z_i)  +  (1/(2·C·S)) · ‖w‖²      S = Σ s_i
 //! ```
 //!
-//! with `s_i = n / (2·n_class(y_i))` when balanced (else 1) and the intercept
+//! with `s_i` the row's class weight (`S / (2·S_class)` when balanced)
+//! times its sample weight, and the intercept
 //! left unpenalised. A full one-hot set per column is collinear with the
 //! intercept; the L2 term makes the optimum unique.
 
@@ -207,33 +210,47 @@ pub fn fit_against(
             g[k] += 2.0 * penalty * theta[k];
         }
     };
-    let optimiser = LBFGS {
-        max_iter: spec.max_iterations,
-        g_atol: 1e-10,
-        ..Default::default()
+    let problem = newton::Problem {
+        rows,
+        standardised,
+        weights: &weights,
+        total_weight,
+        penalty,
+        numeric_offset,
     };
-    let line_search = Backtracking::<f64> {
-        order: FunctionOrder::THIRD,
-        ..Default::default()
+    let zero = vec![0.0; encoding.n_params];
+    // Newton from zero when the Hessian is small (a few steps, one pass
+    // each); otherwise, or if it has not converged, L-BFGS, which stops on
+    // a relative change of the objective and so leaves the near-flat
+    // direction of a full one-hot set (the intercept against every level,
+    // held only by the L2 term) about 1e-4 short: a few Newton steps then
+    // finish the job.
+    let direct = (encoding.n_params <= newton::MAX_PARAMS).then(|| {
+        newton::minimise(
+            zero.clone(),
+            &problem,
+            &objective,
+            &gradient,
+            newton::SOLVE_STEPS.min(spec.max_iterations),
+        )
+    });
+    let (polish, lbfgs_iterations) = match direct {
+        Some(solved) if solved.converged => (solved, 0),
+        _ => {
+            let optimiser = LBFGS {
+                max_iter: spec.max_iterations,
+                g_atol: 1e-10,
+                ..Default::default()
+            };
+            let line_search = Backtracking::<f64> {
+                order: FunctionOrder::THIRD,
+                ..Default::default()
+            };
+            let result = optimiser.optimize(&objective, &gradient, &zero, &line_search);
+            let polish = newton::minimise(result.x, &problem, &objective, &gradient, newton::POLISH_STEPS);
+            (polish, result.iterations)
+        }
     };
-    let result = optimiser.optimize(&objective, &gradient, &vec![0.0; encoding.n_params], &line_search);
-    // L-BFGS stops on a relative change of the objective, which leaves the
-    // near-flat direction of a full one-hot set (the intercept against
-    // every level, held only by the L2 term) about 1e-4 short; a few
-    // Newton steps finish the job, as scikit-learn's newton-cholesky does.
-    let polish = newton::polish(
-        result.x,
-        &newton::Problem {
-            rows,
-            standardised,
-            weights: &weights,
-            total_weight,
-            penalty,
-            numeric_offset,
-        },
-        &objective,
-        &gradient,
-    );
     let theta = polish.theta;
     // smartcore reports NaN when the start point is already optimal.
     let final_objective = objective(&theta);
@@ -277,13 +294,13 @@ pub fn fit_against(
             },
             max_iter: (spec.max_iterations != DEFAULT_MAX_ITERATIONS).then_some(spec.max_iterations as u64),
             c: spec.c,
-            solver: if polish.steps > 0 {
-                "smartcore L-BFGS, then Newton (weighted L2 log-loss)"
-            } else {
-                "smartcore L-BFGS (weighted L2 log-loss)"
+            solver: match (lbfgs_iterations, polish.steps) {
+                (0, _) => "Newton, Cholesky (weighted L2 log-loss)",
+                (_, 0) => "smartcore L-BFGS (weighted L2 log-loss)",
+                _ => "smartcore L-BFGS, then Newton (weighted L2 log-loss)",
             }
             .to_owned(),
-            iterations: (result.iterations + polish.steps) as u64,
+            iterations: (lbfgs_iterations + polish.steps) as u64,
             objective: final_objective,
             missing_numeric: "imputed with the training mean".to_owned(),
             holdout: None,
@@ -329,7 +346,12 @@ pub fn fit_against(
         let mut champion_rejected = 0;
         let challenger = Model::from_artifact(artifact.clone(), String::new());
         for row in &data.holdout {
-            let get = |name: &str| extra.iter().position(|c| c == name).map(|j| row.extra[j].as_str());
+            let get = |name: &str| {
+                extra
+                    .iter()
+                    .position(|c| c == name)
+                    .and_then(|j| row.extra[j].as_deref())
+            };
             let Ok(z) = champion.logit(get) else {
                 champion_rejected += 1;
                 continue;
