@@ -36,6 +36,10 @@
 //!   load and the results message ([`job::after_commit`]).
 //! - [`dispatch`]: starting job executions: Cloud Run Jobs, or a pool of
 //!   local `scorer shard` processes.
+//! - [`registry`]: the models in the output bucket (versions, aliases
+//!   moved by compare-and-swap) and which one scores an input (metadata,
+//!   `MODEL_ROUTES`, `MODEL`); [`job::fit`] fits a training file instead of
+//!   scoring it.
 //! - [`lease`]: who is scoring an input, so redeliveries do not rescore.
 //! - [`layout`]: every object name in the output bucket.
 //! - [`manifest`]: the commit record.

@@ -11,7 +11,7 @@
 //! per training-file generation, create-only, with the decision in it
 //! (`@staging`; with `PROMOTE=auto` also `@production` when the
 //! challenger's ROC AUC is at least the champion's). The aliases move
-//! after the commit ([`JobRunner::promote_fit`]), and `promoted.json`
+//! after the commit (`JobRunner::promote_fit`), and `promoted.json`
 //! records that they did, so a redelivery after a crash in between moves
 //! them and never twice.
 

@@ -124,7 +124,7 @@ pub struct JobRunner {
     pub output: Arc<dyn ObjectStore>,
     /// The model this runner scores with: the start-up model in the
     /// process-wide runner, the routed version in a job's own
-    /// ([`JobRunner::with_model`]), the dispatched version in a task's.
+    /// (`JobRunner::with_model`), the dispatched version in a task's.
     pub model: Arc<Model>,
     /// How the model was chosen (a job's runner only).
     pub chosen_by: Option<crate::manifest::ChosenBy>,

@@ -192,6 +192,11 @@ pub struct AliasRecord {
     pub set_by: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// Unique per write: how a writer whose answer was lost recognises its
+    /// own record (two writers deciding the same change in the same
+    /// millisecond write records that differ only here).
+    #[serde(default)]
+    pub write_id: String,
 }
 
 /// An alias as read: its record and the generation it was read at.
@@ -543,6 +548,7 @@ impl Registry {
                 set_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
                 set_by: set_by.to_owned(),
                 reason: reason.to_owned(),
+                write_id: format!("{:016x}", rand::random::<u64>()),
             };
             let bytes = json_bytes(&record)?;
             let expected = current.as_ref().map(|a| a.generation);

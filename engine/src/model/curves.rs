@@ -1,6 +1,6 @@
 //! ROC, precision-recall and calibration curves of a set of labelled
 //! predictions, the threshold rules that read them, and the same curves
-//! drawn as SVG ([`Curves::svg`]).
+//! drawn as SVG (`model::plots`).
 //!
 //! Everything is computed from an [`EvaluationBuilder`]'s buckets (counts of
 //! negatives and positives per probability at 1e-6 resolution), so a

@@ -1,6 +1,6 @@
 //! Fitting: a class- and sample-weighted, L2-regularised logistic
 //! regression, minimised by damped Newton steps (a dense Hessian, when the
-//! parameters are at most [`newton::MAX_PARAMS`]) or smartcore's L-BFGS
+//! parameters are at most `newton::MAX_PARAMS`, 2,000) or smartcore's L-BFGS
 //! finished by Newton, to scikit-learn's exact optimum.
 //!
 //! smartcore's own `LogisticRegression` has no class or sample weights (the
