@@ -91,7 +91,15 @@ impl LocalStore {
 /// Every compare-and-swap of the bucket holds one lock file while it
 /// compares and renames, so two processes cannot both see the same
 /// generation and both replace it.
-fn swap_if_generation(lock: &Path, tmp: &Path, dest: &Path, expected: i64, name: &str) -> Result<(), StorageError> {
+/// Returns the new object's metadata, read under the lock: read after it,
+/// the file could already be the next writer's.
+fn swap_if_generation(
+    lock: &Path,
+    tmp: &Path,
+    dest: &Path,
+    expected: i64,
+    name: &str,
+) -> Result<std::fs::Metadata, StorageError> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -118,9 +126,10 @@ fn swap_if_generation(lock: &Path, tmp: &Path, dest: &Path, expected: i64, name:
             .and_then(|f| f.set_modified(later))
             .map_err(|e| io_error(name, e))?;
     }
+    let swapped = std::fs::metadata(tmp).map_err(|e| io_error(name, e))?;
     std::fs::rename(tmp, dest).map_err(|e| io_error(name, e))?;
     drop(file);
-    Ok(())
+    Ok(swapped)
 }
 
 /// A file's custom metadata: its extended attributes in the `user.`
@@ -292,19 +301,26 @@ impl ObjectStore for LocalStore {
             if let Some(parent) = dest.parent() {
                 tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(name, e))?;
             }
-            if let Some(expected) = options.if_generation {
+            let swapped = if let Some(expected) = options.if_generation {
                 let (tmp, dest, owned) = (tmp.clone(), dest.clone(), name.to_owned());
                 let lock = tmp_dir.join("compare-and-swap.lock");
-                tokio::task::spawn_blocking(move || swap_if_generation(&lock, &tmp, &dest, expected, &owned))
-                    .await
-                    .map_err(|e| StorageError::Transient(format!("{name}: {e}")))??;
+                Some(
+                    tokio::task::spawn_blocking(move || swap_if_generation(&lock, &tmp, &dest, expected, &owned))
+                        .await
+                        .map_err(|e| StorageError::Transient(format!("{name}: {e}")))??,
+                )
             } else if options.create_only {
                 // link(2) fails if the destination exists: an atomic create-only.
                 tokio::fs::hard_link(&tmp, &dest).await.map_err(|e| io_error(name, e))?;
+                None
             } else {
                 tokio::fs::rename(&tmp, &dest).await.map_err(|e| io_error(name, e))?;
-            }
-            let md = tokio::fs::metadata(&dest).await.map_err(|e| io_error(name, e))?;
+                None
+            };
+            let md = match swapped {
+                Some(md) => md,
+                None => tokio::fs::metadata(&dest).await.map_err(|e| io_error(name, e))?,
+            };
             let mut meta = self.meta(name, &md);
             meta.crc32c = Some(crc);
             Ok(meta)

@@ -158,6 +158,23 @@ pub fn fit_against(
         .iter()
         .map(|r| r.weight * if r.label { w1 } else { w0 })
         .collect();
+    // A class whose rows all weigh nothing leaves no finite optimum (the
+    // intercept would climb forever).
+    for class in [false, true] {
+        let sum: f64 = data
+            .train
+            .iter()
+            .zip(&weights)
+            .filter(|(r, _)| r.label == class)
+            .map(|(_, w)| w)
+            .sum();
+        if sum <= 0.0 {
+            return Err(FitError::Settings(format!(
+                "every training row of class {} weighs nothing (sample and class weights): nothing to fit",
+                u8::from(class)
+            )));
+        }
+    }
     let total_weight: f64 = weights.iter().sum();
     if !(total_weight > 0.0 && total_weight.is_finite()) {
         return Err(FitError::Settings(format!(
@@ -234,8 +251,8 @@ pub fn fit_against(
             newton::SOLVE_STEPS.min(spec.max_iterations),
         )
     });
-    let (polish, lbfgs_iterations) = match direct {
-        Some(solved) if solved.converged => (solved, 0),
+    let (polish, lbfgs_iterations, direct_newton) = match direct {
+        Some(solved) if solved.converged => (solved, 0, true),
         _ => {
             let optimiser = LBFGS {
                 max_iter: spec.max_iterations,
@@ -248,7 +265,7 @@ pub fn fit_against(
             };
             let result = optimiser.optimize(&objective, &gradient, &zero, &line_search);
             let polish = newton::minimise(result.x, &problem, &objective, &gradient, newton::POLISH_STEPS);
-            (polish, result.iterations)
+            (polish, result.iterations, false)
         }
     };
     let theta = polish.theta;
@@ -294,10 +311,10 @@ pub fn fit_against(
             },
             max_iter: (spec.max_iterations != DEFAULT_MAX_ITERATIONS).then_some(spec.max_iterations as u64),
             c: spec.c,
-            solver: match (lbfgs_iterations, polish.steps) {
-                (0, _) => "Newton, Cholesky (weighted L2 log-loss)",
-                (_, 0) => "smartcore L-BFGS (weighted L2 log-loss)",
-                _ => "smartcore L-BFGS, then Newton (weighted L2 log-loss)",
+            solver: match (direct_newton, polish.steps) {
+                (true, _) => "Newton, Cholesky (weighted L2 log-loss)",
+                (false, 0) => "smartcore L-BFGS (weighted L2 log-loss)",
+                (false, _) => "smartcore L-BFGS, then Newton (weighted L2 log-loss)",
             }
             .to_owned(),
             iterations: (lbfgs_iterations + polish.steps) as u64,
@@ -506,6 +523,21 @@ mod tests {
         let b = fit(&gz[..], "t.csv", &spec(&["c"], &[])).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a.model.artifact().features, b.model.artifact().features);
         assert_eq!(a.model.artifact().training.rows, 4);
+    }
+
+    #[test]
+    fn a_class_that_weighs_nothing_is_refused_whatever_the_class_weights() {
+        let csv = "c,w,y\na,1,0\nb,1,0\na,0,1\nb,0,1\n";
+        let mut weighted = spec(&["c"], &[]);
+        weighted.sample_weight = Some("w".into());
+        for class_weight in [ClassWeight::None, ClassWeight::Fixed([1.0, 2.0]), ClassWeight::Balanced] {
+            weighted.class_weight = class_weight;
+            let e = error(csv, &weighted);
+            assert!(
+                e.contains("weighs nothing") || e.contains("positive sample weight"),
+                "{class_weight}: {e}"
+            );
+        }
     }
 
     #[test]
