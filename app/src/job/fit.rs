@@ -191,17 +191,9 @@ impl JobRunner {
             }
             Err(e) => return Err(e.into()),
         };
-        let (meta, stream) = match self
-            .input
-            .read(object.name.as_str(), Some(object.generation.get()))
-            .await
-        {
+        let (meta, stream) = match self.open_input(object).await? {
             Ok(opened) => opened,
-            Err(StorageError::NotFound(what)) => {
-                let failure = Failure::Gone(format!("the input no longer exists: {what} (deleted or replaced)"));
-                return self.report_failure(object, names, None, failure, started_at).await;
-            }
-            Err(e) => return Err(e.into()),
+            Err(failure) => return self.report_failure(object, names, None, failure, started_at).await,
         };
         let data_name = object.name.as_str().rsplit('/').next().unwrap_or_default().to_owned();
         let fitted = {
@@ -219,15 +211,10 @@ impl JobRunner {
         let fitted = match fitted {
             Ok(fitted) => fitted,
             Err(FitError::Read(e)) => {
-                return match StorageError::find(&e) {
-                    Some(StorageError::NotFound(what)) => {
-                        let failure = Failure::Gone(format!("the input vanished while it was read: {what}"));
-                        self.report_failure(object, names, Some(&meta), failure, started_at)
-                            .await
-                    }
-                    Some(storage) => Err(storage.clone().into()),
-                    None => Err(JobError::Transient(e.to_string())),
-                };
+                let failure = super::run::read_failure(&e)?;
+                return self
+                    .report_failure(object, names, Some(&meta), failure, started_at)
+                    .await;
             }
             Err(e) => {
                 let why = format!("{e} (spec: {spec_source})");

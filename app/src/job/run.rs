@@ -84,6 +84,19 @@ pub(super) async fn head_of(mut stream: crate::storage::ByteStream, limit: usize
     Ok(head)
 }
 
+/// An I/O error met while the input was read: the input vanishing
+/// mid-read is its failure; any other storage error is storage's (a
+/// retry); an error from no storage call is taken as transient.
+pub(super) fn read_failure(e: &std::io::Error) -> Result<Failure, JobError> {
+    match StorageError::find(e) {
+        Some(StorageError::NotFound(what)) => {
+            Ok(Failure::Gone(format!("the input vanished while it was read: {what}")))
+        }
+        Some(storage) => Err(storage.clone().into()),
+        None => Err(JobError::Transient(e.to_string())),
+    }
+}
+
 /// Aborts a helper task when the job that needs it ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -206,22 +219,9 @@ impl JobRunner {
     ) -> Result<Outcome, JobError> {
         let started_at = SystemTime::now();
         let started = Instant::now();
-        let (meta, stream) = match self
-            .input
-            .read(object.name.as_str(), Some(object.generation.get()))
-            .await
-        {
+        let (meta, stream) = match self.open_input(object).await? {
             Ok(opened) => opened,
-            Err(StorageError::NotFound(what)) => {
-                let failure = Failure::Gone(format!("the input no longer exists: {what} (deleted or replaced)"));
-                return self.report_failure(object, names, None, failure, started_at).await;
-            }
-            Err(e @ StorageError::InvalidName { .. }) => {
-                return self
-                    .report_failure(object, names, None, Failure::Gone(e.to_string()), started_at)
-                    .await;
-            }
-            Err(e) => return Err(e.into()),
+            Err(failure) => return self.report_failure(object, names, None, failure, started_at).await,
         };
         if meta.size > self.inline_max_bytes {
             if let Some(sharding) = &self.sharding {
@@ -328,16 +328,33 @@ impl JobRunner {
                 self.report_failure(object, names, Some(&meta), Failure::Rejected(rejection), started_at)
                     .await
             }
-            Err(ScoreError::Read(e)) | Err(ScoreError::Write(e)) => match StorageError::find(&e) {
-                Some(StorageError::NotFound(what)) => {
-                    let failure = Failure::Gone(format!("the input vanished while it was read: {what}"));
-                    self.report_failure(object, names, Some(&meta), failure, started_at)
-                        .await
-                }
-                Some(storage) => Err(storage.clone().into()),
-                None => Err(JobError::Transient(e.to_string())),
-            },
+            Err(ScoreError::Read(e)) | Err(ScoreError::Write(e)) => {
+                let failure = read_failure(&e)?;
+                self.report_failure(object, names, Some(&meta), failure, started_at)
+                    .await
+            }
             Err(ScoreError::Engine(e)) => Err(JobError::Internal(e.to_string())),
+        }
+    }
+
+    /// Opens the input generation a job reads (scoring or fitting); one
+    /// that no longer exists, or whose name cannot be read here, is the
+    /// input's failure.
+    pub(super) async fn open_input(
+        &self,
+        object: &ObjectRef,
+    ) -> Result<Result<(ObjectMeta, crate::storage::ByteStream), Failure>, JobError> {
+        match self
+            .input
+            .read(object.name.as_str(), Some(object.generation.get()))
+            .await
+        {
+            Ok(opened) => Ok(Ok(opened)),
+            Err(StorageError::NotFound(what)) => Ok(Err(Failure::Gone(format!(
+                "the input no longer exists: {what} (deleted or replaced)"
+            )))),
+            Err(e @ StorageError::InvalidName { .. }) => Ok(Err(Failure::Gone(e.to_string()))),
+            Err(e) => Err(e.into()),
         }
     }
 
