@@ -145,14 +145,14 @@ impl OutputNames {
         format!("{}bigquery.json", self.prefix)
     }
 
-    /// The record of the results message that announced the commit,
-    /// written create-only after it was published.
     /// The aliases a fit on upload moved for its new version, recorded
     /// once they moved.
     pub fn promoted(&self) -> String {
         format!("{}promoted.json", self.prefix)
     }
 
+    /// The record of the results message that announced the commit,
+    /// written create-only after it was published.
     pub fn results_published(&self) -> String {
         format!("{}results.json", self.prefix)
     }

@@ -162,6 +162,10 @@ trait Bucketed {
     async fn upload(&self, name: &str, bytes: &[u8], model: Option<&str>);
     /// The committed manifest of input `name`.
     async fn manifest(&self, name: &str) -> Value;
+    /// The committed manifest of training file `name`, once its aliases
+    /// moved: they move after the commit, so a manifest alone does not
+    /// say the next fit will find this one as its champion.
+    async fn fitted(&self, name: &str) -> Value;
     /// `scorer model ARGS` against this backend's output bucket.
     fn model_cli(&self, args: &[&str]) -> std::process::Output;
     fn server(&self) -> &Server;
@@ -192,6 +196,13 @@ impl Bucketed for Local {
         let dir = self.dir.path().join("output").join(name);
         let path = eventually(Duration::from_secs(60), || find_files(&dir, "manifest.json").pop()).await;
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    async fn fitted(&self, name: &str) -> Value {
+        let manifest = self.manifest(name).await;
+        let dir = self.dir.path().join("output").join(name);
+        eventually(Duration::from_secs(60), || find_files(&dir, "promoted.json").pop()).await;
+        manifest
     }
 
     fn model_cli(&self, args: &[&str]) -> std::process::Output {
@@ -227,6 +238,20 @@ impl Bucketed for Chain {
 
     async fn manifest(&self, name: &str) -> Value {
         manifest_of(&self.fake, name, Duration::from_secs(120)).await
+    }
+
+    async fn fitted(&self, name: &str) -> Value {
+        let manifest = self.manifest(name).await;
+        let promoted = format!(
+            "{name}/{}/promoted.json",
+            manifest["input"]["generation"].as_str().unwrap()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.fake.get_object("out-bucket", &promoted).await.is_none() {
+            assert!(std::time::Instant::now() < deadline, "no {promoted} within a minute");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        manifest
     }
 
     fn model_cli(&self, args: &[&str]) -> std::process::Output {
@@ -272,7 +297,7 @@ async fn fit_promote_route_and_roll_back(b: &impl Bucketed) {
     // v1: noisy labels, the first version of penguins: it serves.
     b.upload("training/penguins/v1.csv", penguins_csv(Some(2)).as_bytes(), None)
         .await;
-    let m1 = b.manifest("training/penguins/v1.csv").await;
+    let m1 = b.fitted("training/penguins/v1.csv").await;
     assert_eq!(m1["status"], "fitted", "{m1}");
     let v1 = m1["model"]["version"].as_str().unwrap().to_owned();
     assert_eq!(m1["fit"]["promote_to"], json!(["staging", "production"]), "{m1}");
@@ -280,7 +305,7 @@ async fn fit_promote_route_and_roll_back(b: &impl Bucketed) {
     // v2: clean labels, better on its held-out rows than v1: promoted.
     b.upload("training/penguins/v2.csv", penguins_csv(None).as_bytes(), None)
         .await;
-    let m2 = b.manifest("training/penguins/v2.csv").await;
+    let m2 = b.fitted("training/penguins/v2.csv").await;
     let v2 = m2["model"]["version"].as_str().unwrap().to_owned();
     let champion = &m2["fit"]["champion"];
     assert_eq!(champion["version"], v1.as_str(), "{m2}");
@@ -293,7 +318,7 @@ async fn fit_promote_route_and_roll_back(b: &impl Bucketed) {
     // v3: noisy again (other noise): worse than v2 on the same rows, @staging only.
     b.upload("training/penguins/v3.csv", penguins_csv(Some(3)).as_bytes(), None)
         .await;
-    let m3 = b.manifest("training/penguins/v3.csv").await;
+    let m3 = b.fitted("training/penguins/v3.csv").await;
     let v3 = m3["model"]["version"].as_str().unwrap().to_owned();
     assert_eq!(m3["fit"]["champion"]["version"], v2.as_str(), "{m3}");
     assert_eq!(m3["fit"]["promote_to"], json!(["staging"]), "{m3}");

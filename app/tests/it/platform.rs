@@ -144,6 +144,15 @@ async fn parquet_predictions_load_into_bigquery_once_and_are_announced() {
 
     gsutil_cp(&c.fake, &data("scl_flights_2017.csv"), "gs://in-bucket/2017/scl.csv").await;
     let manifest = manifest_of(&c.fake, "2017/scl.csv", Duration::from_secs(120)).await;
+    // The load and the announcement follow the commit, the announcement
+    // last: once it is there, so is everything before it.
+    let messages = c
+        .pubsub
+        .pull_until(PROJECT, "results-pull", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(messages.len(), 1);
+    let (ack, message) = &messages[0];
+    c.pubsub.ack(PROJECT, "results-pull", std::slice::from_ref(ack)).await;
     assert_eq!(manifest["status"], "scored");
     assert_eq!(manifest["outputs"]["format"], "parquet");
     let generation = manifest["input"]["generation"].as_str().unwrap().to_owned();
@@ -231,13 +240,6 @@ async fn parquet_predictions_load_into_bigquery_once_and_are_announced() {
     assert_eq!(load_record().await.expect("bigquery.json")["job_id"], job_id.as_str());
 
     // One results message, filterable by its attributes.
-    let messages = c
-        .pubsub
-        .pull_until(PROJECT, "results-pull", 1, Duration::from_secs(30))
-        .await;
-    assert_eq!(messages.len(), 1);
-    let (ack, message) = &messages[0];
-    c.pubsub.ack(PROJECT, "results-pull", std::slice::from_ref(ack)).await;
     assert_eq!(message["attributes"]["status"], "scored");
     assert_eq!(message["attributes"]["bucket"], "in-bucket");
     assert_eq!(message["attributes"]["generation"], generation.as_str());
@@ -289,6 +291,9 @@ async fn parquet_predictions_load_into_bigquery_once_and_are_announced() {
         .pull_until(PROJECT, "results-pull", 1, Duration::from_secs(60))
         .await;
     assert_eq!(again.len(), 1);
+    c.pubsub
+        .ack(PROJECT, "results-pull", std::slice::from_ref(&again[0].0))
+        .await;
     let body: Value = serde_json::from_slice(&message_data(&again[0].1)).unwrap();
     assert_eq!(body["generation"], generation.as_str());
     let inserts = bigquery.inserts();
@@ -336,6 +341,9 @@ async fn parquet_predictions_load_into_bigquery_once_and_are_announced() {
         .pubsub
         .pull_until(PROJECT, "results-pull", 1, Duration::from_secs(30))
         .await;
+    c.pubsub
+        .ack(PROJECT, "results-pull", std::slice::from_ref(&messages[0].0))
+        .await;
     let body: Value = serde_json::from_slice(&message_data(&messages[0].1)).unwrap();
     assert_eq!(body["name"], "events/flights.jsonl.gz");
     assert_eq!(bigquery.inserts().len(), 3);
@@ -352,6 +360,14 @@ async fn parquet_predictions_load_into_bigquery_once_and_are_announced() {
         columns[0], "scorer_probability",
         "the input's own probability is kept: {columns:?}"
     );
+    // The load and the announcement follow the commit: the manifest can be
+    // seen before either, the announcement only after the load.
+    let messages = c
+        .pubsub
+        .pull_until(PROJECT, "results-pull", 1, Duration::from_secs(60))
+        .await;
+    let body: Value = serde_json::from_slice(&message_data(&messages[0].1)).unwrap();
+    assert_eq!(body["name"], "tables/scl.parquet");
     assert_eq!(bigquery.inserts().len(), 4);
 }
 
