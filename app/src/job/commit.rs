@@ -16,7 +16,7 @@ use crate::storage::{ObjectMeta, StorageError, WriteOptions, read_all, write_byt
 /// Largest manifest read back.
 const MANIFEST_LIMIT: usize = 16 << 20;
 /// Numbered names tried before giving up.
-const MAX_ATTEMPT_NUMBER: u32 = 1000;
+pub(super) const MAX_ATTEMPT_NUMBER: u32 = 1000;
 
 impl JobRunner {
     /// The committed manifest of an input generation, if there is one.
@@ -55,7 +55,7 @@ impl JobRunner {
     }
 
     /// `name` as stored, if it holds exactly `size` bytes with `crc32c`.
-    async fn identical(&self, name: &str, size: u64, crc32c: u32) -> Result<Option<ObjectMeta>, JobError> {
+    pub(super) async fn identical(&self, name: &str, size: u64, crc32c: u32) -> Result<Option<ObjectMeta>, JobError> {
         Ok(self
             .output
             .checksum(name)

@@ -15,7 +15,6 @@
 //! records that they did, so a redelivery after a crash in between moves
 //! them and never twice.
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde::Deserialize;
@@ -27,19 +26,41 @@ use super::{JobError, JobRunner, Outcome};
 use crate::config::Promote;
 use crate::event::ObjectRef;
 use crate::layout::OutputNames;
-use crate::manifest::{Champion, FitInfo, JobFacts, Manifest, OutputObject, Status};
-use crate::model::curves::Curves;
-use crate::model::fit::{self, ClassWeight, FitSpec, HandleUnknown, Split, ThresholdRule};
-use crate::model::plots::{self, Plot};
-use crate::model::{Model, fit::FitError};
+use crate::manifest::{Champion, FitInfo, JobFacts, Manifest, Status};
+use crate::model::fit::{self, ClassWeight, FitError, FitSpec, HandleUnknown, SettingError, Split, ThresholdRule};
 use crate::registry::{DEFAULT_ALIAS, FitRecord, Registry, RegistryError, STAGING_ALIAS};
 use crate::storage::blocking::StreamReader;
-use crate::storage::{StorageError, WriteOptions, read_all, write_bytes};
+use crate::storage::{StorageError, read_all};
 
 /// The spec object's name, in a model's training folder.
 pub const SPEC_NAME: &str = "spec.json";
 /// What a spec without a split holds out.
 const DEFAULT_TEST_FRACTION: f64 = 0.33;
+
+/// Why a training file cannot be fitted: said in its committed failure
+/// report, never retried (a new spec or a new upload is a new event).
+#[derive(Debug, thiserror::Error)]
+enum Unfittable {
+    #[error("a training file goes in a folder named after its model: {prefix}<model-name>/{rest}")]
+    NoModelFolder { prefix: String, rest: String },
+    #[error(transparent)]
+    ModelName(RegistryError),
+    #[error("{uri} is not a training spec: {source}")]
+    NotASpec { uri: String, source: serde_json::Error },
+    #[error("{uri}: {source}")]
+    BadSetting { uri: String, source: SettingError },
+    #[error(
+        "no spec for model {model}: write {spec_uri} (e.g. {{\"target\": \"y\", \"categorical\": [\"a\"], \"numeric\": [\"b\"]}}), or promote a version of {model} to @{} whose spec a refit reuses",
+        DEFAULT_ALIAS
+    )]
+    NoSpec { model: String, spec_uri: String },
+    #[error("the spec of {model}@{} cannot be read: {source}", DEFAULT_ALIAS)]
+    UnreadableProduction { model: String, source: RegistryError },
+    #[error("its champion {model}@{} cannot be read: {source}", DEFAULT_ALIAS)]
+    UnreadableChampion { model: String, source: RegistryError },
+    #[error("{source} (spec: {spec})")]
+    Fit { source: FitError, spec: String },
+}
 
 /// A training folder's `spec.json`: what `scorer train` takes as flags.
 #[derive(Debug, Deserialize)]
@@ -69,7 +90,7 @@ pub struct SpecFile {
 }
 
 impl SpecFile {
-    fn into_spec(self, name: &str) -> Result<FitSpec, String> {
+    fn into_spec(self, name: &str) -> Result<FitSpec, SettingError> {
         let mut spec = FitSpec::new(name, &self.target, &[], &[]);
         spec.categorical = self.categorical;
         spec.numeric = self.numeric;
@@ -106,17 +127,18 @@ impl SpecFile {
 
 impl JobRunner {
     /// The model a training file fits: the folder right under the prefix.
-    fn training_model_name(&self, name: &str) -> Result<String, String> {
+    fn training_model_name(&self, name: &str) -> Result<String, Unfittable> {
         let prefix = self.training.training_prefix.as_deref().unwrap_or_default();
         let rest = name.strip_prefix(prefix).unwrap_or(name);
         match rest.split_once('/') {
             Some((model, _)) if !model.is_empty() => {
-                crate::registry::check_model_name(model)?;
+                crate::registry::check_model_name(model).map_err(Unfittable::ModelName)?;
                 Ok(model.to_owned())
             }
-            _ => Err(format!(
-                "a training file goes in a folder named after its model: {prefix}<model-name>/{rest}"
-            )),
+            _ => Err(Unfittable::NoModelFolder {
+                prefix: prefix.to_owned(),
+                rest: rest.to_owned(),
+            }),
         }
     }
 
@@ -126,15 +148,22 @@ impl JobRunner {
         &self,
         registry: &Registry,
         model: &str,
-    ) -> Result<Result<(FitSpec, String), String>, JobError> {
+    ) -> Result<Result<(FitSpec, String), Unfittable>, JobError> {
         let prefix = self.training.training_prefix.as_deref().unwrap_or_default();
         let spec_name = format!("{prefix}{model}/{SPEC_NAME}");
         match read_all(self.input.as_ref(), &spec_name, 1 << 20).await {
             Ok((meta, bytes)) => {
                 let uri = format!("{}#{}", self.input.uri(&spec_name), meta.generation);
-                let spec = serde_json::from_slice::<SpecFile>(&bytes)
-                    .map_err(|e| format!("{uri} is not a training spec: {e}"))
-                    .and_then(|s| s.into_spec(model).map_err(|e| format!("{uri}: {e}")));
+                let spec = match serde_json::from_slice::<SpecFile>(&bytes) {
+                    Ok(file) => file.into_spec(model).map_err(|source| Unfittable::BadSetting {
+                        uri: uri.clone(),
+                        source,
+                    }),
+                    Err(source) => Err(Unfittable::NotASpec {
+                        uri: uri.clone(),
+                        source,
+                    }),
+                };
                 return Ok(spec.map(|s| (s, uri)));
             }
             Err(StorageError::NotFound(_)) => {}
@@ -148,11 +177,16 @@ impl JobRunner {
                 FitSpec::like(production.artifact()),
                 format!("the spec of {model}@{DEFAULT_ALIAS} ({})", production.version()),
             ))),
-            Err(RegistryError::Unknown(_)) => Ok(Err(format!(
-                "no spec for model {model}: write {} (e.g. {{\"target\": \"y\", \"categorical\": [\"a\"], \"numeric\": [\"b\"]}}), or promote a version of {model} to @{DEFAULT_ALIAS} whose spec a refit reuses",
-                self.input.uri(&spec_name)
-            ))),
-            Err(e @ (RegistryError::BadArtifact { .. } | RegistryError::Invalid(_))) => Ok(Err(e.to_string())),
+            Err(RegistryError::Unknown(_)) => Ok(Err(Unfittable::NoSpec {
+                model: model.to_owned(),
+                spec_uri: self.input.uri(&spec_name),
+            })),
+            Err(source @ (RegistryError::BadArtifact { .. } | RegistryError::Invalid(_))) => {
+                Ok(Err(Unfittable::UnreadableProduction {
+                    model: model.to_owned(),
+                    source,
+                }))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -167,7 +201,7 @@ impl JobRunner {
         let started_at = SystemTime::now();
         let started = Instant::now();
         let registry = Registry::new(self.output.clone());
-        let fail = |why: String| Failure::Model(format!("the training file was not fitted: {why}"));
+        let fail = |why: Unfittable| Failure::Model(format!("the training file was not fitted: {why}"));
         let model_name = match self.training_model_name(object.name.as_str()) {
             Ok(name) => name,
             Err(why) => return self.report_failure(object, names, None, fail(why), started_at).await,
@@ -185,8 +219,11 @@ impl JobRunner {
             Err(RegistryError::Unknown(_)) => None,
             // A champion that cannot be read cannot be compared with: the
             // training file's failure, said, not a retry loop.
-            Err(e @ (RegistryError::BadArtifact { .. } | RegistryError::Invalid(_))) => {
-                let why = format!("its champion {model_name}@{DEFAULT_ALIAS} cannot be read: {e}");
+            Err(source @ (RegistryError::BadArtifact { .. } | RegistryError::Invalid(_))) => {
+                let why = Unfittable::UnreadableChampion {
+                    model: model_name.clone(),
+                    source,
+                };
                 return self.report_failure(object, names, None, fail(why), started_at).await;
             }
             Err(e) => return Err(e.into()),
@@ -216,8 +253,11 @@ impl JobRunner {
                     .report_failure(object, names, Some(&meta), failure, started_at)
                     .await;
             }
-            Err(e) => {
-                let why = format!("{e} (spec: {spec_source})");
+            Err(source) => {
+                let why = Unfittable::Fit {
+                    source,
+                    spec: spec_source.clone(),
+                };
                 return self
                     .report_failure(object, names, Some(&meta), fail(why), started_at)
                     .await;
@@ -361,65 +401,4 @@ impl JobRunner {
         self.put_record(&names.promoted(), &changes).await?;
         Ok(())
     }
-
-    /// Writes the curves of `curves` beside the manifest: three SVG files
-    /// and their points. Create-only; one already there from an earlier
-    /// attempt stands when it holds the same bytes (curves are
-    /// deterministic for one input and one model version), and is left
-    /// out of the manifest otherwise.
-    pub(super) async fn put_curves(
-        &self,
-        names: &OutputNames,
-        version: &str,
-        curves: &Curves,
-    ) -> Result<Vec<OutputObject>, JobError> {
-        let mut files: Vec<(String, Vec<u8>, &'static str)> = Vec::new();
-        for plot in Plot::ALL {
-            let svg = plots::svg(curves, plot).map_err(JobError::Internal)?;
-            files.push((
-                names.curves(version, plot.file_name()),
-                svg.into_bytes(),
-                "image/svg+xml",
-            ));
-        }
-        let mut points = serde_json::to_vec_pretty(curves).map_err(|e| JobError::Internal(e.to_string()))?;
-        points.push(b'\n');
-        files.push((names.curves(version, "curves.json"), points, "application/json"));
-        let mut stored = Vec::new();
-        for (name, bytes, content_type) in files {
-            let meta = match write_bytes(
-                self.output.as_ref(),
-                &name,
-                bytes.clone(),
-                WriteOptions::create_only(content_type),
-            )
-            .await
-            {
-                Ok(meta) => meta,
-                Err(StorageError::AlreadyExists(_)) => {
-                    let (meta, existing) = read_all(self.output.as_ref(), &name, 64 << 20).await?;
-                    if existing != bytes {
-                        tracing::warn!(
-                            object = self.output.uri(&name),
-                            "curves from another attempt differ; not linked"
-                        );
-                        continue;
-                    }
-                    self.output.checksum(&name).await?.unwrap_or(meta)
-                }
-                Err(e) => return Err(e.into()),
-            };
-            stored.push(OutputObject::new(&meta, self.output.uri(&name)));
-        }
-        Ok(stored)
-    }
-}
-
-/// The curves of a scoring run's labelled rows, if they hold both classes.
-pub(super) fn scoring_curves(model: &Arc<Model>, summary: &crate::score::Summary, input_uri: &str) -> Option<Curves> {
-    Curves::new(
-        &summary.evaluation,
-        model.threshold(),
-        &format!("labelled rows of {input_uri}"),
-    )
 }

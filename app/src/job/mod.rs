@@ -29,10 +29,14 @@
 //! job slots), `run` (the sequence), `commit` (verification, reports and the
 //! manifest), `summary` (the one log entry per delivery), [`dispatch`] (the
 //! push side of a large input), [`shard`] (a task's side: its range, its
-//! record, and the commit of the whole).
+//! record, and the commit of the whole), [`fit`] (a training file becomes a
+//! model version), `curves` (the pictures of labelled rows beside a
+//! manifest), [`after_commit`] (what follows a commit: a fit's aliases, the
+//! BigQuery load, the results message).
 
 pub mod after_commit;
 mod commit;
+mod curves;
 pub mod deliveries;
 pub mod dispatch;
 pub mod fit;

@@ -72,8 +72,8 @@ fn json_bytes(value: &impl Serialize) -> Result<Vec<u8>, RegistryError> {
 }
 
 /// Whether `name` can be a model's name (a path segment of the registry).
-pub fn check_model_name(name: &str) -> Result<(), String> {
-    check_segment("model name", name).map_err(|e| e.to_string())
+pub fn check_model_name(name: &str) -> Result<(), RegistryError> {
+    check_segment("model name", name)
 }
 
 /// `sha256:` and 16 hex digits (the `sha256:` may be left out).

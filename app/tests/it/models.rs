@@ -410,6 +410,82 @@ async fn the_registry_on_local_directories() {
     fit_promote_route_and_roll_back(&Local { dir, server }).await;
 }
 
+/// A training file that cannot be fitted is a committed failure that says
+/// why, whatever the reason: no model folder, a name the registry cannot
+/// hold, no spec, a spec that is not one, a setting that means nothing, a
+/// target the file does not have.
+#[tokio::test]
+async fn training_files_that_cannot_be_fitted_are_failures_that_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = vec![("SETTLE_SECONDS", "0.2")];
+    env.extend_from_slice(&REGISTRY_ENV);
+    let server = Server::start(&["--local", dir.path().to_str().unwrap()], &env);
+    server.ready().await;
+    let b = Local { dir, server };
+    let rows = b"colour,size,y\nred,1,0\nblue,2,1\nred,3,1\nblue,4,0\n";
+    b.upload(
+        "training/weights/spec.json",
+        br#"{"target": "y", "categorical": ["colour"], "class_weight": "2=1"}"#,
+        None,
+    )
+    .await;
+    b.upload(
+        "training/typo/spec.json",
+        br#"{"target": "y", "categorial": ["colour"]}"#,
+        None,
+    )
+    .await;
+    b.upload(
+        "training/target/spec.json",
+        br#"{"target": "label", "categorical": ["colour"]}"#,
+        None,
+    )
+    .await;
+    let cases = [
+        (
+            "training/orphan.csv",
+            "a training file goes in a folder named after its model: training/<model-name>/orphan.csv",
+        ),
+        ("training/bad%name/a.csv", "model name \"bad%name\""),
+        ("training/nospec/a.csv", "no spec for model nospec: write"),
+        ("training/typo/a.csv", "spec.json#"),
+        ("training/weights/a.csv", "class \"2\" is not 0 or 1"),
+        ("training/target/a.csv", "no column label"),
+    ];
+    for (name, _) in &cases {
+        b.upload(name, rows, None).await;
+    }
+    for (name, says) in cases {
+        let m = b.manifest(name).await;
+        assert_eq!(m["status"], "failed", "{name}: {m}");
+        let why = m["failure"].as_str().unwrap();
+        assert!(
+            why.starts_with("the training file was not fitted: ") && why.contains(says),
+            "{name}: {why}"
+        );
+    }
+    let typo = b.manifest("training/typo/a.csv").await;
+    assert!(
+        typo["failure"]
+            .as_str()
+            .unwrap()
+            .contains("is not a training spec: unknown field `categorial`"),
+        "{typo}"
+    );
+    let list = b.model_cli(&["list", "--json"]);
+    let models: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(
+        models
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["scl-flight-delay"],
+        "no version of anything was stored: {models}"
+    );
+}
+
 #[tokio::test]
 async fn the_registry_on_cloud_storage() {
     let c = chain(&REGISTRY_ENV).await;

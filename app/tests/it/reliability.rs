@@ -427,8 +427,11 @@ async fn instances_killed_at_random_points_leave_exactly_one_complete_output_set
     // Pub/Sub redelivers what the dead instances never answered. The
     // emulator, unlike Pub/Sub, sometimes drops a push whose connection died
     // with the instance; the operator's backstop finds those.
-    let missing = wait_for_manifests(&rig.fake, &inputs, Duration::from_secs(90)).await;
+    wait_for_manifests(&rig.fake, &inputs, Duration::from_secs(90)).await;
+    // The logs first, then the listing: a summary is logged after its
+    // commit, so every input the logs acknowledge is then in the listing.
     history.extend(server.logs());
+    let missing = wait_for_manifests(&rig.fake, &inputs, Duration::ZERO).await;
     // Whatever is still missing was never acknowledged by the service: no
     // delivery of it ended in a 2xx outcome. (The emulator is what dropped it.)
     for line in &history {

@@ -688,6 +688,16 @@ fn a_failed_commit_on_a_last_attempt_leaves_finished_work_to_be_committed() {
         local_manifest(dir.path(), generation).is_none(),
         "no failure report over two recorded ranges"
     );
+    let errors_files = || {
+        let mut names: Vec<String> = walk(&dir.path().join(format!("output/big.csv/{generation}")))
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .filter(|n| n.starts_with("errors"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(errors_files(), ["errors.csv"], "the merge got as far as errors.csv");
     // The next execution (a redelivery after this one ended) commits it.
     let out = local_task(
         dir.path(),
@@ -703,6 +713,17 @@ fn a_failed_commit_on_a_last_attempt_leaves_finished_work_to_be_committed() {
     let m = local_manifest(dir.path(), generation).expect("committed");
     assert_eq!(m["status"], "scored", "{m}");
     assert_eq!(m["outputs"]["shards"].as_array().map(Vec::len), Some(2), "{m}");
+    // The merge is deterministic: the second adopts the first's errors.csv
+    // rather than leaving it orphaned beside an errors.2.csv (as a second
+    // task merging at the same moment would have).
+    assert!(
+        m["outputs"]["errors"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("/errors.csv"),
+        "{m}"
+    );
+    assert_eq!(errors_files(), ["errors.csv"]);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

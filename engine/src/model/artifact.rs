@@ -59,13 +59,13 @@ impl HandleUnknown {
 }
 
 impl std::str::FromStr for HandleUnknown {
-    type Err = String;
+    type Err = crate::model::fit::SettingError;
 
-    fn from_str(text: &str) -> Result<HandleUnknown, String> {
+    fn from_str(text: &str) -> Result<HandleUnknown, Self::Err> {
         match text.trim() {
             "error" => Ok(HandleUnknown::Error),
             "ignore" => Ok(HandleUnknown::Ignore),
-            other => Err(format!("{other:?} is not error or ignore")),
+            other => Err(crate::model::fit::SettingError::NotHandleUnknown(other.to_owned())),
         }
     }
 }

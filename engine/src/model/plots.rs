@@ -31,10 +31,21 @@ const SIZE: (u32, u32) = (560, 440);
 const CURVE: RGBColor = RGBColor(31, 119, 180);
 const MARK: RGBColor = RGBColor(214, 39, 40);
 
+/// The plotting library refused to draw a picture.
+#[derive(Debug, thiserror::Error)]
+#[error("drawing {file}: {reason}")]
+pub struct PlotError {
+    pub file: &'static str,
+    pub reason: String,
+}
+
 /// One picture of `curves` as SVG text.
-pub fn svg(curves: &Curves, plot: Plot) -> Result<String, String> {
+pub fn svg(curves: &Curves, plot: Plot) -> Result<String, PlotError> {
     let mut out = String::new();
-    draw(&mut out, curves, plot).map_err(|e| format!("drawing {}: {e}", plot.file_name()))?;
+    draw(&mut out, curves, plot).map_err(|e| PlotError {
+        file: plot.file_name(),
+        reason: e.to_string(),
+    })?;
     Ok(out)
 }
 

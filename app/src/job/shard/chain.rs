@@ -269,8 +269,69 @@ impl JobRunner {
 
     /// `errors.csv` from the ranges' rejects, in input order, with lines and
     /// rows counted from the start of the input; streamed, never held whole.
+    ///
+    /// Two tasks can find every range recorded at once and both merge. The
+    /// merge is deterministic, so its name is too: a first pass counts the
+    /// bytes and their CRC32C, an identical object already stored under any
+    /// number is adopted, and only then is the first free number written (a
+    /// racer writing that name at the same moment meets a create-only
+    /// conflict with identical bytes, which `verify_upload` adopts). Taking
+    /// the first free number blindly would leave the loser's copy, under the
+    /// next number, beside the winner's manifest.
     async fn global_errors(&self, names: &OutputNames, records: &[ShardRecord]) -> Result<OutputObject, JobError> {
-        let errors_name = names.errors(self.free_number(|n| names.errors(n)).await?);
+        let counted = self
+            .merge_rejects(records, |_| Ok(Counted::default()))
+            .await?
+            .ok_or_else(|| JobError::Internal("the ranges' rejects objects hold no row".into()))?;
+        // Numbers are taken in order and never freed: nothing identical
+        // lies above the first free one.
+        let mut free = None;
+        for n in 1..crate::job::commit::MAX_ATTEMPT_NUMBER {
+            let name = names.errors(n);
+            if let Some(there) = self.identical(&name, counted.size, counted.crc32c).await? {
+                return Ok(OutputObject::new(&there, self.output.uri(&name)));
+            }
+            if self.output.stat(&name).await?.is_none() {
+                free = Some(name);
+                break;
+            }
+        }
+        let errors_name = free.ok_or_else(|| {
+            JobError::Internal(format!(
+                "no free output name for {} after {} attempts",
+                names.errors(1),
+                crate::job::commit::MAX_ATTEMPT_NUMBER
+            ))
+        })?;
+        let output = self.output.clone();
+        let upload = self
+            .merge_rejects(records, move |(handle, cancel)| {
+                Ok(Upload::start(
+                    &handle,
+                    output.clone(),
+                    errors_name.clone(),
+                    WriteOptions::create_only("text/csv"),
+                    cancel,
+                ))
+            })
+            .await?
+            .ok_or_else(|| JobError::Internal("the ranges' rejects objects hold no row".into()))?;
+        let upload = tokio::task::spawn_blocking(move || upload.finish())
+            .await
+            .map_err(|e| JobError::Internal(format!("errors thread: {e}")))?
+            .map_err(|e| JobError::Transient(e.to_string()))?;
+        let stored = self.verify_upload(upload).await?;
+        Ok(OutputObject::new(&stored, self.output.uri(&stored.name)))
+    }
+
+    /// The ranges' rejects, renumbered from the start of the input, written
+    /// as CSV to what `open` opens (once, at the first row); `None` when
+    /// no range rejected a row.
+    async fn merge_rejects<W, F>(&self, records: &[ShardRecord], open: F) -> Result<Option<W>, JobError>
+    where
+        W: io::Write + Send + 'static,
+        F: Fn((Handle, tokio_util::sync::CancellationToken)) -> io::Result<W> + Send + Sync + 'static,
+    {
         let mut sources = Vec::new();
         let (mut lines_before, mut rows_before) = (0u64, 0u64);
         for r in records {
@@ -281,18 +342,9 @@ impl JobRunner {
             lines_before += r.newlines;
             rows_before += r.rows.input;
         }
-        let (output, handle, cancel) = (self.output.clone(), Handle::current(), self.shutdown.child_token());
-        let upload = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
-            let csv = WriteOptions::create_only("text/csv");
-            let mut sink = CsvRejects::new(|| {
-                Ok(Upload::start(
-                    &handle,
-                    output.clone(),
-                    errors_name.clone(),
-                    csv,
-                    cancel.clone(),
-                ))
-            });
+        let (handle, cancel) = (Handle::current(), self.shutdown.child_token());
+        tokio::task::spawn_blocking(move || -> Result<_, JobError> {
+            let mut sink = CsvRejects::new(|| open((handle.clone(), cancel.clone())));
             for (stream, lines_before, rows_before, name) in sources {
                 let reader = BufReader::new(StreamReader::new(stream, handle.clone(), cancel.clone()));
                 for line in reader.lines() {
@@ -304,15 +356,28 @@ impl JobRunner {
                     sink.reject(&row).map_err(|e| JobError::Transient(e.to_string()))?;
                 }
             }
-            let upload = sink
-                .finish()
-                .map_err(|e| JobError::Transient(e.to_string()))?
-                .ok_or_else(|| JobError::Internal("the ranges' rejects objects hold no row".into()))?;
-            upload.finish().map_err(|e| JobError::Transient(e.to_string()))
+            sink.finish().map_err(|e| JobError::Transient(e.to_string()))
         })
         .await
-        .map_err(|e| JobError::Internal(format!("errors thread: {e}")))??;
-        let stored = self.verify_upload(upload).await?;
-        Ok(OutputObject::new(&stored, self.output.uri(&stored.name)))
+        .map_err(|e| JobError::Internal(format!("errors thread: {e}")))?
+    }
+}
+
+/// The size and CRC32C of what is written to it, and nothing else.
+#[derive(Default)]
+struct Counted {
+    size: u64,
+    crc32c: u32,
+}
+
+impl io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.crc32c = crc32c::crc32c_append(self.crc32c, buf);
+        self.size += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }

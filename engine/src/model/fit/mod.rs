@@ -27,7 +27,7 @@ use smartcore::optimization::first_order::FirstOrderOptimizer;
 use smartcore::optimization::first_order::lbfgs::LBFGS;
 use smartcore::optimization::line_search::Backtracking;
 
-pub use spec::{ClassWeight, DEFAULT_MAX_ITERATIONS, FitSpec, HandleUnknown, Split, ThresholdRule};
+pub use spec::{ClassWeight, DEFAULT_MAX_ITERATIONS, FitSpec, HandleUnknown, SettingError, Split, ThresholdRule};
 
 use super::artifact::{Artifact, FORMAT, SplitDescription, Training};
 use super::curves::{Curves, choose_threshold};

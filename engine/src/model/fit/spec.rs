@@ -15,6 +15,26 @@ use super::FitError;
 pub use crate::model::artifact::HandleUnknown;
 use crate::model::artifact::{Artifact, Feature, SplitDescription};
 
+/// A setting's text that means nothing: what `--class-weight`,
+/// `--threshold` and `--handle-unknown` (and their spec fields) refuse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SettingError {
+    #[error("{0:?} is not CLASS=WEIGHT (use balanced, none or 0=1.0,1=3.5)")]
+    NotClassWeight(String),
+    #[error("class {0:?} is not 0 or 1")]
+    NotAClass(String),
+    #[error("weight {weight:?} of class {class} is not a positive number")]
+    NotAWeight { class: usize, weight: String },
+    #[error("{what} {value:?} is not a number in (0, 1){}", if *.rule_hint { " (or use max-f1, recall>=R, precision>=P)" } else { "" })]
+    NotAFraction {
+        what: &'static str,
+        value: String,
+        rule_hint: bool,
+    },
+    #[error("{0:?} is not error or ignore")]
+    NotHandleUnknown(String),
+}
+
 /// How rows are split into training and held-out sets.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Split {
@@ -38,10 +58,10 @@ pub enum ClassWeight {
 }
 
 impl FromStr for ClassWeight {
-    type Err = String;
+    type Err = SettingError;
 
     /// `none`, `balanced` or `0=W0,1=W1` (either may be left out: weight 1).
-    fn from_str(text: &str) -> Result<ClassWeight, String> {
+    fn from_str(text: &str) -> Result<ClassWeight, SettingError> {
         match text.trim() {
             "none" | "" => return Ok(ClassWeight::None),
             "balanced" => return Ok(ClassWeight::Balanced),
@@ -51,20 +71,21 @@ impl FromStr for ClassWeight {
         for part in text.split(',') {
             let (class, weight) = part
                 .split_once('=')
-                .ok_or_else(|| format!("{part:?} is not CLASS=WEIGHT (use balanced, none or 0=1.0,1=3.5)"))?;
+                .ok_or_else(|| SettingError::NotClassWeight(part.to_owned()))?;
             let class: usize = match class.trim() {
                 "0" => 0,
                 "1" => 1,
-                other => return Err(format!("class {other:?} is not 0 or 1")),
+                other => return Err(SettingError::NotAClass(other.to_owned())),
             };
-            let weight: f64 = weight
-                .trim()
-                .parse()
-                .map_err(|_| format!("weight {weight:?} of class {class} is not a number"))?;
-            if !(weight.is_finite() && weight > 0.0) {
-                return Err(format!("weight {weight} of class {class} is not a positive number"));
+            let not_a_weight = || SettingError::NotAWeight {
+                class,
+                weight: weight.trim().to_owned(),
+            };
+            let value: f64 = weight.trim().parse().map_err(|_| not_a_weight())?;
+            if !(value.is_finite() && value > 0.0) {
+                return Err(not_a_weight());
             }
-            weights[class] = weight;
+            weights[class] = value;
         }
         Ok(ClassWeight::Fixed(weights))
     }
@@ -94,27 +115,29 @@ pub enum ThresholdRule {
 }
 
 impl FromStr for ThresholdRule {
-    type Err = String;
+    type Err = SettingError;
 
     /// `0.5`, `max-f1`, `recall>=0.6` or `precision>=0.8`.
-    fn from_str(text: &str) -> Result<ThresholdRule, String> {
+    fn from_str(text: &str) -> Result<ThresholdRule, SettingError> {
         let text = text.trim();
-        let fraction = |value: &str, what: &str| -> Result<f64, String> {
+        let fraction = |value: &str, what: &'static str, rule_hint: bool| -> Result<f64, SettingError> {
             match value.trim().parse::<f64>() {
                 Ok(x) if x > 0.0 && x < 1.0 => Ok(x),
-                _ => Err(format!("{what} {value:?} is not a number in (0, 1)")),
+                _ => Err(SettingError::NotAFraction {
+                    what,
+                    value: value.trim().to_owned(),
+                    rule_hint,
+                }),
             }
         };
         if text == "max-f1" {
             Ok(ThresholdRule::MaxF1)
         } else if let Some(value) = text.strip_prefix("recall>=") {
-            Ok(ThresholdRule::MinRecall(fraction(value, "recall")?))
+            Ok(ThresholdRule::MinRecall(fraction(value, "recall", false)?))
         } else if let Some(value) = text.strip_prefix("precision>=") {
-            Ok(ThresholdRule::MinPrecision(fraction(value, "precision")?))
+            Ok(ThresholdRule::MinPrecision(fraction(value, "precision", false)?))
         } else {
-            fraction(text, "threshold")
-                .map(ThresholdRule::Fixed)
-                .map_err(|e| format!("{e} (or use max-f1, recall>=R, precision>=P)"))
+            fraction(text, "threshold", true).map(ThresholdRule::Fixed)
         }
     }
 }
@@ -272,13 +295,35 @@ mod tests {
             assert_eq!(text.parse::<ClassWeight>().unwrap().to_string(), text);
         }
         assert_eq!("1=2".parse::<ClassWeight>().unwrap(), ClassWeight::Fixed([1.0, 2.0]));
-        assert!("2=1".parse::<ClassWeight>().unwrap_err().contains("not 0 or 1"));
-        assert!("0=-1".parse::<ClassWeight>().is_err());
+        assert_eq!(
+            "2=1".parse::<ClassWeight>().unwrap_err().to_string(),
+            "class \"2\" is not 0 or 1"
+        );
+        assert_eq!(
+            "0=-1".parse::<ClassWeight>().unwrap_err(),
+            SettingError::NotAWeight {
+                class: 0,
+                weight: "-1".into()
+            }
+        );
         for text in ["0.5", "max-f1", "recall>=0.6", "precision>=0.8"] {
             assert_eq!(text.parse::<ThresholdRule>().unwrap().to_string(), text);
         }
         assert!("recall>=1.5".parse::<ThresholdRule>().is_err());
-        assert!("high".parse::<ThresholdRule>().unwrap_err().contains("max-f1"));
+        assert!(
+            "high"
+                .parse::<ThresholdRule>()
+                .unwrap_err()
+                .to_string()
+                .contains("max-f1")
+        );
+        assert!(
+            !"recall>=2"
+                .parse::<ThresholdRule>()
+                .unwrap_err()
+                .to_string()
+                .contains("max-f1")
+        );
         assert_eq!("ignore".parse::<HandleUnknown>().unwrap(), HandleUnknown::Ignore);
     }
 }
