@@ -526,7 +526,7 @@ mod tests {
     }
 
     #[test]
-    fn a_class_that_weighs_nothing_is_refused_whatever_the_class_weights() {
+    fn a_class_whose_rows_weigh_nothing_is_refused_whatever_the_class_weights() {
         let csv = "c,w,y\na,1,0\nb,1,0\na,0,1\nb,0,1\n";
         let mut weighted = spec(&["c"], &[]);
         weighted.sample_weight = Some("w".into());
