@@ -45,21 +45,21 @@ enum Unfittable {
     NoModelFolder { prefix: String, rest: String },
     #[error(transparent)]
     ModelName(RegistryError),
-    #[error("{uri} is not a training spec: {source}")]
-    NotASpec { uri: String, source: serde_json::Error },
-    #[error("{uri}: {source}")]
-    BadSetting { uri: String, source: SettingError },
+    #[error("{uri} is not a training spec: {error}")]
+    NotASpec { uri: String, error: serde_json::Error },
+    #[error("{uri}: {error}")]
+    BadSetting { uri: String, error: SettingError },
     #[error(
         "no spec for model {model}: write {spec_uri} (e.g. {{\"target\": \"y\", \"categorical\": [\"a\"], \"numeric\": [\"b\"]}}), or promote a version of {model} to @{} whose spec a refit reuses",
         DEFAULT_ALIAS
     )]
     NoSpec { model: String, spec_uri: String },
-    #[error("the spec of {model}@{} cannot be read: {source}", DEFAULT_ALIAS)]
-    UnreadableProduction { model: String, source: RegistryError },
-    #[error("its champion {model}@{} cannot be read: {source}", DEFAULT_ALIAS)]
-    UnreadableChampion { model: String, source: RegistryError },
-    #[error("{source} (spec: {spec})")]
-    Fit { source: FitError, spec: String },
+    #[error("the spec of {model}@{} cannot be read: {error}", DEFAULT_ALIAS)]
+    UnreadableProduction { model: String, error: RegistryError },
+    #[error("its champion {model}@{} cannot be read: {error}", DEFAULT_ALIAS)]
+    UnreadableChampion { model: String, error: RegistryError },
+    #[error("{error} (spec: {spec})")]
+    Fit { error: FitError, spec: String },
 }
 
 /// A training folder's `spec.json`: what `scorer train` takes as flags.
@@ -155,13 +155,13 @@ impl JobRunner {
             Ok((meta, bytes)) => {
                 let uri = format!("{}#{}", self.input.uri(&spec_name), meta.generation);
                 let spec = match serde_json::from_slice::<SpecFile>(&bytes) {
-                    Ok(file) => file.into_spec(model).map_err(|source| Unfittable::BadSetting {
+                    Ok(file) => file.into_spec(model).map_err(|error| Unfittable::BadSetting {
                         uri: uri.clone(),
-                        source,
+                        error,
                     }),
-                    Err(source) => Err(Unfittable::NotASpec {
+                    Err(error) => Err(Unfittable::NotASpec {
                         uri: uri.clone(),
-                        source,
+                        error,
                     }),
                 };
                 return Ok(spec.map(|s| (s, uri)));
@@ -181,10 +181,10 @@ impl JobRunner {
                 model: model.to_owned(),
                 spec_uri: self.input.uri(&spec_name),
             })),
-            Err(source @ (RegistryError::BadArtifact { .. } | RegistryError::Invalid(_))) => {
+            Err(error @ (RegistryError::BadArtifact { .. } | RegistryError::Invalid(_))) => {
                 Ok(Err(Unfittable::UnreadableProduction {
                     model: model.to_owned(),
-                    source,
+                    error,
                 }))
             }
             Err(e) => Err(e.into()),
@@ -219,10 +219,10 @@ impl JobRunner {
             Err(RegistryError::Unknown(_)) => None,
             // A champion that cannot be read cannot be compared with: the
             // training file's failure, said, not a retry loop.
-            Err(source @ (RegistryError::BadArtifact { .. } | RegistryError::Invalid(_))) => {
+            Err(error @ (RegistryError::BadArtifact { .. } | RegistryError::Invalid(_))) => {
                 let why = Unfittable::UnreadableChampion {
                     model: model_name.clone(),
-                    source,
+                    error,
                 };
                 return self.report_failure(object, names, None, fail(why), started_at).await;
             }
@@ -253,9 +253,9 @@ impl JobRunner {
                     .report_failure(object, names, Some(&meta), failure, started_at)
                     .await;
             }
-            Err(source) => {
+            Err(error) => {
                 let why = Unfittable::Fit {
-                    source,
+                    error,
                     spec: spec_source.clone(),
                 };
                 return self

@@ -145,7 +145,7 @@ async fn parquet_predictions_load_into_bigquery_once_and_are_announced() {
     gsutil_cp(&c.fake, &data("scl_flights_2017.csv"), "gs://in-bucket/2017/scl.csv").await;
     let manifest = manifest_of(&c.fake, "2017/scl.csv", Duration::from_secs(120)).await;
     // The load and the announcement follow the commit, the announcement
-    // last: once it is there, so is everything before it.
+    // last (then its record, results.json, awaited below).
     let messages = c
         .pubsub
         .pull_until(PROJECT, "results-pull", 1, Duration::from_secs(30))
@@ -265,6 +265,14 @@ async fn parquet_predictions_load_into_bigquery_once_and_are_announced() {
         let attributes: Vec<(&str, &str)> = attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         c.pubsub.publish(PROJECT, "gcs-events", &data, &attributes).await;
     };
+    // The original delivery records its announcement after publishing it:
+    // awaited, or a redelivery now would rightly announce again.
+    let announced = format!("2017/scl.csv/{generation}/results.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while c.fake.get_object("out-bucket", &announced).await.is_none() {
+        assert!(std::time::Instant::now() < deadline, "no {announced}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     // Pushed straight to the service: its answer comes after the follow-ups
     // (the summary log line comes before them).
     let envelope =

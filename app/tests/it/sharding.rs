@@ -726,6 +726,64 @@ fn a_failed_commit_on_a_last_attempt_leaves_finished_work_to_be_committed() {
     assert_eq!(errors_files(), ["errors.csv"]);
 }
 
+/// Two tasks that find every range recorded at the same moment both merge
+/// the rejects and write `errors.csv` at once: one set of outputs, one
+/// `errors.csv`, and both tasks succeed.
+#[test]
+fn two_tasks_merging_at_once_leave_one_errors_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let generation = local_input(dir.path());
+    let out = local_task(dir.path(), generation, 0, 2, 0, &[]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Range 1 is recorded, then its merge fails mid-upload: every range
+    // recorded, no errors.csv, no manifest.
+    let out = local_task(
+        dir.path(),
+        generation,
+        1,
+        2,
+        0,
+        &[("SCORER_TEST_TASK_FAULTS", "1:0:errors-upload:fail")],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "the merge was meant to fail");
+    let committed = dir.path().join(format!("output/big.csv/{generation}"));
+    let errors_files = || {
+        let mut names: Vec<String> = walk(&committed)
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .filter(|n| n.starts_with("errors"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert!(errors_files().is_empty(), "{:?}", errors_files());
+    assert!(local_manifest(dir.path(), generation).is_none());
+    // Two retries at once, each pausing inside its errors.csv upload: both
+    // chose the name before either finished writing it.
+    let faults = "0:1:errors-upload:delay=1s;1:1:errors-upload:delay=1s";
+    let mut a = local_task(dir.path(), generation, 0, 2, 1, &[("SCORER_TEST_TASK_FAULTS", faults)])
+        .spawn()
+        .unwrap();
+    let b = local_task(dir.path(), generation, 1, 2, 1, &[("SCORER_TEST_TASK_FAULTS", faults)])
+        .output()
+        .unwrap();
+    let a_status = a.wait().unwrap();
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert!(a_status.success());
+    let m = local_manifest(dir.path(), generation).expect("committed");
+    assert_eq!(m["status"], "scored", "{m}");
+    assert!(
+        m["outputs"]["errors"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("/errors.csv"),
+        "{m}"
+    );
+    assert_eq!(errors_files(), ["errors.csv"]);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -284,44 +284,62 @@ impl JobRunner {
             .await?
             .ok_or_else(|| JobError::Internal("the ranges' rejects objects hold no row".into()))?;
         // Numbers are taken in order and never freed: nothing identical
-        // lies above the first free one.
+        // lies above the first free one. One read per number, so an object
+        // finished between two reads of the same name cannot be skipped.
         let mut free = None;
         for n in 1..crate::job::commit::MAX_ATTEMPT_NUMBER {
             let name = names.errors(n);
-            if let Some(there) = self.identical(&name, counted.size, counted.crc32c).await? {
-                return Ok(OutputObject::new(&there, self.output.uri(&name)));
-            }
-            if self.output.stat(&name).await?.is_none() {
-                free = Some(name);
-                break;
+            match self.output.checksum(&name).await? {
+                None => {
+                    free = Some(name);
+                    break;
+                }
+                Some(there) if there.size == counted.size && there.crc32c == Some(counted.crc32c) => {
+                    return Ok(OutputObject::new(&there, self.output.uri(&name)));
+                }
+                Some(_) => {}
             }
         }
         let errors_name = free.ok_or_else(|| {
             JobError::Internal(format!(
-                "no free output name for {} after {} attempts",
-                names.errors(1),
-                crate::job::commit::MAX_ATTEMPT_NUMBER
+                "every numbered name of {} is taken by other content",
+                names.errors(1)
             ))
         })?;
         let output = self.output.clone();
-        let upload = self
-            .merge_rejects(records, move |(handle, cancel)| {
-                Ok(Upload::start(
-                    &handle,
-                    output.clone(),
-                    errors_name.clone(),
-                    WriteOptions::create_only("text/csv"),
-                    cancel,
-                ))
-            })
-            .await?
-            .ok_or_else(|| JobError::Internal("the ranges' rejects objects hold no row".into()))?;
-        let upload = tokio::task::spawn_blocking(move || upload.finish())
-            .await
-            .map_err(|e| JobError::Internal(format!("errors thread: {e}")))?
-            .map_err(|e| JobError::Transient(e.to_string()))?;
-        let stored = self.verify_upload(upload).await?;
-        Ok(OutputObject::new(&stored, self.output.uri(&stored.name)))
+        let target = errors_name.clone();
+        let written = async {
+            let upload = self
+                .merge_rejects(records, move |(handle, cancel)| {
+                    Ok(Upload::start(
+                        &handle,
+                        output.clone(),
+                        target.clone(),
+                        WriteOptions::create_only("text/csv"),
+                        cancel,
+                    ))
+                })
+                .await?
+                .ok_or_else(|| JobError::Internal("the ranges' rejects objects hold no row".into()))?;
+            let upload = tokio::task::spawn_blocking(move || upload.finish())
+                .await
+                .map_err(|e| JobError::Internal(format!("errors thread: {e}")))?
+                .map_err(|e| JobError::Transient(e.to_string()))?;
+            self.verify_upload(upload).await
+        }
+        .await;
+        let stored = match written {
+            Ok(stored) => stored,
+            // A store may stop reading the body as soon as a create-only
+            // precondition fails, and the writer then sees only that the
+            // upload stopped: the racer's identical object is still the
+            // answer.
+            Err(e) => match self.identical(&errors_name, counted.size, counted.crc32c).await? {
+                Some(there) => there,
+                None => return Err(e),
+            },
+        };
+        Ok(OutputObject::new(&stored, self.output.uri(&errors_name)))
     }
 
     /// The ranges' rejects, renumbered from the start of the input, written
