@@ -76,7 +76,8 @@ pub async fn shard(args: ShardArgs) -> Result<Exit, Failed> {
     };
     let (runner, result) = match task_model(&settings, output.clone()).await {
         Ok(model) => {
-            let runner = runner(model);
+            let mut runner = runner(model);
+            runner.chosen_by = settings.chosen_by.clone();
             let result = runner.run_task(&object, &task).await.map_err(|e| e.to_string());
             (runner, result)
         }

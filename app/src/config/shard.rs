@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, ModelSource, err};
-use crate::dispatch::{INPUT_GENERATION, INPUT_URI, MODEL_NAME, MODEL_VERSION, TASK_ENV, Task};
+use crate::dispatch::{INPUT_GENERATION, INPUT_URI, MODEL_CHOSEN_BY, MODEL_NAME, MODEL_VERSION, TASK_ENV, Task};
 use crate::event::{BucketName, Generation, ObjectName, ObjectRef};
 use crate::storage::{Backend, Location};
 
@@ -38,6 +38,10 @@ pub struct ShardArgs {
     /// dispatches), and MODEL_URI is not used.
     #[arg(long, env = MODEL_NAME)]
     pub model_name: Option<String>,
+    /// Set by the dispatching service: how it chose the model (JSON), named
+    /// in the manifest the tasks commit.
+    #[arg(long, env = MODEL_CHOSEN_BY, hide = true)]
+    pub model_chosen_by: Option<String>,
     #[arg(long, env = "STORAGE_EMULATOR_HOST", value_name = "HOST:PORT")]
     pub storage_emulator_host: Option<String>,
     #[arg(long, env = TASK_ENV.index, default_value_t = 0)]
@@ -79,6 +83,8 @@ pub struct ShardSettings {
     pub model: ModelSource,
     pub model_version: Option<String>,
     pub model_name: Option<String>,
+    /// How the dispatching service chose the model.
+    pub chosen_by: Option<crate::manifest::ChosenBy>,
     pub task: Task,
     pub lease_ttl: Duration,
     pub chunk_bytes: usize,
@@ -138,6 +144,13 @@ impl ShardSettings {
             Some(uri) => ModelSource::Load(Location::parse(uri).map_err(|m| err("MODEL_URI", m))?),
             None => ModelSource::Builtin,
         };
+        let chosen_by = match args.model_chosen_by.as_deref().filter(|j| !j.is_empty()) {
+            Some(json) => Some(
+                serde_json::from_str(json)
+                    .map_err(|e| err(MODEL_CHOSEN_BY, format!("is not what the service dispatches: {e}")))?,
+            ),
+            None => None,
+        };
         let on_cloud_run = args.cloud_run_job.as_deref().is_some_and(|j| !j.is_empty());
         let test_faults = match &args.test_faults {
             Some(_) if on_cloud_run => {
@@ -156,6 +169,7 @@ impl ShardSettings {
             model,
             model_version: args.model_version.clone().filter(|v| !v.is_empty()),
             model_name: args.model_name.clone().filter(|v| !v.is_empty()),
+            chosen_by,
             task: Task {
                 index: args.task_index,
                 count: args.task_count,

@@ -48,6 +48,9 @@ pub const INPUT_GENERATION: &str = "INPUT_GENERATION";
 pub const MODEL_VERSION: &str = "MODEL_VERSION";
 /// The dispatched model's name (its version is in the registry).
 pub const MODEL_NAME: &str = "MODEL_NAME";
+/// How the push service chose that model for the input (JSON of the
+/// manifest's `model.chosen_by`), for the manifest the tasks commit.
+pub const MODEL_CHOSEN_BY: &str = "MODEL_CHOSEN_BY";
 
 /// Which task this is, as Cloud Run tells every task of an execution.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,17 +78,22 @@ pub struct Dispatch {
     pub tasks: u32,
     pub model_name: String,
     pub model_version: String,
+    pub chosen_by: Option<crate::manifest::ChosenBy>,
 }
 
 impl Dispatch {
     /// What every task of the execution is told.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             (INPUT_URI.to_owned(), format!("gs://{}/{}", self.bucket, self.name)),
             (INPUT_GENERATION.to_owned(), self.generation.to_string()),
             (MODEL_NAME.to_owned(), self.model_name.clone()),
             (MODEL_VERSION.to_owned(), self.model_version.clone()),
-        ]
+        ];
+        if let Some(json) = self.chosen_by.as_ref().and_then(|c| serde_json::to_string(c).ok()) {
+            env.push((MODEL_CHOSEN_BY.to_owned(), json));
+        }
+        env
     }
 }
 

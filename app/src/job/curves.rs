@@ -9,9 +9,9 @@ use std::sync::Arc;
 use super::{JobError, JobRunner};
 use crate::layout::OutputNames;
 use crate::manifest::OutputObject;
-use crate::model::Model;
 use crate::model::curves::Curves;
 use crate::model::plots::{self, Plot};
+use crate::model::{EvaluationBuilder, Model};
 use crate::storage::{StorageError, WriteOptions, read_all, write_bytes};
 
 impl JobRunner {
@@ -68,11 +68,8 @@ impl JobRunner {
     }
 }
 
-/// The curves of a scoring run's labelled rows, if they hold both classes.
-pub(super) fn scoring_curves(model: &Arc<Model>, summary: &crate::score::Summary, input_uri: &str) -> Option<Curves> {
-    Curves::new(
-        &summary.evaluation,
-        model.threshold(),
-        &format!("labelled rows of {input_uri}"),
-    )
+/// The curves of a scoring run's labelled rows (`evaluation`: the whole
+/// input's, or the ranges' merged), if they hold both classes.
+pub(super) fn scoring_curves(model: &Arc<Model>, evaluation: &EvaluationBuilder, input_uri: &str) -> Option<Curves> {
+    Curves::new(evaluation, model.threshold(), &format!("labelled rows of {input_uri}"))
 }

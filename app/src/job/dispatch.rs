@@ -74,6 +74,10 @@ struct DispatchRecord {
     #[serde(default)]
     model_name: String,
     model_version: String,
+    /// How the first dispatch chose that model (absent from records
+    /// written before routing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chosen_by: Option<crate::manifest::ChosenBy>,
     requested_at: String,
     instance: String,
 }
@@ -169,12 +173,16 @@ impl JobRunner {
         // One input, one model version: a later execution (the first one
         // died) scores with the version the first was dispatched for, even
         // if the alias that chose it has moved since.
-        let (model_name, model_version) = match self
+        let (model_name, model_version, chosen_by) = match self
             .read_json::<DispatchRecord>(&names.dispatch(1), RECORD_LIMIT)
             .await?
         {
-            Some(first) if !first.model_name.is_empty() => (first.model_name, first.model_version),
-            _ => (self.model.name().to_owned(), self.model.version().to_owned()),
+            Some(first) if !first.model_name.is_empty() => (first.model_name, first.model_version, first.chosen_by),
+            _ => (
+                self.model.name().to_owned(),
+                self.model.version().to_owned(),
+                self.chosen_by.clone(),
+            ),
         };
         let record = DispatchRecord {
             input_uri: self.input.uri(object.name.as_str()),
@@ -183,6 +191,7 @@ impl JobRunner {
             tasks,
             model_name: model_name.clone(),
             model_version: model_version.clone(),
+            chosen_by: chosen_by.clone(),
             requested_at: now_rfc3339(),
             instance: self.instance.clone(),
         };
@@ -194,6 +203,7 @@ impl JobRunner {
             tasks,
             model_name,
             model_version,
+            chosen_by,
         };
         let execution = sharding.dispatcher.start(&dispatch).await.map_err(|e| match e {
             DispatchError::Transient(m) => JobError::Transient(format!("starting the job failed: {m}")),

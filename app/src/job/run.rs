@@ -310,7 +310,7 @@ impl JobRunner {
                     score_ms: started.elapsed().as_millis() as u64,
                     ..self.facts(object, names, Some(meta.size))
                 };
-                let curves = match super::curves::scoring_curves(&self.model, &summary, &facts.input_uri) {
+                let curves = match super::curves::scoring_curves(&self.model, &summary.evaluation, &facts.input_uri) {
                     Some(curves) => self.put_curves(names, self.model.version(), &curves).await?,
                     None => Vec::new(),
                 };

@@ -198,6 +198,31 @@ async fn through_the_emulator_chain_a_large_file_is_scored_in_four_tasks_exactly
     assert!(rejected > 60, "{rejected}");
     assert_eq!(m["rows"]["in"], 68206);
     assert!(m["metrics"]["accuracy"].as_f64().is_some());
+    // The tasks' manifest says how the push service chose the model, and
+    // the ranges' labelled rows draw the curves the whole file draws inline.
+    assert_eq!(m["model"]["chosen_by"]["route"], "default", "{m}");
+    let curves = m["outputs"]["curves"].as_array().unwrap();
+    assert_eq!(curves.len(), 4, "{m}");
+    let points = curves
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .find(|n| n.ends_with("/curves.json"))
+        .unwrap();
+    let mut ranged: Value = serde_json::from_slice(&fake.get_object("out-bucket", points).await.unwrap()).unwrap();
+    let whole = dir.path().join("whole");
+    let run = scorer(&[
+        "score",
+        path.to_str().unwrap(),
+        "--out",
+        dir.path().join("whole.csv").to_str().unwrap(),
+        "--curves",
+        whole.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let mut inline: Value = serde_json::from_slice(&std::fs::read(whole.join("curves.json")).unwrap()).unwrap();
+    ranged["of"] = Value::Null;
+    inline["of"] = Value::Null;
+    assert_eq!(ranged, inline);
     // The push was answered `dispatched`, once; one summary says `scored`.
     let dispatched = server
         .logs_matching(1, |l| l["message"] == "job summary" && l["outcome"] == "dispatched")
@@ -267,7 +292,8 @@ async fn redeliveries_start_no_second_execution_and_a_killed_task_is_retried_int
         .unwrap();
     let record: Value = serde_json::from_slice(&record).unwrap();
     assert_eq!(record["attempt"], 1);
-    // One set of shards, nothing else beside the manifest.
+    // One set of shards and the curves of their labelled rows, nothing else
+    // beside the manifest.
     let listed: Vec<String> = fake
         .list("out-bucket", &format!("big.csv/{generation}/"))
         .await
@@ -277,6 +303,10 @@ async fn redeliveries_start_no_second_execution_and_a_killed_task_is_retried_int
     assert_eq!(
         listed,
         [
+            "calibration.svg",
+            "curves.json",
+            "precision_recall.svg",
+            "roc.svg",
             "errors.csv",
             "manifest.json",
             "predictions-00000-of-00004.csv",

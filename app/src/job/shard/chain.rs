@@ -262,7 +262,14 @@ impl JobRunner {
             execution: self.execution.clone(),
             chosen_by: self.chosen_by.clone(),
         };
+        // Drawn by whichever task commits; deterministic, so a racing
+        // committer adopts the same pictures.
+        let curves = match crate::job::curves::scoring_curves(&self.model, &evaluation, &facts.input_uri) {
+            Some(curves) => self.put_curves(names, self.model.version(), &curves).await?,
+            None => Vec::new(),
+        };
         let mut manifest = Manifest::sharded(facts, totals, shards, errors);
+        manifest.outputs.curves = curves;
         self.stamp_outputs(&mut manifest);
         self.committed(self.commit(names, manifest).await)
     }
