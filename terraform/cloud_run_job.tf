@@ -1,8 +1,8 @@
 # The shard job: a Cloud Run job from the services' image whose tasks run
 # `scorer shard`. An input larger than INLINE_MAX_BYTES is not scored inside
 # its push request: the push service starts an execution of this job (RunJob
-# with overrides: INPUT_URI, INPUT_GENERATION, MODEL_NAME, MODEL_VERSION and
-# the task count), answers the push, and each task scores one byte range
+# with overrides: INPUT_URI, INPUT_GENERATION, MODEL_NAME, MODEL_VERSION,
+# MODEL_CHOSEN_BY and the task count), answers the push, and each task scores one byte range
 # with that exact model version, read from the registry in the output bucket
 # (_models/<name>/<hex>.json). The task that finds every range recorded
 # commits the manifest (docs/DEPLOY.md, "Large files: the shard job").

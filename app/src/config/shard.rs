@@ -144,11 +144,16 @@ impl ShardSettings {
             Some(uri) => ModelSource::Load(Location::parse(uri).map_err(|m| err("MODEL_URI", m))?),
             None => ModelSource::Builtin,
         };
+        // Only a label for the manifest: one that cannot be read is said
+        // and left out, never a reason for a task (and its input) to fail.
         let chosen_by = match args.model_chosen_by.as_deref().filter(|j| !j.is_empty()) {
-            Some(json) => Some(
-                serde_json::from_str(json)
-                    .map_err(|e| err(MODEL_CHOSEN_BY, format!("is not what the service dispatches: {e}")))?,
-            ),
+            Some(json) => match serde_json::from_str(json) {
+                Ok(chosen_by) => Some(chosen_by),
+                Err(e) => {
+                    tracing::warn!(setting = MODEL_CHOSEN_BY, error = %e, "not what the service dispatches; the manifest will not say how the model was chosen");
+                    None
+                }
+            },
             None => None,
         };
         let on_cloud_run = args.cloud_run_job.as_deref().is_some_and(|j| !j.is_empty());

@@ -163,8 +163,10 @@ impl JobRunner {
     /// A model that does not exist is the input's failure, committed with
     /// the models there are; storage trouble is a retry.
     async fn for_input(&self, object: &ObjectRef) -> Result<Result<JobRunner, Failure>, JobError> {
+        // A task's runner has no registry routes: its model, and how the
+        // dispatching service chose it, came with the execution.
         let Some(models) = &self.models else {
-            return Ok(Ok(self.with_model(self.model.clone(), None)));
+            return Ok(Ok(self.with_model(self.model.clone(), self.chosen_by.clone())));
         };
         let metadata = match self.input.stat(object.name.as_str()).await {
             Ok(Some(meta)) => meta.metadata,

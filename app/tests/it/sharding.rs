@@ -532,6 +532,8 @@ async fn the_service_asks_cloud_run_for_one_execution_with_the_input_in_its_envi
     assert_eq!(env["INPUT_URI"], "gs://in-bucket/run/big.csv");
     assert_eq!(env["INPUT_GENERATION"], generation.to_string());
     assert!(env["MODEL_VERSION"].starts_with("sha256:"), "{env:?}");
+    let chosen_by: Value = serde_json::from_str(&env["MODEL_CHOSEN_BY"]).unwrap();
+    assert_eq!(chosen_by["route"], "default", "{env:?}");
     // The service's own settings travel with the execution, so a job
     // template that drifted cannot write elsewhere or retry differently.
     assert_eq!(env["OUTPUT_BUCKET"], "out-bucket");
@@ -540,6 +542,7 @@ async fn the_service_asks_cloud_run_for_one_execution_with_the_input_in_its_envi
     let m = manifest(&fake, "run/big.csv", generation, Duration::from_secs(120)).await;
     assert_eq!(m["status"], "scored", "{m}");
     assert_eq!(m["execution"]["name"], format!("{job}/executions/standin-0001"));
+    assert_eq!(m["model"]["chosen_by"], chosen_by, "{m}");
     assert!(joined_shards(&fake, &m).await == expected);
 }
 
@@ -812,6 +815,38 @@ fn two_tasks_merging_at_once_leave_one_errors_csv() {
         "{m}"
     );
     assert_eq!(errors_files(), ["errors.csv"]);
+}
+
+/// An input one task scores whole (one task, or a format that cannot be
+/// cut) still says how the service chose its model; a label the task
+/// cannot read is left out, never the input's failure.
+#[test]
+fn a_task_scoring_the_input_whole_names_how_its_model_was_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let generation = local_input(dir.path());
+    let chosen = r#"{"reference": "scl-flight-delay@production", "route": "prefix big"}"#;
+    let out = local_task(dir.path(), generation, 0, 1, 0, &[("MODEL_CHOSEN_BY", chosen)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = local_manifest(dir.path(), generation).expect("committed");
+    assert_eq!(m["execution"]["tasks"], 1, "{m}");
+    assert_eq!(
+        m["model"]["chosen_by"],
+        json!({"reference": "scl-flight-delay@production", "route": "prefix big"}),
+        "{m}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let generation = local_input(dir.path());
+    let out = local_task(dir.path(), generation, 0, 1, 0, &[("MODEL_CHOSEN_BY", "{not json")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MODEL_CHOSEN_BY"));
+    let m = local_manifest(dir.path(), generation).expect("committed");
+    assert_eq!(m["status"], "scored", "{m}");
+    assert!(m["model"].get("chosen_by").is_none(), "{m}");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
