@@ -400,14 +400,22 @@ async fn fit_promote_route_and_roll_back(b: &impl Bucketed) {
     assert!(text.contains("curves") && text.contains("roc.svg"), "{text}");
 }
 
+impl Local {
+    /// A service on fresh local directories, its notifier on, with the
+    /// registry's settings.
+    async fn start() -> Local {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = vec![("SETTLE_SECONDS", "0.2")];
+        env.extend_from_slice(&REGISTRY_ENV);
+        let server = Server::start(&["--local", dir.path().to_str().unwrap()], &env);
+        server.ready().await;
+        Local { dir, server }
+    }
+}
+
 #[tokio::test]
 async fn the_registry_on_local_directories() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut env = vec![("SETTLE_SECONDS", "0.2")];
-    env.extend_from_slice(&REGISTRY_ENV);
-    let server = Server::start(&["--local", dir.path().to_str().unwrap()], &env);
-    server.ready().await;
-    fit_promote_route_and_roll_back(&Local { dir, server }).await;
+    fit_promote_route_and_roll_back(&Local::start().await).await;
 }
 
 /// A training file that cannot be fitted is a committed failure that says
@@ -416,12 +424,7 @@ async fn the_registry_on_local_directories() {
 /// target the file does not have.
 #[tokio::test]
 async fn training_files_that_cannot_be_fitted_are_failures_that_say_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut env = vec![("SETTLE_SECONDS", "0.2")];
-    env.extend_from_slice(&REGISTRY_ENV);
-    let server = Server::start(&["--local", dir.path().to_str().unwrap()], &env);
-    server.ready().await;
-    let b = Local { dir, server };
+    let b = Local::start().await;
     let rows = b"colour,size,y\nred,1,0\nblue,2,1\nred,3,1\nblue,4,0\n";
     b.upload(
         "training/weights/spec.json",

@@ -721,16 +721,11 @@ fn a_failed_commit_on_a_last_attempt_leaves_finished_work_to_be_committed() {
         local_manifest(dir.path(), generation).is_none(),
         "no failure report over two recorded ranges"
     );
-    let errors_files = || {
-        let mut names: Vec<String> = walk(&dir.path().join(format!("output/big.csv/{generation}")))
-            .iter()
-            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
-            .filter(|n| n.starts_with("errors"))
-            .collect();
-        names.sort();
-        names
-    };
-    assert_eq!(errors_files(), ["errors.csv"], "the merge got as far as errors.csv");
+    assert_eq!(
+        errors_files(dir.path(), generation),
+        ["errors.csv"],
+        "the merge got as far as errors.csv"
+    );
     // The next execution (a redelivery after this one ended) commits it.
     let out = local_task(
         dir.path(),
@@ -756,7 +751,7 @@ fn a_failed_commit_on_a_last_attempt_leaves_finished_work_to_be_committed() {
             .ends_with("/errors.csv"),
         "{m}"
     );
-    assert_eq!(errors_files(), ["errors.csv"]);
+    assert_eq!(errors_files(dir.path(), generation), ["errors.csv"]);
 }
 
 /// Two tasks that find every range recorded at the same moment both merge
@@ -781,17 +776,11 @@ fn two_tasks_merging_at_once_leave_one_errors_csv() {
     .output()
     .unwrap();
     assert!(!out.status.success(), "the merge was meant to fail");
-    let committed = dir.path().join(format!("output/big.csv/{generation}"));
-    let errors_files = || {
-        let mut names: Vec<String> = walk(&committed)
-            .iter()
-            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
-            .filter(|n| n.starts_with("errors"))
-            .collect();
-        names.sort();
-        names
-    };
-    assert!(errors_files().is_empty(), "{:?}", errors_files());
+    assert!(
+        errors_files(dir.path(), generation).is_empty(),
+        "{:?}",
+        errors_files(dir.path(), generation)
+    );
     assert!(local_manifest(dir.path(), generation).is_none());
     // Two retries at once, each pausing inside its errors.csv upload: both
     // chose the name before either finished writing it.
@@ -814,7 +803,7 @@ fn two_tasks_merging_at_once_leave_one_errors_csv() {
             .ends_with("/errors.csv"),
         "{m}"
     );
-    assert_eq!(errors_files(), ["errors.csv"]);
+    assert_eq!(errors_files(dir.path(), generation), ["errors.csv"]);
 }
 
 /// An input one task scores whole (one task, or a format that cannot be
@@ -847,6 +836,17 @@ fn a_task_scoring_the_input_whole_names_how_its_model_was_chosen() {
     let m = local_manifest(dir.path(), generation).expect("committed");
     assert_eq!(m["status"], "scored", "{m}");
     assert!(m["model"].get("chosen_by").is_none(), "{m}");
+}
+
+/// The names of the `errors*` objects beside a local input's manifest.
+fn errors_files(dir: &std::path::Path, generation: i64) -> Vec<String> {
+    let mut names: Vec<String> = walk(&dir.join(format!("output/big.csv/{generation}")))
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+        .filter(|n| n.starts_with("errors"))
+        .collect();
+    names.sort();
+    names
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
