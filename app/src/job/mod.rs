@@ -293,10 +293,20 @@ impl JobRunner {
     /// job writes, and the job never looks at another.
     pub(crate) fn with_model(&self, model: Arc<Model>, chosen_by: Option<crate::manifest::ChosenBy>) -> JobRunner {
         JobRunner {
-            input: self.input.clone(),
-            output: self.output.clone(),
             model,
             chosen_by,
+            ..self.sibling()
+        }
+    }
+
+    /// The same settings, with no jobs of its own: what the runners for
+    /// one job or one task build on.
+    fn sibling(&self) -> JobRunner {
+        JobRunner {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            model: self.model.clone(),
+            chosen_by: self.chosen_by.clone(),
             models: self.models.clone(),
             training: self.training.clone(),
             options: self.options.clone(),

@@ -180,23 +180,10 @@ impl JobRunner {
     /// (with a fallback or the repairs noted).
     fn with_execution(&self, execution: Option<ExecutionInfo>) -> JobRunner {
         JobRunner {
-            input: self.input.clone(),
-            output: self.output.clone(),
-            model: self.model.clone(),
-            chosen_by: self.chosen_by.clone(),
-            models: self.models.clone(),
-            training: self.training.clone(),
-            options: self.options.clone(),
-            outputs: self.outputs.clone(),
-            follow_ups: self.follow_ups.clone(),
-            lease_ttl: self.lease_ttl,
             inline_max_bytes: u64::MAX,
             sharding: None,
             execution,
-            instance: self.instance.clone(),
-            metrics: self.metrics.clone(),
-            shutdown: self.shutdown.clone(),
-            running: Default::default(),
+            ..self.sibling()
         }
     }
 
