@@ -43,6 +43,30 @@ pub const STAGING_ALIAS: &str = "staging";
 const MAX_ARTIFACT_BYTES: usize = 64 << 20;
 /// How many earlier versions an alias record remembers.
 const HISTORY: usize = 50;
+
+/// Where an alias may be when a promotion moves it.
+enum Guard {
+    /// Wherever it is.
+    Any,
+    /// Only still at this version (`None`: still absent).
+    Still(Option<String>),
+}
+
+impl Guard {
+    fn allows(&self, current: Option<&str>) -> bool {
+        match self {
+            Guard::Any => true,
+            Guard::Still(expected) => expected.as_deref() == current,
+        }
+    }
+
+    fn expected(&self) -> Option<&str> {
+        match self {
+            Guard::Any => None,
+            Guard::Still(expected) => expected.as_deref(),
+        }
+    }
+}
 /// Compare-and-swap attempts before giving up on a busy alias.
 const CAS_ATTEMPTS: usize = 16;
 
@@ -391,28 +415,7 @@ impl Registry {
         set_by: &str,
         reason: &str,
     ) -> Result<AliasChange, RegistryError> {
-        check_segment("alias", alias)?;
-        let version = parse_version(version)?;
-        self.load(name, &version).await?;
-        self.change(
-            name,
-            alias,
-            |current| {
-                Ok(match current {
-                    Some(c) if c.version == version => None,
-                    Some(c) => {
-                        let mut history = vec![c.version.clone()];
-                        history.extend(c.history.iter().cloned());
-                        history.truncate(HISTORY);
-                        Some((version.clone(), history))
-                    }
-                    None => Some((version.clone(), Vec::new())),
-                })
-            },
-            set_by,
-            reason,
-        )
-        .await
+        self.point(name, version, alias, Guard::Any, set_by, reason).await
     }
 
     /// Points `alias` at `version` only while it still points where the
@@ -429,28 +432,42 @@ impl Registry {
         set_by: &str,
         reason: &str,
     ) -> Result<AliasChange, RegistryError> {
+        let guard = Guard::Still(expected.map(str::to_owned));
+        self.point(name, version, alias, guard, set_by, reason).await
+    }
+
+    /// `promote` and `promote_if`: the alias moves to `version`, its
+    /// current version on top of its history, when `guard` allows.
+    async fn point(
+        &self,
+        name: &str,
+        version: &str,
+        alias: &str,
+        guard: Guard,
+        set_by: &str,
+        reason: &str,
+    ) -> Result<AliasChange, RegistryError> {
         check_segment("alias", alias)?;
         let version = parse_version(version)?;
         self.load(name, &version).await?;
-        let expected = expected.map(str::to_owned);
         self.change(
             name,
             alias,
             |current| {
                 Ok(match current {
                     Some(c) if c.version == version => None,
-                    Some(c) if Some(&c.version) == expected.as_ref() => {
+                    Some(c) if guard.allows(Some(&c.version)) => {
                         let mut history = vec![c.version.clone()];
                         history.extend(c.history.iter().cloned());
                         history.truncate(HISTORY);
                         Some((version.clone(), history))
                     }
-                    None if expected.is_none() => Some((version.clone(), Vec::new())),
+                    None if guard.allows(None) => Some((version.clone(), Vec::new())),
                     other => {
                         return Err(RegistryError::Moved(format!(
                             "{name}@{alias} points to {} now, not {} as when the decision was made: left as it is",
                             other.map_or("nothing", |c| c.version.as_str()),
-                            expected.as_deref().unwrap_or("nothing"),
+                            guard.expected().unwrap_or("nothing"),
                         )));
                     }
                 })
