@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::harness::{data, scorer, stderr, stdout};
+use crate::harness::{data, scorer, stderr, stdout, train_args};
 
 #[test]
 fn every_subcommand_has_help() {
@@ -48,22 +48,11 @@ fn every_subcommand_has_help() {
 fn retraining_reproduces_the_shipped_artifact_at_parity_with_the_challenge() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model.json");
-    let run = scorer(&[
-        "train",
-        "--data",
-        data("scl_flights_2017.csv").to_str().unwrap(),
-        "--target",
-        "atraso_15",
-        "--categorical",
-        "OPERA,TIPOVUELO,MES",
-        "--split-column",
-        "split",
-        "--balanced",
-        "--name",
-        "scl-flight-delay",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let shipped = data("scl_flights_2017.csv");
+    let run = scorer(&train_args(
+        shipped.to_str().unwrap(),
+        &["--name", "scl-flight-delay", "--out", out.to_str().unwrap()],
+    ));
     assert!(run.status.success(), "{}", stderr(&run));
     let text = stdout(&run);
     assert!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{SCORER, Server, data, find_files, scorer, stderr, stdout};
+use crate::harness::{SCORER, Server, data, find_files, scorer, stderr, stdout, train_args};
 
 const SMALL: &str = "OPERA,TIPOVUELO,MES,atraso_15\nGrupo LATAM,I,3,1\nSky Airline,N,13,0\nCopa Air,I,7,0\n";
 
@@ -85,26 +85,11 @@ fn train_reads_what_score_reads() {
     let fit = |source: &str, stdin: Option<&[u8]>| -> Value {
         let out = format!("{}.json", source.replace(['.', '-'], "_"));
         let mut cmd = Command::new(SCORER);
-        cmd.args([
-            "train",
-            "--data",
-            source,
-            "--target",
-            "atraso_15",
-            "--categorical",
-            "OPERA,TIPOVUELO,MES",
-            "--split-column",
-            "split",
-            "--balanced",
-            "--name",
-            "scl-flight-delay",
-            "--out",
-            &out,
-        ])
-        .current_dir(d)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.args(train_args(source, &["--name", "scl-flight-delay", "--out", &out]))
+            .current_dir(d)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let mut input = child.stdin.take().unwrap();
         if let Some(bytes) = stdin {

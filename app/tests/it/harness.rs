@@ -26,6 +26,25 @@ pub fn scorer(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {SCORER}: {e}"))
 }
 
+/// `scorer train` arguments: `data` fitted with the shipped model's spec
+/// (the flags data/model.json was fitted with), then `extra`.
+pub fn train_args<'a>(data: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--data",
+        data,
+        "--target",
+        "atraso_15",
+        "--categorical",
+        "OPERA,TIPOVUELO,MES",
+        "--split-column",
+        "split",
+        "--balanced",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::cloud::{Chain, chain, manifest_of};
-use crate::harness::{Server, data, eventually, find_files, scorer, stderr, stdout};
+use crate::harness::{Server, data, eventually, find_files, scorer, stderr, stdout, train_args};
 use crate::support::gsutil::gsutil;
 
 /// Renders an SVG with librsvg (installed by .ci/tools.sh) and counts
@@ -55,22 +55,11 @@ fn render(svg: &Path) -> (usize, usize, usize) {
 fn train_and_a_labelled_score_draw_curves_that_render() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.json");
-    let run = scorer(&[
-        "train",
-        "--data",
-        data("scl_flights_2017.csv").to_str().unwrap(),
-        "--target",
-        "atraso_15",
-        "--categorical",
-        "OPERA,TIPOVUELO,MES",
-        "--split-column",
-        "split",
-        "--balanced",
-        "--threshold",
-        "recall>=0.6",
-        "--out",
-        model.to_str().unwrap(),
-    ]);
+    let shipped = data("scl_flights_2017.csv");
+    let run = scorer(&train_args(
+        shipped.to_str().unwrap(),
+        &["--threshold", "recall>=0.6", "--out", model.to_str().unwrap()],
+    ));
     assert!(run.status.success(), "{}", stderr(&run));
     let curves = dir.path().join("model.curves");
     assert!(
@@ -533,24 +522,18 @@ async fn two_instances_never_score_one_file_with_two_versions() {
 
     // A second version, promoted: the slow instance keeps the old one.
     let artifact = dir.path().join("c05.json");
-    let run = scorer(&[
-        "train",
-        "--data",
-        data("scl_flights_2017.csv").to_str().unwrap(),
-        "--target",
-        "atraso_15",
-        "--categorical",
-        "OPERA,TIPOVUELO,MES",
-        "--split-column",
-        "split",
-        "--balanced",
-        "--c",
-        "0.05",
-        "--name",
-        "scl-flight-delay",
-        "--out",
-        artifact.to_str().unwrap(),
-    ]);
+    let shipped = data("scl_flights_2017.csv");
+    let run = scorer(&train_args(
+        shipped.to_str().unwrap(),
+        &[
+            "--c",
+            "0.05",
+            "--name",
+            "scl-flight-delay",
+            "--out",
+            artifact.to_str().unwrap(),
+        ],
+    ));
     assert!(run.status.success(), "{}", stderr(&run));
     let publish = scorer(&[
         "model",
