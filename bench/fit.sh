@@ -17,6 +17,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
+# shellcheck source=bench/lib/common.sh
+source "$here/lib/common.sh"
 rows="${1:-1000000}"
 pairs="${2:-3}"
 
@@ -47,41 +49,23 @@ cat >"$work/options.json" <<'JSON'
  "split": {"column": "split", "train_value": "train"}, "c": 1.0, "class_weight": "balanced"}
 JSON
 
-# run NAME COMMAND...: appends "NAME wall_s peak_kib" to $work/times.
-run() {
-  local name="$1"
-  shift
-  /usr/bin/time -f "$name %e %M" -a -o "$work/times" "$@" >/dev/null 2>"$work/$name.err" || {
-    cat "$work/$name.err" >&2
-    exit 1
-  }
-}
-
 echo "shipped data: 68206 rows; large: $rows rows ($(du -h "$big" | cut -f1)); $pairs alternating pairs"
 for _ in $(seq "$pairs"); do
   for size in shipped big; do
     input="$shipped"
     [ "$size" = big ] && input="$big"
-    run "ours_$size" "$scorer" train --data "$input" --target atraso_15 --categorical OPERA,TIPOVUELO,MES \
+    bench_timed "$work" "ours_$size" "$scorer" train --data "$input" --target atraso_15 --categorical OPERA,TIPOVUELO,MES \
       --split-column split --balanced --name scl-flight-delay --out "$work/ours_$size.json"
-    run "sklearn_$size" "$py" "$root/tests/parity/sklearn_fit.py" "$work/options.json" "$input" "$work/one.csv" \
+    bench_timed "$work" "sklearn_$size" "$py" "$root/tests/parity/sklearn_fit.py" "$work/options.json" "$input" "$work/one.csv" \
       "$work/sklearn_$size.json"
   done
 done
 
+"$py" "$here/lib/medians.py" "$work/times" \
+  "shipped: ours / scikit-learn=ours_shipped/sklearn_shipped" "big: ours / scikit-learn=ours_big/sklearn_big"
 "$py" - "$work" <<'PY'
-import json, statistics, sys
+import json, sys
 work = sys.argv[1]
-runs = {}
-for line in open(f"{work}/times"):
-    name, wall, kib = line.split()
-    runs.setdefault(name, []).append((float(wall), int(kib)))
-med = {n: (statistics.median(w for w, _ in r), max(k for _, k in r)) for n, r in runs.items()}
-for n, (w, k) in med.items():
-    print(f"{n:16} median wall {w:6.2f} s   peak RSS {k / 1024:7.0f} MiB   ({len(runs[n])} runs)")
-for size in ("shipped", "big"):
-    ow, ok = med[f"ours_{size}"]; sw, sk = med[f"sklearn_{size}"]
-    print(f"{size}: ours / scikit-learn: wall {ow / sw:.2f}, peak memory {ok / sk:.2f}")
 ours = json.load(open(f"{work}/ours_big.json"))
 theirs = json.load(open(f"{work}/sklearn_big.json"))
 diff = abs(ours["intercept"] - theirs["intercept"])

@@ -18,6 +18,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
+# shellcheck source=bench/lib/common.sh
+source "$here/lib/common.sh"
 rows="${1:-1000000}"
 pairs="${2:-3}"
 
@@ -43,45 +45,24 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# run NAME COMMAND...: appends "NAME wall_s peak_kib" to $work/times.
-run() {
-  local name="$1"
-  shift
-  /usr/bin/time -f "$name %e %M" -a -o "$work/times" "$@" >/dev/null 2>"$work/$name.err" || {
-    cat "$work/$name.err" >&2
-    exit 1
-  }
-}
-
 echo "$rows rows, $pairs alternating pairs; input $(du -h "$input" | cut -f1)"
 for _ in $(seq "$pairs"); do
-  run ours_parquet "$scorer" score "$input" --out "$work/ours.parquet" --format parquet --provenance off
-  run polars_parquet "$py" "$here/baselines/polars_py.py" "$input" --model "$root/data/model.json" --out "$work/polars.parquet" --format parquet
-  run ours_csv "$scorer" score "$input" --out "$work/ours.csv"
-  run ours_jsonl "$scorer" score "$input" --out "$work/ours.jsonl" --provenance off
+  bench_timed "$work" ours_parquet "$scorer" score "$input" --out "$work/ours.parquet" --format parquet --provenance off
+  bench_timed "$work" polars_parquet "$py" "$here/baselines/polars_py.py" "$input" --model "$root/data/model.json" --out "$work/polars.parquet" --format parquet
+  bench_timed "$work" ours_csv "$scorer" score "$input" --out "$work/ours.csv"
+  bench_timed "$work" ours_jsonl "$scorer" score "$input" --out "$work/ours.jsonl" --provenance off
 done
 # Parquet in: the raw rows as Parquet (written once, by polars), scored by each.
 "$py" -c 'import polars as pl, sys; pl.scan_csv(sys.argv[1], infer_schema=False).sink_parquet(sys.argv[2], compression="zstd")' \
   "$input" "$work/input.parquet"
 for _ in $(seq "$pairs"); do
-  run ours_parquet_in "$scorer" score "$work/input.parquet" --out "$work/ours_in.parquet" --provenance off
-  run polars_parquet_in "$py" "$here/baselines/polars_py.py" "$work/input.parquet" --model "$root/data/model.json" --out "$work/polars_in.parquet" --format parquet
+  bench_timed "$work" ours_parquet_in "$scorer" score "$work/input.parquet" --out "$work/ours_in.parquet" --provenance off
+  bench_timed "$work" polars_parquet_in "$py" "$here/baselines/polars_py.py" "$work/input.parquet" --model "$root/data/model.json" --out "$work/polars_in.parquet" --format parquet
 done
 
-"$py" - "$work/times" <<'PY'
-import statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    name, wall, kib = line.split()
-    runs.setdefault(name, []).append((float(wall), int(kib)))
-med = {n: (statistics.median(w for w, _ in r), max(k for _, k in r)) for n, r in runs.items()}
-for n, (w, k) in med.items():
-    print(f"{n:16} median wall {w:6.2f} s   peak RSS {k / 1024:7.0f} MiB   ({len(runs[n])} runs)")
-ow, ok = med["ours_parquet"]; pw, pk = med["polars_parquet"]
-print(f"Parquet out, ours / Python polars: wall {ow / pw:.2f}, peak memory {ok / pk:.2f}")
-ow, ok = med["ours_parquet_in"]; pw, pk = med["polars_parquet_in"]
-print(f"Parquet in and out, ours / Python polars: wall {ow / pw:.2f}, peak memory {ok / pk:.2f}")
-PY
+"$py" "$here/lib/medians.py" "$work/times" \
+  "Parquet out, ours / Python polars=ours_parquet/polars_parquet" \
+  "Parquet in and out, ours / Python polars=ours_parquet_in/polars_parquet_in"
 for f in ours.parquet polars.parquet ours.csv ours.jsonl; do
   printf '%-15s %s\n' "$f" "$(du -h "$work/$f" | cut -f1)"
 done

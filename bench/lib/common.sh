@@ -53,3 +53,15 @@ bench_find_scorer() {
   (or point SCORER_BIN at a release build of the scorer)"
   scorer="$(cd "$(dirname "$scorer")" && pwd)/$(basename "$scorer")"
 }
+
+# bench_timed DIR NAME COMMAND...: runs COMMAND (its output discarded) under
+# GNU time, appending "NAME wall_s peak_kib" to DIR/times for
+# bench/lib/medians.py; a failing COMMAND stops the script with its stderr.
+bench_timed() {
+  local dir="$1" name="$2"
+  shift 2
+  /usr/bin/time -f "$name %e %M" -a -o "$dir/times" "$@" >/dev/null 2>"$dir/$name.err" || {
+    cat "$dir/$name.err" >&2
+    exit 1
+  }
+}
