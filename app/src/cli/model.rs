@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use super::buckets;
 use super::ending::{self, Stream};
 use super::failed::{Exit, Failed};
-use scorer::registry::{AliasChange, DEFAULT_ALIAS, ModelRef, Pick, Registry, RegistryError};
+use scorer::registry::{AliasChange, ModelRef, Pick, Registry, RegistryError};
 use scorer::storage::Missing;
 
 #[derive(Args)]
@@ -52,6 +52,7 @@ enum ModelCommand {
     Publish {
         #[arg(value_name = "ARTIFACT.json")]
         artifact: PathBuf,
+        /// An alias to point at the stored version (e.g. staging).
         #[arg(long, value_name = "ALIAS")]
         alias: Option<String>,
     },
@@ -59,16 +60,23 @@ enum ModelCommand {
     /// change is never overwritten unseen. Instances follow within
     /// MODEL_REFRESH_SECONDS.
     Promote {
+        /// The model's name (`scorer model list` shows them).
         name: String,
+        /// One of its versions, `sha256:` and 16 hex digits (the `sha256:`
+        /// may be left out).
         #[arg(value_name = "VERSION")]
         version: String,
+        /// The alias to move: `production` serves by default, `staging`
+        /// is where fits land. A new name creates a new alias.
         #[arg(long, value_name = "ALIAS")]
         alias: String,
     },
     /// Point an alias back at the version it pointed to before (again:
     /// further back).
     Rollback {
+        /// The model's name.
         name: String,
+        /// The alias to move back (e.g. production).
         #[arg(long, value_name = "ALIAS")]
         alias: String,
     },
@@ -271,6 +279,9 @@ pub async fn model(args: ModelArgs) -> Result<Exit, Failed> {
                 .promote(&name, &version, &alias, &who, "scorer model promote")
                 .await
                 .map_err(failed)?;
+            if change.from.is_none() && change.changed {
+                warn_if_new_beside_others(&registry, &name, &alias).await?;
+            }
             if args.json {
                 writeln!(text, "{}", serde_json::to_string_pretty(&change)?)?;
             } else {
@@ -290,6 +301,32 @@ pub async fn model(args: ModelArgs) -> Result<Exit, Failed> {
     Ok(Exit::Ok)
 }
 
+/// A promotion that created `alias` beside the model's other aliases may
+/// be a typo (`Production`): said on stderr, since aliases are never
+/// deleted.
+async fn warn_if_new_beside_others(registry: &Registry, name: &str, alias: &str) -> Result<(), Failed> {
+    let others: Vec<String> = registry
+        .list()
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .filter(|m| m.name == name)
+        .flat_map(|m| m.aliases.into_keys())
+        .filter(|a| a != alias)
+        .map(|a| format!("@{a}"))
+        .collect();
+    if !others.is_empty() {
+        ending::say(
+            Stream::Stderr,
+            &format!(
+                "note: @{alias} is a new alias of {name}, beside {}; if that was a typo, nothing else moved\n",
+                others.join(", ")
+            ),
+        )?;
+    }
+    Ok(())
+}
+
 fn say_change(text: &mut String, change: &AliasChange) -> std::fmt::Result {
     match (&change.from, change.changed) {
         (_, false) => writeln!(
@@ -304,10 +341,12 @@ fn say_change(text: &mut String, change: &AliasChange) -> std::fmt::Result {
         ),
         (None, true) => writeln!(text, "{}@{} created: {}", change.model, change.alias, change.to),
     }?;
-    if change.alias == DEFAULT_ALIAS && change.changed {
+    // Promoting the version it left undoes a promotion and a rollback
+    // alike (a rollback has popped that version off the history).
+    if let (Some(from), true) = (&change.from, change.changed) {
         writeln!(
             text,
-            "  undo: scorer model rollback {} --alias {}",
+            "  undo: scorer model promote {} {from} --alias {}",
             change.model, change.alias
         )?;
     }

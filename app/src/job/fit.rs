@@ -83,10 +83,20 @@ pub struct SpecFile {
     pub sample_weight: Option<String>,
     pub c: Option<f64>,
     pub max_iter: Option<usize>,
-    pub threshold: Option<String>,
+    /// A rule (`max-f1`, `recall>=0.6`) or a fixed threshold, as text or
+    /// as a number.
+    pub threshold: Option<Threshold>,
     pub handle_unknown: Option<String>,
     #[serde(default)]
     pub missing_level: bool,
+}
+
+/// `threshold` in a spec: `"max-f1"`, `"recall>=0.6"`, `"0.4"` or `0.4`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Threshold {
+    Rule(String),
+    Fixed(f64),
 }
 
 impl SpecFile {
@@ -115,7 +125,10 @@ impl SpecFile {
             spec.max_iterations = n;
         }
         if let Some(t) = self.threshold {
-            spec.threshold = t.parse::<ThresholdRule>()?;
+            spec.threshold = match t {
+                Threshold::Rule(text) => text.parse::<ThresholdRule>()?,
+                Threshold::Fixed(value) => value.to_string().parse::<ThresholdRule>()?,
+            };
         }
         if let Some(h) = self.handle_unknown {
             spec.handle_unknown = h.parse::<HandleUnknown>()?;
@@ -400,5 +413,37 @@ impl JobRunner {
         }
         self.put_record(&names.promoted(), &changes).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Result<FitSpec, String> {
+        serde_json::from_str::<SpecFile>(json)
+            .map_err(|e| e.to_string())?
+            .into_spec("m")
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_threshold_is_a_rule_or_a_number_as_text_or_as_a_number() {
+        for (json, rule) in [
+            (r#"{"target": "y", "threshold": 0.4}"#, ThresholdRule::Fixed(0.4)),
+            (r#"{"target": "y", "threshold": "0.4"}"#, ThresholdRule::Fixed(0.4)),
+            (
+                r#"{"target": "y", "threshold": "recall>=0.6"}"#,
+                ThresholdRule::MinRecall(0.6),
+            ),
+        ] {
+            assert_eq!(spec(json).unwrap().threshold, rule, "{json}");
+        }
+        let refused = spec(r#"{"target": "y", "threshold": 2}"#).unwrap_err();
+        assert!(
+            refused.contains("threshold \"2\" is not a number in (0, 1)"),
+            "{refused}"
+        );
+        assert!(spec(r#"{"target": "y", "threshold": true}"#).is_err());
     }
 }

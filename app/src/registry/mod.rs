@@ -518,7 +518,7 @@ impl Registry {
                 ))),
                 Some(c) => match c.history.split_first() {
                     None => Err(RegistryError::Unknown(format!(
-                        "@{alias_name} of {model} has pointed only at {}: there is nothing to roll back to",
+                        "@{alias_name} of {model} points at {} and remembers no version before it: there is nothing to roll back to (`scorer model promote` points it at any version)",
                         c.version
                     ))),
                     Some((previous, older)) => Ok(Some((previous.clone(), older.to_vec()))),

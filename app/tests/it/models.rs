@@ -365,6 +365,13 @@ async fn fit_promote_route_and_roll_back(b: &impl Bucketed) {
         "{}",
         stdout(&rollback)
     );
+    // Its undo is a promotion of the version it left (a second rollback
+    // would find nothing before v1).
+    assert!(
+        stdout(&rollback).contains(&format!("undo: scorer model promote penguins {v2} --alias production")),
+        "{}",
+        stdout(&rollback)
+    );
     // Within MODEL_REFRESH_SECONDS the service follows (awaited, not slept).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while serving(b.server(), "penguins").await != v1 {
@@ -387,6 +394,15 @@ async fn fit_promote_route_and_roll_back(b: &impl Bucketed) {
         "{text}"
     );
     assert!(text.contains("curves") && text.contains("roc.svg"), "{text}");
+    // A typo in an alias makes a new one, and says so.
+    let typo = b.model_cli(&["promote", "penguins", &v3, "--alias", "Production"]);
+    assert!(typo.status.success(), "{}", stderr(&typo));
+    assert!(
+        stderr(&typo).contains("note: @Production is a new alias of penguins, beside @production, @staging"),
+        "{}",
+        stderr(&typo)
+    );
+    assert!(!stdout(&typo).contains("undo:"), "{}", stdout(&typo));
 }
 
 impl Local {
